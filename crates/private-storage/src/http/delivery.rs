@@ -1,0 +1,269 @@
+//! How the bytes travel: the only stage where the delivery modes differ.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt, stream};
+use http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+
+use super::body::ResponseBody;
+use crate::storage::{GetOptions, Payload};
+use crate::{Error, ObjectMeta, PrivateFile, Result};
+
+/// The nginx header naming the internal location to serve (`X-Accel-Redirect`).
+pub const X_ACCEL_REDIRECT: HeaderName = HeaderName::from_static("x-accel-redirect");
+/// The Apache (`mod_xsendfile`) header naming the file to serve.
+pub const X_SENDFILE: HeaderName = HeaderName::from_static("x-sendfile");
+
+/// How a served file's bytes reach the client, once the rule allowed the request and the
+/// response headers were computed. Every mode sends the same status and headers for the same
+/// request; only the bytes travel differently.
+///
+/// ```
+/// use private_storage::Delivery;
+///
+/// let stream = Delivery::stream(); // the default
+/// let nginx = Delivery::nginx("/_private/")?; // nginx serves from an `internal` location
+/// let apache = Delivery::apache(); // mod_xsendfile serves the absolute path
+/// # Ok::<(), private_storage::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Delivery(Mode);
+
+#[derive(Clone)]
+pub(crate) enum Mode {
+    Stream,
+    Nginx { prefix: Arc<str> },
+    Apache,
+    Custom(Arc<dyn DeliverFile>),
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Mode::Stream => f.write_str("Delivery::Stream"),
+            Mode::Nginx { prefix } => f.debug_struct("Delivery::Nginx").field("prefix", prefix).finish(),
+            Mode::Apache => f.write_str("Delivery::Apache"),
+            Mode::Custom(_) => f.write_str("Delivery::Custom"),
+        }
+    }
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Self::stream()
+    }
+}
+
+impl Delivery {
+    /// The bytes flow through the application in bounded chunks, with `Range` and
+    /// `multipart/byteranges` served here. Memory does not grow with the file or range size; a
+    /// client that disconnects stops the read. The default.
+    pub fn stream() -> Self {
+        Self(Mode::Stream)
+    }
+
+    /// nginx serves the bytes: the response carries an empty body and
+    /// `X-Accel-Redirect: <internal_prefix>/<percent-encoded key>`, which nginx resolves in an
+    /// `internal` location aliased to the storage root. nginx then handles `Range` itself.
+    /// See [`nginx_internal_location`] for the matching configuration.
+    ///
+    /// # Errors
+    /// [`Error::Config`] unless `internal_prefix` is an absolute path of visible ASCII without
+    /// `?`, `#` or `%` (checked here, so a bad prefix never surfaces per request).
+    pub fn nginx(internal_prefix: impl AsRef<str>) -> Result<Self> {
+        let prefix = internal_prefix.as_ref().trim_end_matches('/');
+        let valid = internal_prefix.as_ref().starts_with('/')
+            && !prefix.is_empty()
+            && prefix.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'?' | b'#' | b'%'));
+        if !valid {
+            return Err(Error::config(
+                "internal_prefix",
+                format!(
+                    "{:?} is not a valid nginx internal location (expected an absolute path such as /_private)",
+                    internal_prefix.as_ref()
+                ),
+            ));
+        }
+        Ok(Self(Mode::Nginx { prefix: Arc::from(prefix) }))
+    }
+
+    /// Apache's `mod_xsendfile` serves the bytes: the response carries an empty body and
+    /// `X-Sendfile: <absolute path>`, plus this crate's ETag and Last-Modified so Apache's own
+    /// conditional handling agrees with every other mode. Only for storages with local paths.
+    pub fn apache() -> Self {
+        Self(Mode::Apache)
+    }
+
+    /// The application produces the response (see [`DeliverFile`]).
+    pub fn custom(deliver: impl DeliverFile) -> Self {
+        Self(Mode::Custom(Arc::new(deliver)))
+    }
+
+    pub(crate) fn mode(&self) -> &Mode {
+        &self.0
+    }
+}
+
+/// A response ready to be delivered: the access rule allowed it, the preconditions passed, and
+/// its headers are computed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Prepared {
+    /// The representation headers shared by every mode (type, ETag, Last-Modified, caching,
+    /// disposition, security headers). `Content-Length` and `Content-Range` are the mode's.
+    pub headers: HeaderMap,
+    /// The object's metadata.
+    pub meta: ObjectMeta,
+    /// The ranges to send (206), or empty for the whole object (200).
+    pub ranges: Vec<Range<u64>>,
+    /// A HEAD request: headers only.
+    pub head_only: bool,
+}
+
+/// A delivery mode written by the application (see [`Delivery::custom`]).
+#[async_trait]
+pub trait DeliverFile: Send + Sync + 'static {
+    /// Produces the response for `file`. Errors are answered through [`Error::status`].
+    async fn deliver(&self, file: &PrivateFile, prepared: Prepared) -> Result<Response<ResponseBody>>;
+}
+
+pub(crate) async fn deliver(delivery: &Delivery, file: &PrivateFile, prepared: Prepared) -> Result<Response<ResponseBody>> {
+    match delivery.mode() {
+        Mode::Stream => stream_response(file, prepared).await,
+        Mode::Nginx { prefix } => {
+            let target = format!("{prefix}/{}", file.key().to_url_path());
+            Ok(handoff(prepared, X_ACCEL_REDIRECT, HeaderValue::from_str(&target).map_err(|e| Error::storage("nginx", e))?))
+        }
+        Mode::Apache => {
+            let path = file
+                .full_path()
+                .ok_or_else(|| Error::config("delivery", "X-Sendfile needs a storage with local paths"))?;
+            let value = HeaderValue::from_bytes(path.as_os_str().as_encoded_bytes())
+                .map_err(|e| Error::storage("apache", e))?;
+            Ok(handoff(prepared, X_SENDFILE, value))
+        }
+        Mode::Custom(custom) => custom.deliver(file, prepared).await,
+    }
+}
+
+/// A 200 with the representation headers and the proxy's header: the proxy sends the bytes
+/// and answers `Range` itself.
+fn handoff(prepared: Prepared, name: HeaderName, value: HeaderValue) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::empty());
+    *response.headers_mut() = prepared.headers;
+    response.headers_mut().insert(name, value);
+    response
+}
+
+async fn stream_response(file: &PrivateFile, prepared: Prepared) -> Result<Response<ResponseBody>> {
+    let Prepared { mut headers, meta, ranges, head_only } = prepared;
+    let size = meta.size;
+    let (status, body, len) = match ranges.as_slice() {
+        [] if head_only => (StatusCode::OK, ResponseBody::empty(), size),
+        [] => (StatusCode::OK, read(file, &meta, None).await?, size),
+        [range] => {
+            let value = format!("bytes {}-{}/{size}", range.start, range.end - 1);
+            headers.insert(CONTENT_RANGE, HeaderValue::from_str(&value).expect("ASCII"));
+            (StatusCode::PARTIAL_CONTENT, read(file, &meta, Some(range.clone())).await?, range.end - range.start)
+        }
+        _ => {
+            let content_type = headers.get(CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static("application/octet-stream"));
+            let boundary = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+            let parts: Vec<(Bytes, Range<u64>)> = ranges
+                .iter()
+                .map(|r| {
+                    let head = format!(
+                        "\r\n--{boundary}\r\nContent-Type: {}\r\nContent-Range: bytes {}-{}/{size}\r\n\r\n",
+                        content_type.to_str().unwrap_or("application/octet-stream"),
+                        r.start,
+                        r.end - 1
+                    );
+                    (Bytes::from(head), r.clone())
+                })
+                .collect();
+            let tail = Bytes::from(format!("\r\n--{boundary}--\r\n"));
+            let len = parts.iter().map(|(h, r)| h.len() as u64 + (r.end - r.start)).sum::<u64>() + tail.len() as u64;
+            let value = format!("multipart/byteranges; boundary={boundary}");
+            headers.insert(CONTENT_TYPE, HeaderValue::from_str(&value).expect("ASCII"));
+            (StatusCode::PARTIAL_CONTENT, multipart_body(file.clone(), meta.etag.clone(), parts, tail, len), len)
+        }
+    };
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    Ok(response)
+}
+
+/// Reads the object (or a range of it), pinned to the ETag the headers were computed from so
+/// one response never mixes two versions of a file.
+async fn read(file: &PrivateFile, meta: &ObjectMeta, range: Option<Range<u64>>) -> Result<ResponseBody> {
+    let options = GetOptions { range, if_match: meta.etag.clone() };
+    let got = file.storage().get(file.key(), options).await?;
+    let len = got.range.end - got.range.start;
+    Ok(match got.payload {
+        Payload::Bytes(bytes) => ResponseBody::full(bytes),
+        Payload::Stream(s) => ResponseBody::stream(logged(s, file), Some(len)),
+    })
+}
+
+fn multipart_body(file: PrivateFile, etag: Option<String>, parts: Vec<(Bytes, Range<u64>)>, tail: Bytes, len: u64) -> ResponseBody {
+    let reader = file.clone();
+    let body = stream::iter(parts)
+        .then(move |(head, range)| {
+            let file = reader.clone();
+            let options = GetOptions { range: Some(range), if_match: etag.clone() };
+            async move {
+                let part = file.storage().get(file.key(), options).await?;
+                Ok::<_, Error>(stream::once(async move { Ok(head) }).chain(part.into_stream()))
+            }
+        })
+        .try_flatten()
+        .chain(stream::once(async move { Ok(tail) }));
+    ResponseBody::stream(logged(body.boxed(), &file), Some(len))
+}
+
+/// Logs the error that ends a body stream (once: the server stops polling after it).
+fn logged(s: crate::storage::ByteStream, file: &PrivateFile) -> crate::storage::ByteStream {
+    let key = file.key().clone();
+    s.inspect_err(move |e| tracing::error!(%key, error = %e, "storage failed mid-transfer; aborting the response"))
+        .boxed()
+}
+
+/// The nginx `location` block that serves `X-Accel-Redirect` targets of `internal_prefix` from
+/// the storage folder `root`.
+///
+/// nginx drops most upstream headers when it follows `X-Accel-Redirect`; this block re-adds
+/// the security headers (nosniff, the sandbox CSP for active content) and keeps nginx's multi-range
+/// limit equal to the service's, so nginx answers exactly what the service would.
+///
+/// ```
+/// use private_storage::nginx_internal_location;
+///
+/// let conf = nginx_internal_location("/_private", std::path::Path::new("/srv/files"), 16);
+/// assert!(conf.contains("location /_private/ {"));
+/// assert!(conf.contains("internal;"));
+/// assert!(conf.contains("alias /srv/files/;"));
+/// ```
+pub fn nginx_internal_location(internal_prefix: &str, root: &Path, max_ranges: usize) -> String {
+    let prefix = internal_prefix.trim_end_matches('/');
+    let root = root.display().to_string();
+    let root = root.trim_end_matches('/');
+    format!(
+        "location {prefix}/ {{
+    internal;
+    alias {root}/;
+    max_ranges {max_ranges};
+    # nginx keeps only a few upstream headers across X-Accel-Redirect: re-add the rest.
+    add_header X-Content-Type-Options $upstream_http_x_content_type_options always;
+    add_header Content-Security-Policy $upstream_http_content_security_policy always;
+}}
+"
+    )
+}

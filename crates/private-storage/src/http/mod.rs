@@ -1,0 +1,354 @@
+//! The file-serving service: one pipeline for every delivery mode.
+//!
+//! A request flows top to bottom through [`ServePrivate::serve_file`]:
+//! key (validated once) → [`PrivateFile`] → access rule → method → metadata (one `head`) →
+//! [plan](conditional::plan) (preconditions and ranges, no I/O) →
+//! [headers](headers::representation_headers) (computed once) → [delivery](delivery::deliver).
+
+mod body;
+mod conditional;
+mod delivery;
+mod disposition;
+mod headers;
+mod range;
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_RANGE, CONTENT_TYPE, ETAG, LAST_MODIFIED, LOCATION, RETRY_AFTER};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+
+pub use body::ResponseBody;
+pub use delivery::{DeliverFile, Delivery, Prepared, X_ACCEL_REDIRECT, X_SENDFILE, nginx_internal_location};
+pub use disposition::ContentDisposition;
+
+use crate::access::{AccessRule, AllowSuperuser};
+use crate::{CurrentUser, Error, ObjectKey, PrivateFile, Storage};
+use conditional::{Plan, Validators};
+use headers::{HeaderPolicy, NOSNIFF};
+
+/// What a request the access rule denied is answered with. The answer never depends on
+/// whether the file exists, and is the same for a key that failed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OnDenied {
+    /// `403 Forbidden`. The default, as in the reference.
+    Forbidden,
+    /// `404 Not Found`: hides that anything is there.
+    NotFound,
+    /// Anonymous requests are redirected (`302`) to the login URL with the original path and
+    /// query in `next`; authenticated users who are denied get `403`.
+    LoginRedirect {
+        /// The login page, e.g. `/login` (a `?` query is extended with `&next=`).
+        login_url: String,
+    },
+}
+
+impl OnDenied {
+    /// Redirects anonymous requests to `login_url` (see [`OnDenied::LoginRedirect`]).
+    pub fn login(login_url: impl Into<String>) -> Self {
+        OnDenied::LoginRedirect { login_url: login_url.into() }
+    }
+}
+
+/// A [`tower::Service`](tower_service::Service) that serves the files of one storage to the
+/// requests its access rule allows, with complete HTTP semantics.
+///
+/// - **GET and HEAD** (HEAD: the same headers, no body, no read); any other method gets `405`
+///   with `Allow` — but only after the rule allowed the request: nothing answers before the rule.
+/// - **Range** (RFC 9110 §14): single ranges, suffix and open-ended ranges (`206`), several
+///   ranges as `multipart/byteranges` (overlapping or nearby ranges coalesced; more parts than
+///   [`max_ranges`](Self::max_ranges) → the whole file, `200`), unsatisfiable → `416` with
+///   `Content-Range: bytes */N`, malformed → ignored (`200`), `If-Range` with an ETag or a date.
+/// - **Conditional requests** in the RFC 9110 §13.2.2 order: `If-Match`,
+///   `If-Unmodified-Since` (`412`), `If-None-Match`, `If-Modified-Since` (`304`).
+/// - **Headers computed once** for every delivery mode: Content-Type, Content-Length,
+///   Accept-Ranges, a strong ETag, Last-Modified, Cache-Control (default `private, no-cache`),
+///   `X-Content-Type-Options: nosniff`, Content-Disposition (RFC 6266) when configured. Active
+///   content (HTML, SVG, XML, JavaScript...) is forced to `attachment` and gets a sandboxing
+///   `Content-Security-Policy`, unless allowed with [`allow_inline`](Self::allow_inline).
+///
+/// Mount it under a prefix with axum's `nest_service`; the rest of the path is the key,
+/// percent-decoded exactly once:
+///
+/// ```
+/// use axum::Router;
+/// use private_storage::{allow_staff, LocalStorage, OnDenied, ServePrivate};
+///
+/// # fn main() -> Result<(), private_storage::Error> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let storage = LocalStorage::new(dir.path())?;
+/// let files = ServePrivate::new(storage)
+///     .rule(allow_staff())
+///     .on_denied(OnDenied::login("/login"));
+/// let app: Router = Router::new().nest_service("/private-media", files);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ServePrivate {
+    config: Arc<Config>,
+}
+
+#[derive(Clone)]
+struct Config {
+    storage: Arc<dyn Storage>,
+    rule: Arc<dyn AccessRule>,
+    on_denied: OnDenied,
+    delivery: Delivery,
+    policy: HeaderPolicy,
+    max_ranges: usize,
+}
+
+impl fmt::Debug for ServePrivate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServePrivate")
+            .field("storage", &self.config.storage)
+            .field("on_denied", &self.config.on_denied)
+            .field("delivery", &self.config.delivery)
+            .field("max_ranges", &self.config.max_ranges)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServePrivate {
+    /// Serves the files of `storage`, with the default rule [`allow_superuser`](crate::allow_superuser).
+    pub fn new(storage: impl Storage) -> Self {
+        Self::from_arc(Arc::new(storage))
+    }
+
+    /// Like [`ServePrivate::new`], for an already shared storage.
+    pub fn from_arc(storage: Arc<dyn Storage>) -> Self {
+        Self {
+            config: Arc::new(Config {
+                storage,
+                rule: Arc::new(AllowSuperuser),
+                on_denied: OnDenied::Forbidden,
+                delivery: Delivery::stream(),
+                policy: HeaderPolicy::default(),
+                max_ranges: 16,
+            }),
+        }
+    }
+
+    fn config_mut(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.config)
+    }
+
+    /// Sets the access rule. Defaults to [`allow_superuser`](crate::allow_superuser).
+    pub fn rule(mut self, rule: impl AccessRule) -> Self {
+        self.config_mut().rule = Arc::new(rule);
+        self
+    }
+
+    /// Sets what a denied request gets. Defaults to [`OnDenied::Forbidden`].
+    pub fn on_denied(mut self, on_denied: OnDenied) -> Self {
+        self.config_mut().on_denied = on_denied;
+        self
+    }
+
+    /// Sets how the bytes travel. Defaults to [`Delivery::stream`].
+    ///
+    /// # Panics
+    /// With [`Delivery::apache`] when the storage has no local paths: `X-Sendfile` names a
+    /// file on disk. (Raised here, while the service is built, never per request.)
+    pub fn delivery(mut self, delivery: Delivery) -> Self {
+        if matches!(delivery.mode(), delivery::Mode::Apache) {
+            let probe = ObjectKey::new("probe").expect("valid key");
+            assert!(
+                self.config.storage.local_path(&probe).is_some(),
+                "Delivery::apache() needs a storage with local paths, such as LocalStorage"
+            );
+        }
+        self.config_mut().delivery = delivery;
+        self
+    }
+
+    /// Sets `Cache-Control`. Defaults to `private, no-cache` (shared caches never store the
+    /// file; browsers revalidate every time). Use e.g. `no-store`, or `private, max-age=300`.
+    pub fn cache_control(mut self, value: HeaderValue) -> Self {
+        self.config_mut().policy.cache_control = value;
+        self
+    }
+
+    /// Sends `Content-Disposition` on every file. Defaults to none (the browser decides),
+    /// except for active content, which is always an attachment. A [`ContentDisposition`] in
+    /// the request extensions overrides this per request.
+    pub fn content_disposition(mut self, disposition: ContentDisposition) -> Self {
+        self.config_mut().policy.disposition = Some(disposition);
+        self
+    }
+
+    /// Allows an active content type (such as `text/html`) to be served inline, without the
+    /// sandboxing CSP. Only do this for content that is trusted, or served from an origin of
+    /// its own. Defaults to none.
+    pub fn allow_inline(mut self, content_type: &str) -> Self {
+        self.config_mut().policy.inline_active.push(headers::essence(content_type));
+        self
+    }
+
+    /// Sets how many parts a multi-range response may have once overlapping and nearby ranges
+    /// are coalesced; requests for more get the whole file (`200`), which is always a valid
+    /// answer, where a `416` would leave a legitimate client with nothing. Defaults to 16.
+    pub fn max_ranges(mut self, max_ranges: usize) -> Self {
+        self.config_mut().max_ranges = max_ranges.max(1);
+        self
+    }
+
+    /// The storage this service serves.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.config.storage
+    }
+
+    /// Serves the request: its URI path (after the mount prefix) is the percent-encoded key.
+    pub async fn serve<B>(&self, request: Request<B>) -> Response<ResponseBody> {
+        let (parts, _body) = request.into_parts();
+        let path = parts.uri.path();
+        let key = match ObjectKey::from_url_path(path.strip_prefix('/').unwrap_or(path)) {
+            Ok(key) => key,
+            // Never reaches the storage; answered exactly like a denial.
+            Err(e) => {
+                tracing::debug!(path, error = %e, "rejected key");
+                return denied(&self.config.on_denied, &parts);
+            }
+        };
+        let file = PrivateFile::new(parts, Arc::clone(&self.config.storage), key);
+        self.serve_file(file).await
+    }
+
+    /// Serves an already resolved file: for handlers that find the key elsewhere (a record, a
+    /// share link) and want the same rule, semantics and delivery.
+    pub async fn serve_file(&self, file: PrivateFile) -> Response<ResponseBody> {
+        let config = &*self.config;
+        if !config.rule.allows(&file).await {
+            return denied(&config.on_denied, file.request());
+        }
+        let method = &file.request().method;
+        if method != Method::GET && method != Method::HEAD {
+            let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.");
+            response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return response;
+        }
+        let meta = match file.metadata().await {
+            Ok(Some(meta)) => meta.clone(),
+            Ok(None) => return plain(StatusCode::NOT_FOUND, "Not found."),
+            Err(e) => return error_response(&e, file.key()),
+        };
+        let validators = Validators { etag: meta.etag.as_deref(), last_modified: meta.last_modified, len: meta.size };
+        let plan = conditional::plan(method, &file.request().headers, validators, SystemTime::now(), config.max_ranges);
+        let headers = headers::representation_headers(&config.policy, &file, &meta);
+        let ranges = match plan {
+            Plan::Full => Vec::new(),
+            Plan::Partial(ranges) => ranges,
+            Plan::NotModified => {
+                // RFC 9110 §15.4.5: the validators and caching fields, no representation metadata.
+                let mut response = Response::new(ResponseBody::empty());
+                *response.status_mut() = StatusCode::NOT_MODIFIED;
+                for name in [ETAG, LAST_MODIFIED, CACHE_CONTROL] {
+                    if let Some(value) = headers.get(&name) {
+                        response.headers_mut().insert(name, value.clone());
+                    }
+                }
+                return response;
+            }
+            Plan::PreconditionFailed => return plain(StatusCode::PRECONDITION_FAILED, "Precondition failed."),
+            Plan::Unsatisfiable => {
+                let mut response = plain(StatusCode::RANGE_NOT_SATISFIABLE, "Range not satisfiable.");
+                let value = HeaderValue::from_str(&format!("bytes */{}", meta.size)).expect("ASCII");
+                response.headers_mut().insert(CONTENT_RANGE, value);
+                return response;
+            }
+        };
+        let head_only = method == Method::HEAD;
+        let key = file.key().clone();
+        let prepared = Prepared { headers, meta, ranges, head_only };
+        match delivery::deliver(&config.delivery, &file, prepared).await {
+            Ok(response) => response,
+            Err(e) => error_response(&e, &key),
+        }
+    }
+}
+
+impl<B: Send + 'static> tower_service::Service<Request<B>> for ServePrivate {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let service = self.clone();
+        Box::pin(async move { Ok(service.serve(request).await) })
+    }
+}
+
+/// A short text response with the safe headers every answer carries.
+pub(crate) fn plain(status: StatusCode, message: &'static str) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::from(message));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    headers.insert(http::header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
+    response
+}
+
+/// The answer to a denied request (or a rejected key).
+fn denied(on_denied: &OnDenied, request: &http::request::Parts) -> Response<ResponseBody> {
+    match on_denied {
+        OnDenied::Forbidden => plain(StatusCode::FORBIDDEN, "Forbidden."),
+        OnDenied::NotFound => plain(StatusCode::NOT_FOUND, "Not found."),
+        OnDenied::LoginRedirect { login_url } => {
+            let anonymous = request.extensions.get::<CurrentUser>().is_none_or(|u| !u.is_authenticated());
+            if !anonymous {
+                return plain(StatusCode::FORBIDDEN, "Forbidden.");
+            }
+            let next = request.uri.path_and_query().map_or("/", |pq| pq.as_str());
+            let sep = if login_url.contains('?') { '&' } else { '?' };
+            let location = format!("{login_url}{sep}next={}", utf8_percent_encode(next, QUERY_VALUE));
+            let mut response = plain(StatusCode::FOUND, "Login required.");
+            match HeaderValue::from_str(&location) {
+                Ok(value) => {
+                    response.headers_mut().insert(LOCATION, value);
+                    response
+                }
+                Err(_) => plain(StatusCode::FORBIDDEN, "Forbidden."),
+            }
+        }
+    }
+}
+
+/// Escapes for a query parameter value.
+const QUERY_VALUE: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'&').add(b'+').add(b'%').add(b'<').add(b'>').add(b'=').add(b'?');
+
+/// The one mapping of a storage error met while serving to a response; server errors are
+/// logged with their cause and answered generically.
+fn error_response(error: &Error, key: &ObjectKey) -> Response<ResponseBody> {
+    match error {
+        Error::NotFound { .. } => plain(StatusCode::NOT_FOUND, "Not found."),
+        // The object changed between the metadata read and the byte read (our own `if_match`):
+        // the client did not send a precondition, so this is not its 412.
+        Error::PreconditionFailed { .. } => {
+            tracing::warn!(%key, "object changed while being served");
+            let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "The file changed while being served; retry.");
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("0"));
+            response
+        }
+        other => {
+            tracing::error!(%key, error = %other, "serving failed");
+            let status = other.status();
+            if status.is_server_error() {
+                plain(status, "Internal server error.")
+            } else {
+                plain(status, "Request failed.")
+            }
+        }
+    }
+}

@@ -1,0 +1,435 @@
+//! The local-filesystem backend, confined to its root.
+
+use std::fmt;
+use std::io;
+use std::ops::Range;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures_core::stream::BoxStream;
+use futures_util::{StreamExt, stream};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, ResolveFlags, Stat};
+use tokio::io::AsyncWriteExt;
+
+use super::{
+    ByteStream, GetOptions, GetResult, ObjectMeta, Payload, PutMode, PutOptions, Storage,
+    check_if_match, check_range, normalise_base_url,
+};
+use crate::{Error, ObjectKey, Result};
+
+const BACKEND: &str = "local";
+/// Staging files start with this; they are never listed or served.
+const TEMP_PREFIX: &str = ".ps-tmp-";
+/// Objects up to this size are read in one go; larger ones stream.
+const SMALL_READ: u64 = 64 * 1024;
+/// The chunk size of streamed reads.
+const CHUNK: u64 = 256 * 1024;
+
+/// Files in a folder on the local filesystem: the embedded default.
+///
+/// - **Confined to its root.** Every path is resolved beneath the root directory with
+///   `openat2(RESOLVE_BENEATH)`: a symlink inside the root that points outside it is never
+///   followed, and neither are `/proc` magic links. Where `openat2` is unavailable, each
+///   component is opened with `O_NOFOLLOW` instead (no symlinks at all).
+/// - **Atomic writes.** `put` writes to a staging file in the object's own folder, fsyncs it,
+///   then renames it into place (`RENAME_NOREPLACE` for [`PutMode::Create`]) and fsyncs the
+///   folder. A reader never sees a partial file; a failed or dropped write leaves nothing.
+/// - **Directories are never served**: they answer [`Error::NotFound`] like missing files.
+/// - **ETags** have nginx's form, `"<mtime hex>-<size hex>"`, so nginx serving the same file
+///   through `X-Accel-Redirect` evaluates `If-None-Match`, `If-Match` and `If-Range` exactly
+///   as this crate does. (Two writes of the same size within one second share an ETag, as they
+///   do in nginx.)
+/// - Content types are not stored; they are guessed from the name when served.
+///
+/// ```
+/// use private_storage::{LocalStorage, ObjectKey, StorageExt};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let dir = tempfile::tempdir()?;
+/// let storage = LocalStorage::new(dir.path())?.with_base_url("/private-media/");
+/// let key = ObjectKey::new("users/1/hello.txt")?;
+/// storage.put_bytes(&key, "hello").await?;
+/// assert_eq!(storage.read(&key).await?, "hello");
+/// assert_eq!(storage.local_path(&key), Some(dir.path().canonicalize()?.join("users/1/hello.txt")));
+/// # use private_storage::Storage;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct LocalStorage {
+    inner: Arc<Inner>,
+    base_url: Arc<str>,
+}
+
+struct Inner {
+    root: PathBuf,
+    root_fd: OwnedFd,
+}
+
+impl fmt::Debug for LocalStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalStorage")
+            .field("root", &self.inner.root)
+            .field("base_url", &self.base_url)
+            .finish()
+    }
+}
+
+impl LocalStorage {
+    /// A storage rooted at the existing directory `root`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when `root` does not exist or is not a directory: the root is never
+    /// created, and nothing falls back to another folder.
+    pub fn new(root: impl AsRef<Path>) -> Result<Self> {
+        let root = root.as_ref();
+        let canonical = root.canonicalize().map_err(|e| {
+            Error::config("root", format!("{}: {e} (create the folder first)", root.display()))
+        })?;
+        if !canonical.is_dir() {
+            return Err(Error::config("root", format!("{} is not a directory", root.display())));
+        }
+        let root_fd = rustix::fs::open(&canonical, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| Error::config("root", format!("{}: {e}", root.display())))?;
+        Ok(Self {
+            inner: Arc::new(Inner { root: canonical, root_fd }),
+            base_url: Arc::from(super::DEFAULT_BASE_URL),
+        })
+    }
+
+    /// Sets the URL prefix of this storage's links. Defaults to `/private-media/`.
+    pub fn with_base_url(mut self, base_url: impl Into<String>) -> Self {
+        self.base_url = Arc::from(normalise_base_url(base_url));
+        self
+    }
+
+    /// The canonical root directory.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&Inner) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| Error::storage(BACKEND, e))?
+    }
+}
+
+impl Inner {
+    /// Opens the object for reading, never leaving the root.
+    fn open(&self, key: &ObjectKey) -> Result<(std::fs::File, ObjectMeta)> {
+        if key.file_name().starts_with(TEMP_PREFIX) {
+            return Err(not_found(key));
+        }
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let fd = match rustix::fs::openat2(
+            &self.root_fd,
+            key.as_str(),
+            flags,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+        ) {
+            Err(e) if e == rustix::io::Errno::NOSYS || e == rustix::io::Errno::PERM => {
+                let (parent, name) = split_parent(key);
+                open_dirs(self.root_fd.as_fd(), &parent, false)
+                    .and_then(|dir| rustix::fs::openat(&dir, name, flags | OFlags::NOFOLLOW, Mode::empty()))
+            }
+            other => other,
+        }
+        .map_err(|e| io_error(key, e.into()))?;
+        let stat = rustix::fs::fstat(&fd).map_err(|e| io_error(key, e.into()))?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            return Err(not_found(key));
+        }
+        Ok((std::fs::File::from(fd), meta_from_stat(key.clone(), &stat)))
+    }
+}
+
+#[async_trait]
+impl Storage for LocalStorage {
+    async fn head(&self, key: &ObjectKey) -> Result<ObjectMeta> {
+        let key = key.clone();
+        self.blocking(move |inner| inner.open(&key).map(|(_, meta)| meta)).await
+    }
+
+    async fn get(&self, key: &ObjectKey, options: GetOptions) -> Result<GetResult> {
+        let key = key.clone();
+        let (file, meta, range, small) = self
+            .blocking(move |inner| {
+                let (file, meta) = inner.open(&key)?;
+                check_if_match(options.if_match.as_deref(), &meta)?;
+                let range = check_range(options.range, meta.size)?;
+                let small = if range.end - range.start <= SMALL_READ {
+                    Some(read_exact_at(&file, range.clone()).map_err(|e| io_error(&key, e))?)
+                } else {
+                    None
+                };
+                Ok((file, meta, range, small))
+            })
+            .await?;
+        let payload = match small {
+            Some(bytes) => Payload::Bytes(bytes),
+            None => Payload::Stream(read_stream(Arc::new(file), meta.key.clone(), range.clone())),
+        };
+        Ok(GetResult::new(meta, range, payload))
+    }
+
+    async fn put(&self, key: &ObjectKey, mut data: ByteStream, options: PutOptions) -> Result<ObjectMeta> {
+        if key.file_name().starts_with(TEMP_PREFIX) {
+            return Err(Error::storage(
+                BACKEND,
+                format!("names starting with {TEMP_PREFIX} are reserved for staging files"),
+            ));
+        }
+        let staging_key = key.clone();
+        let (staged, file) = self
+            .blocking(move |inner| {
+                let (parent, _) = split_parent(&staging_key);
+                let dir = open_dirs(inner.root_fd.as_fd(), &parent, true)
+                    .map_err(|e| io_error(&staging_key, e.into()))?;
+                let temp_name = format!("{TEMP_PREFIX}{:016x}", fastrand::u64(..));
+                let fd = rustix::fs::openat(
+                    &dir,
+                    temp_name.as_str(),
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                    Mode::from_raw_mode(0o666),
+                )
+                .map_err(|e| io_error(&staging_key, e.into()))?;
+                Ok((Staged { dir: Arc::new(dir), temp_name, committed: false }, std::fs::File::from(fd)))
+            })
+            .await?;
+        // From here on, dropping `staged` (error, or this future being dropped) removes the file.
+        let mut file = tokio::fs::File::from_std(file);
+        while let Some(chunk) = data.next().await {
+            let chunk = chunk?;
+            file.write_all(&chunk).await.map_err(|e| io_error(key, e))?;
+        }
+        file.sync_all().await.map_err(|e| io_error(key, e))?;
+        let file = file.into_std().await;
+        let final_key = key.clone();
+        let mode = options.mode;
+        self.blocking(move |_| {
+            let mut staged = staged;
+            let name = final_key.file_name();
+            let renamed = match mode {
+                PutMode::Create => rustix::fs::renameat_with(
+                    &*staged.dir,
+                    staged.temp_name.as_str(),
+                    &*staged.dir,
+                    name,
+                    RenameFlags::NOREPLACE,
+                ),
+                PutMode::Overwrite => {
+                    rustix::fs::renameat(&*staged.dir, staged.temp_name.as_str(), &*staged.dir, name)
+                }
+            };
+            match renamed {
+                Err(rustix::io::Errno::EXIST) => return Err(Error::AlreadyExists { key: final_key }),
+                Err(e) => return Err(io_error(&final_key, e.into())),
+                Ok(()) => staged.committed = true,
+            }
+            rustix::fs::fsync(&*staged.dir).map_err(|e| io_error(&final_key, e.into()))?;
+            let stat = rustix::fs::fstat(&file).map_err(|e| io_error(&final_key, e.into()))?;
+            Ok(meta_from_stat(final_key, &stat))
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<()> {
+        let key = key.clone();
+        self.blocking(move |inner| {
+            let (parent, name) = split_parent(&key);
+            let dir = match open_dirs(inner.root_fd.as_fd(), &parent, false) {
+                Ok(dir) => dir,
+                Err(e) if is_missing(e) => return Ok(()),
+                Err(e) => return Err(io_error(&key, e.into())),
+            };
+            match rustix::fs::unlinkat(&dir, name, AtFlags::empty()) {
+                Ok(()) => Ok(()),
+                Err(e) if is_missing(e) || e == rustix::io::Errno::ISDIR => Ok(()),
+                Err(e) => Err(io_error(&key, e.into())),
+            }
+        })
+        .await
+    }
+
+    fn list(&self, prefix: Option<&ObjectKey>) -> BoxStream<'static, Result<ObjectMeta>> {
+        let storage = self.clone();
+        let prefix = prefix.cloned();
+        stream::once(async move {
+            storage
+                .blocking(move |inner| {
+                    let segments: Vec<&str> = prefix.as_ref().map(|p| p.segments().collect()).unwrap_or_default();
+                    let mut out = Vec::new();
+                    match open_dirs(inner.root_fd.as_fd(), &segments, false) {
+                        Ok(dir) => walk(dir, prefix.clone(), &mut out)
+                            .map_err(|e| Error::storage(BACKEND, io::Error::from(e)))?,
+                        Err(e) if is_missing(e) => {}
+                        Err(e) => return Err(Error::storage(BACKEND, io::Error::from(e))),
+                    }
+                    Ok(out)
+                })
+                .await
+        })
+        .flat_map(|listed| match listed {
+            Ok(items) => stream::iter(items.into_iter().map(Ok)).left_stream(),
+            Err(e) => stream::once(async move { Err(e) }).right_stream(),
+        })
+        .boxed()
+    }
+
+    fn local_path(&self, key: &ObjectKey) -> Option<PathBuf> {
+        Some(self.inner.root.join(key.as_str()))
+    }
+
+    fn base_url(&self) -> &str {
+        &self.base_url
+    }
+}
+
+/// A staging file that is removed unless committed.
+struct Staged {
+    dir: Arc<OwnedFd>,
+    temp_name: String,
+    committed: bool,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.committed {
+            if let Err(e) = rustix::fs::unlinkat(&*self.dir, self.temp_name.as_str(), AtFlags::empty()) {
+                tracing::warn!(temp = %self.temp_name, error = %e, "could not remove a staging file");
+            }
+        }
+    }
+}
+
+fn split_parent(key: &ObjectKey) -> (Vec<&str>, &str) {
+    let mut segments: Vec<&str> = key.segments().collect();
+    let name = segments.pop().unwrap_or_default();
+    (segments, name)
+}
+
+/// Opens (and with `create`, makes) the folders `segments` below `root`, one component at a
+/// time with `O_NOFOLLOW`, so no symlink is ever followed on the way.
+fn open_dirs(root: BorrowedFd<'_>, segments: &[&str], create: bool) -> rustix::io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let mut dir = rustix::fs::openat(root, ".", flags, Mode::empty())?;
+    for segment in segments {
+        if create {
+            match rustix::fs::mkdirat(&dir, *segment, Mode::from_raw_mode(0o777)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        dir = rustix::fs::openat(&dir, *segment, flags | OFlags::NOFOLLOW, Mode::empty())?;
+    }
+    Ok(dir)
+}
+
+/// Collects every regular file below `dir` (symlinks, staging files and names that are not
+/// valid keys are skipped).
+fn walk(dir: OwnedFd, prefix: Option<ObjectKey>, out: &mut Vec<ObjectMeta>) -> rustix::io::Result<()> {
+    let entries = rustix::fs::Dir::read_from(&dir)?;
+    for entry in entries {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().to_str() else { continue };
+        if name == "." || name == ".." || name.starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let Ok(child) = ObjectKey::new(name) else { continue };
+        let key = match &prefix {
+            Some(p) => p.join(&child),
+            None => child,
+        };
+        let stat = match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => stat,
+            Err(e) if is_missing(e) => continue,
+            Err(e) => return Err(e),
+        };
+        match FileType::from_raw_mode(stat.st_mode) {
+            FileType::RegularFile => out.push(meta_from_stat(key, &stat)),
+            FileType::Directory => {
+                let sub = rustix::fs::openat(
+                    &dir,
+                    name,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                walk(sub, Some(key), out)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn meta_from_stat(key: ObjectKey, stat: &Stat) -> ObjectMeta {
+    let size = u64::try_from(stat.st_size).unwrap_or(0);
+    let secs = stat.st_mtime;
+    let nanos = u32::try_from(stat.st_mtime_nsec).unwrap_or(0);
+    let last_modified = if secs >= 0 {
+        UNIX_EPOCH + Duration::new(secs.unsigned_abs(), nanos)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+    };
+    // nginx's format (ngx_http_set_etag): mtime seconds and size, in hex.
+    let etag = format!("\"{:x}-{:x}\"", secs, size);
+    ObjectMeta::new(key, size, last_modified).with_etag(etag)
+}
+
+fn read_exact_at(file: &std::fs::File, range: Range<u64>) -> io::Result<Bytes> {
+    let len = usize::try_from(range.end - range.start).map_err(io::Error::other)?;
+    let mut buf = BytesMut::zeroed(len);
+    file.read_exact_at(&mut buf, range.start)?;
+    Ok(buf.freeze())
+}
+
+/// Streams `range` of an open file in [`CHUNK`]-sized reads. The file was opened before the
+/// first byte went out, so a concurrent atomic replace never mixes two versions. Dropping the
+/// stream (a client that went away) stops the reads.
+fn read_stream(file: Arc<std::fs::File>, key: ObjectKey, range: Range<u64>) -> ByteStream {
+    stream::try_unfold((file, key, range.start), move |(file, key, pos)| {
+        let end = range.end;
+        async move {
+            if pos >= end {
+                return Ok(None);
+            }
+            let chunk = (end - pos).min(CHUNK);
+            let reader = Arc::clone(&file);
+            let bytes = tokio::task::spawn_blocking(move || read_exact_at(&reader, pos..pos + chunk))
+                .await
+                .map_err(|e| Error::storage(BACKEND, e))?
+                .map_err(|e| io_error(&key, e))?;
+            Ok(Some((bytes, (file, key, pos + chunk))))
+        }
+    })
+    .boxed()
+}
+
+fn is_missing(e: rustix::io::Errno) -> bool {
+    use rustix::io::Errno;
+    // ELOOP: a symlink met with O_NOFOLLOW; EXDEV: RESOLVE_BENEATH refused to leave the root.
+    matches!(e, Errno::NOENT | Errno::NOTDIR | Errno::LOOP | Errno::XDEV | Errno::ISDIR | Errno::NAMETOOLONG)
+}
+
+fn io_error(key: &ObjectKey, e: io::Error) -> Error {
+    match e.raw_os_error().map(rustix::io::Errno::from_raw_os_error) {
+        Some(errno) if is_missing(errno) => not_found(key),
+        _ => Error::storage(BACKEND, e),
+    }
+}
+
+fn not_found(key: &ObjectKey) -> Error {
+    Error::NotFound { key: key.clone() }
+}

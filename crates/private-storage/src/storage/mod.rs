@@ -1,0 +1,345 @@
+//! The storage trait and its backends.
+//!
+//! [`Storage`] is the minimum contract a backend fulfils: `head`, `get` (with a range and an
+//! `if_match` precondition), `put` from a stream, `delete` and `list`. Conveniences such as
+//! [`StorageExt::put_bytes`] and [`StorageExt::url`] are built on top for every backend.
+//! The `testing` feature's [`conformance`](crate::testing::conformance) suite checks that a
+//! backend keeps the contract.
+
+mod local;
+mod memory;
+
+use std::fmt::Debug;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures_core::stream::BoxStream;
+use futures_util::{StreamExt, TryStreamExt, stream};
+
+pub use local::LocalStorage;
+pub use memory::{Fault, MemoryStorage};
+
+use crate::{Error, ObjectKey, Result};
+
+/// The base URL a storage's links start with unless configured otherwise.
+pub const DEFAULT_BASE_URL: &str = "/private-media/";
+
+/// A stream of bytes flowing into or out of a storage.
+pub type ByteStream = BoxStream<'static, Result<Bytes>>;
+
+/// What a storage knows about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ObjectMeta {
+    /// The object's key.
+    pub key: ObjectKey,
+    /// Size in bytes.
+    pub size: u64,
+    /// When the object was last written.
+    pub last_modified: SystemTime,
+    /// A strong entity tag, quoted as it goes on the wire (`"5f3a-1000"`), if the backend has one.
+    pub etag: Option<String>,
+    /// The content type recorded at write time, if the backend records one.
+    pub content_type: Option<String>,
+}
+
+impl ObjectMeta {
+    /// Metadata for `key` with the given size and modification time, and no ETag or type.
+    pub fn new(key: ObjectKey, size: u64, last_modified: SystemTime) -> Self {
+        Self { key, size, last_modified, etag: None, content_type: None }
+    }
+
+    /// Sets the entity tag (quoted as on the wire).
+    pub fn with_etag(mut self, etag: impl Into<String>) -> Self {
+        self.etag = Some(etag.into());
+        self
+    }
+
+    /// Sets the recorded content type.
+    pub fn with_content_type(mut self, content_type: impl Into<String>) -> Self {
+        self.content_type = Some(content_type.into());
+        self
+    }
+}
+
+/// Options for [`Storage::get`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GetOptions {
+    /// Only these bytes (half-open, within the object). Defaults to the whole object.
+    pub range: Option<Range<u64>>,
+    /// Fail with [`Error::PreconditionFailed`] unless the object's ETag is this one, so that
+    /// the bytes of one response never mix two versions. Defaults to none.
+    pub if_match: Option<String>,
+}
+
+impl GetOptions {
+    /// Reads the bytes in `range`.
+    pub fn with_range(mut self, range: Range<u64>) -> Self {
+        self.range = Some(range);
+        self
+    }
+
+    /// Reads only if the object's ETag is still `etag`.
+    pub fn with_if_match(mut self, etag: impl Into<String>) -> Self {
+        self.if_match = Some(etag.into());
+        self
+    }
+}
+
+/// Whether a write may replace an existing object.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PutMode {
+    /// Replace any existing object atomically. The default.
+    #[default]
+    Overwrite,
+    /// Fail with [`Error::AlreadyExists`] if an object exists; the check and the write are atomic.
+    Create,
+}
+
+/// Options for [`Storage::put`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PutOptions {
+    /// Overwrite or create-only. Defaults to [`PutMode::Overwrite`].
+    pub mode: PutMode,
+    /// The content type to record, where the backend records one. Defaults to none.
+    pub content_type: Option<String>,
+}
+
+impl PutOptions {
+    /// Sets the write mode.
+    pub fn with_mode(mut self, mode: PutMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets the content type to record.
+    pub fn with_content_type(mut self, content_type: impl Into<String>) -> Self {
+        self.content_type = Some(content_type.into());
+        self
+    }
+}
+
+/// The bytes of a [`Storage::get`].
+pub enum Payload {
+    /// All the bytes, already in memory (small objects).
+    Bytes(Bytes),
+    /// The bytes as they are read, in bounded chunks.
+    Stream(ByteStream),
+}
+
+impl Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Payload::Bytes(b) => f.debug_tuple("Bytes").field(&b.len()).finish(),
+            Payload::Stream(_) => f.write_str("Stream(..)"),
+        }
+    }
+}
+
+/// The result of a [`Storage::get`]: metadata, the byte range it covers, and the bytes.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct GetResult {
+    /// The object's metadata, read together with the bytes.
+    pub meta: ObjectMeta,
+    /// Which bytes of the object the payload holds.
+    pub range: Range<u64>,
+    /// The bytes.
+    pub payload: Payload,
+}
+
+impl GetResult {
+    /// Builds a result.
+    pub fn new(meta: ObjectMeta, range: Range<u64>, payload: Payload) -> Self {
+        Self { meta, range, payload }
+    }
+
+    /// The payload as a stream, whatever its form.
+    pub fn into_stream(self) -> ByteStream {
+        match self.payload {
+            Payload::Bytes(b) => stream::once(async move { Ok(b) }).boxed(),
+            Payload::Stream(s) => s,
+        }
+    }
+
+    /// Collects the payload into memory.
+    ///
+    /// # Errors
+    /// The first error of the stream.
+    pub async fn bytes(self) -> Result<Bytes> {
+        match self.payload {
+            Payload::Bytes(b) => Ok(b),
+            Payload::Stream(s) => {
+                let buf = s
+                    .try_fold(BytesMut::new(), |mut buf, chunk| async move {
+                        buf.extend_from_slice(&chunk);
+                        Ok(buf)
+                    })
+                    .await?;
+                Ok(buf.freeze())
+            }
+        }
+    }
+}
+
+/// A place private files live.
+///
+/// The minimum contract every backend fulfils (the [conformance suite](crate::testing::conformance)
+/// checks it):
+///
+/// - `head` and `get` answer [`Error::NotFound`] for a missing object and for anything that is
+///   not a regular object (a directory, a link out of the root, a staging file);
+/// - `get` with `if_match` fails with [`Error::PreconditionFailed`] when the ETag differs, and
+///   with a range outside the object fails with [`Error::InvalidRange`];
+/// - `put` is atomic: until the input stream has ended cleanly nobody sees the object, and if
+///   the stream fails (or the future is dropped) nothing remains, and any previous object is
+///   untouched; the input stream's own error is returned unchanged;
+/// - `delete` of a missing object succeeds;
+/// - `list` yields every object inside a folder prefix (whole segments), in any order.
+///
+/// Use [`StorageExt`] for conveniences, and share a storage as `Arc<dyn Storage>`.
+#[async_trait]
+pub trait Storage: Debug + Send + Sync + 'static {
+    /// The object's metadata.
+    async fn head(&self, key: &ObjectKey) -> Result<ObjectMeta>;
+
+    /// The object's bytes (all, or `options.range`), with its metadata.
+    async fn get(&self, key: &ObjectKey, options: GetOptions) -> Result<GetResult>;
+
+    /// Writes the object from a stream, atomically.
+    async fn put(&self, key: &ObjectKey, data: ByteStream, options: PutOptions) -> Result<ObjectMeta>;
+
+    /// Deletes the object; succeeds if it does not exist.
+    async fn delete(&self, key: &ObjectKey) -> Result<()>;
+
+    /// Every object inside the folder `prefix` (or the whole storage), in no particular order.
+    fn list(&self, prefix: Option<&ObjectKey>) -> BoxStream<'static, Result<ObjectMeta>>;
+
+    /// The absolute filesystem path of the object, for backends that have one (used by the
+    /// Apache `X-Sendfile` delivery and by access rules). Defaults to `None`.
+    fn local_path(&self, key: &ObjectKey) -> Option<PathBuf> {
+        let _ = key;
+        None
+    }
+
+    /// The URL prefix links to this storage's objects start with (see [`StorageExt::url`]).
+    /// Defaults to [`DEFAULT_BASE_URL`].
+    fn base_url(&self) -> &str {
+        DEFAULT_BASE_URL
+    }
+}
+
+/// Conveniences available on every [`Storage`].
+#[async_trait]
+pub trait StorageExt: Storage {
+    /// Writes `bytes` under `key`, replacing any existing object.
+    ///
+    /// ```
+    /// use private_storage::{MemoryStorage, ObjectKey, StorageExt};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let storage = MemoryStorage::new();
+    /// let key = ObjectKey::new("notes/a.txt")?;
+    /// storage.put_bytes(&key, "hello").await?;
+    /// assert_eq!(storage.read(&key).await?, "hello");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    async fn put_bytes(&self, key: &ObjectKey, bytes: impl Into<Bytes> + Send) -> Result<ObjectMeta> {
+        let bytes = bytes.into();
+        self.put(key, stream::once(async move { Ok(bytes) }).boxed(), PutOptions::default())
+            .await
+    }
+
+    /// Reads the whole object into memory.
+    async fn read(&self, key: &ObjectKey) -> Result<Bytes> {
+        self.get(key, GetOptions::default()).await?.bytes().await
+    }
+
+    /// Whether an object exists under `key`.
+    async fn exists(&self, key: &ObjectKey) -> Result<bool> {
+        match self.head(key).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The link to the object: [`Storage::base_url`] followed by the percent-encoded key.
+    ///
+    /// ```
+    /// use private_storage::{MemoryStorage, ObjectKey, StorageExt};
+    ///
+    /// let storage = MemoryStorage::new().with_base_url("/invoices/");
+    /// let key = ObjectKey::new("2026/März 1.pdf")?;
+    /// assert_eq!(storage.url(&key), "/invoices/2026/M%C3%A4rz%201.pdf");
+    /// # Ok::<(), private_storage::KeyError>(())
+    /// ```
+    fn url(&self, key: &ObjectKey) -> String {
+        let base = self.base_url();
+        let sep = if base.ends_with('/') { "" } else { "/" };
+        format!("{base}{sep}{}", key.to_url_path())
+    }
+}
+
+impl<S: Storage + ?Sized> StorageExt for S {}
+
+#[async_trait]
+impl<S: Storage + ?Sized> Storage for Arc<S> {
+    async fn head(&self, key: &ObjectKey) -> Result<ObjectMeta> {
+        (**self).head(key).await
+    }
+    async fn get(&self, key: &ObjectKey, options: GetOptions) -> Result<GetResult> {
+        (**self).get(key, options).await
+    }
+    async fn put(&self, key: &ObjectKey, data: ByteStream, options: PutOptions) -> Result<ObjectMeta> {
+        (**self).put(key, data, options).await
+    }
+    async fn delete(&self, key: &ObjectKey) -> Result<()> {
+        (**self).delete(key).await
+    }
+    fn list(&self, prefix: Option<&ObjectKey>) -> BoxStream<'static, Result<ObjectMeta>> {
+        (**self).list(prefix)
+    }
+    fn local_path(&self, key: &ObjectKey) -> Option<PathBuf> {
+        (**self).local_path(key)
+    }
+    fn base_url(&self) -> &str {
+        (**self).base_url()
+    }
+}
+
+/// Checks a requested range against an object's size (shared by the backends).
+pub(crate) fn check_range(range: Option<Range<u64>>, size: u64) -> Result<Range<u64>> {
+    match range {
+        None => Ok(0..size),
+        Some(r) if r.start <= r.end && r.end <= size => Ok(r),
+        Some(r) => Err(Error::InvalidRange { start: r.start, end: r.end, size }),
+    }
+}
+
+/// Checks an `if_match` precondition against an object's ETag (shared by the backends).
+pub(crate) fn check_if_match(if_match: Option<&str>, meta: &ObjectMeta) -> Result<()> {
+    match if_match {
+        Some(expected) if meta.etag.as_deref() != Some(expected) => {
+            Err(Error::PreconditionFailed { key: meta.key.clone() })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Normalises a base URL: it always ends with `/`.
+pub(crate) fn normalise_base_url(base: impl Into<String>) -> String {
+    let mut base = base.into();
+    if !base.ends_with('/') {
+        base.push('/');
+    }
+    base
+}
