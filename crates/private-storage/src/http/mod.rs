@@ -310,7 +310,7 @@ fn denied(on_denied: &OnDenied, request: &http::request::Parts) -> Response<Resp
             if !anonymous {
                 return plain(StatusCode::FORBIDDEN, "Forbidden.");
             }
-            let next = request.uri.path_and_query().map_or("/", |pq| pq.as_str());
+            let next = original_uri(request).path_and_query().map_or("/", |pq| pq.as_str());
             let sep = if login_url.contains('?') { '&' } else { '?' };
             let location = format!("{login_url}{sep}next={}", utf8_percent_encode(next, QUERY_VALUE));
             let mut response = plain(StatusCode::FOUND, "Login required.");
@@ -323,6 +323,16 @@ fn denied(on_denied: &OnDenied, request: &http::request::Parts) -> Response<Resp
             }
         }
     }
+}
+
+/// The URI as the client sent it: under axum's `nest_service` the request URI lacks the mount
+/// prefix, which axum keeps in `OriginalUri`.
+fn original_uri(request: &http::request::Parts) -> &http::Uri {
+    #[cfg(feature = "axum")]
+    if let Some(axum::extract::OriginalUri(uri)) = request.extensions.get() {
+        return uri;
+    }
+    &request.uri
 }
 
 /// Escapes for a query parameter value.

@@ -33,9 +33,11 @@ const CHUNK: u64 = 256 * 1024;
 /// Files in a folder on the local filesystem: the embedded default.
 ///
 /// - **Confined to its root.** Every path is resolved beneath the root directory with
-///   `openat2(RESOLVE_BENEATH)`: a symlink inside the root that points outside it is never
-///   followed, and neither are `/proc` magic links. Where `openat2` is unavailable, each
-///   component is opened with `O_NOFOLLOW` instead (no symlinks at all).
+///   `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` (or, where `openat2` is unavailable,
+///   one component at a time with `O_NOFOLLOW`): no symlink below the root is ever followed,
+///   whether it points outside the root or to another folder inside it. A key names exactly
+///   one file, so a rule like "keys under `users/1/`" cannot be sidestepped by a link from
+///   `users/1/` to `users/6/`. (The root itself, and its ancestors, may be symlinks.)
 /// - **Atomic writes.** `put` writes to a staging file in the object's own folder, fsyncs it,
 ///   then renames it into place (`RENAME_NOREPLACE` for [`PutMode::Create`]) and fsyncs the
 ///   folder. A reader never sees a partial file; a failed or dropped write leaves nothing.
@@ -137,7 +139,7 @@ impl Inner {
             key.as_str(),
             flags,
             Mode::empty(),
-            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
         ) {
             Err(e) if e == rustix::io::Errno::NOSYS || e == rustix::io::Errno::PERM => {
                 let (parent, name) = split_parent(key);

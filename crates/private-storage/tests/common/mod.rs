@@ -1,0 +1,157 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use http_body_util::BodyExt;
+use private_storage::{CurrentUser, LocalStorage, MemoryStorage, ResponseBody, ServePrivate, Storage, StorageExt, User};
+use tower::ServiceExt;
+
+/// The toy identity layer of the tests: `Authorization: Bearer <name>` where `root` is a
+/// superuser, `staff` is staff, and any other name is a plain user with that id.
+pub async fn bearer_identity(mut request: Request, next: Next) -> Response {
+    let name = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    if let Some(name) = name {
+        let user = match name.as_str() {
+            "root" => User::new("root").superuser(),
+            "staff" => User::new("staff").staff(),
+            other => User::new(other),
+        };
+        request.extensions_mut().insert(CurrentUser::new(user));
+    }
+    next.run(request).await
+}
+
+/// Mounts `service` at `/private-media` behind the toy identity layer.
+pub fn app(service: ServePrivate) -> Router {
+    Router::new()
+        .nest_service("/private-media", service)
+        .layer(middleware::from_fn(bearer_identity))
+}
+
+/// The two backends every HTTP behaviour is tested over.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Memory,
+    Local,
+}
+
+/// A storage of the given kind (and the temporary folder that must outlive it).
+pub fn storage(backend: Backend) -> (Arc<dyn Storage>, Option<tempfile::TempDir>) {
+    match backend {
+        Backend::Memory => (Arc::new(MemoryStorage::new().with_chunk_size(16 * 1024)), None),
+        Backend::Local => {
+            let dir = tempfile::tempdir().unwrap();
+            (Arc::new(LocalStorage::new(dir.path()).unwrap()), Some(dir))
+        }
+    }
+}
+
+/// Writes `files` into `storage`.
+pub async fn seed(storage: &dyn Storage, files: &[(&str, &[u8])]) {
+    for (key, bytes) in files {
+        let key = private_storage::ObjectKey::new(key).unwrap();
+        storage.put_bytes(&key, Bytes::copy_from_slice(bytes)).await.unwrap();
+    }
+}
+
+/// A collected response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one request through `app` with `oneshot`.
+pub async fn send(app: &Router, method: Method, uri: &str, user: Option<&str>, headers: &[(&str, &str)]) -> Reply {
+    let mut builder = http::Request::builder().method(method).uri(uri);
+    if let Some(user) = user {
+        builder = builder.header("authorization", format!("Bearer {user}"));
+    }
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let response = app.clone().oneshot(builder.body(axum::body::Body::empty()).unwrap()).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Reply { status: parts.status, headers: parts.headers, body }
+}
+
+/// Sends one request straight to the service (no router), collecting the body.
+pub async fn send_service(service: &ServePrivate, request: http::Request<()>) -> (http::response::Parts, Result<Bytes, private_storage::BoxError>) {
+    let response: http::Response<ResponseBody> = service.serve(request).await;
+    let (parts, body) = response.into_parts();
+    (parts, body.collect().await.map(|c| c.to_bytes()))
+}
+
+/// Serves `app` on a real loopback socket with `TCP_NODELAY`; returns its address. The server
+/// runs until the test's runtime ends.
+pub async fn serve(app: Router) -> SocketAddr {
+    use axum::serve::ListenerExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    addr
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(bytes))
+}
+
+/// Runs an HTTP behaviour test over both backends, each as its own test.
+#[macro_export]
+macro_rules! over_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory() {
+                super::$name($crate::common::Backend::Memory).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn local() {
+                super::$name($crate::common::Backend::Local).await;
+            }
+        }
+    )*};
+}
