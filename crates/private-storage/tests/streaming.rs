@@ -1,0 +1,132 @@
+//! Streaming over a real socket: large files arrive intact, and a client that disconnects
+//! stops the server-side read.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::{Backend, app, pattern, serve, sha256, storage};
+use futures_core::stream::BoxStream;
+use futures_util::StreamExt;
+use private_storage::{ByteStream, GetOptions, GetResult, ObjectKey, ObjectMeta, Payload, PutOptions, Result, ServePrivate, Storage, StorageExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+/// Wraps a storage, counting the bytes its read streams yield and how many are alive.
+#[derive(Debug)]
+struct Tracking {
+    inner: Arc<dyn Storage>,
+    yielded: Arc<AtomicU64>,
+    open: watch::Sender<usize>,
+}
+
+struct Alive(watch::Sender<usize>);
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+#[async_trait]
+impl Storage for Tracking {
+    async fn head(&self, key: &ObjectKey) -> Result<ObjectMeta> {
+        self.inner.head(key).await
+    }
+    async fn get(&self, key: &ObjectKey, options: GetOptions) -> Result<GetResult> {
+        let got = self.inner.get(key, options).await?;
+        let (meta, range) = (got.meta.clone(), got.range.clone());
+        self.open.send_modify(|n| *n += 1);
+        let alive = Alive(self.open.clone());
+        let yielded = self.yielded.clone();
+        let stream = got
+            .into_stream()
+            .map(move |chunk| {
+                let _keep = &alive;
+                if let Ok(c) = &chunk {
+                    yielded.fetch_add(c.len() as u64, Ordering::SeqCst);
+                }
+                chunk
+            })
+            .boxed();
+        Ok(GetResult::new(meta, range, Payload::Stream(stream)))
+    }
+    async fn put(&self, key: &ObjectKey, data: ByteStream, options: PutOptions) -> Result<ObjectMeta> {
+        self.inner.put(key, data, options).await
+    }
+    async fn delete(&self, key: &ObjectKey) -> Result<()> {
+        self.inner.delete(key).await
+    }
+    fn list(&self, prefix: Option<&ObjectKey>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+}
+
+const LARGE: usize = 48 * 1024 * 1024;
+
+over_both_backends!(a_file_far_larger_than_a_chunk_downloads_intact, a_client_that_disconnects_stops_the_server_side_read);
+
+async fn a_file_far_larger_than_a_chunk_downloads_intact(backend: Backend) {
+    let (storage, _dir) = storage(backend);
+    let data = pattern(LARGE, 7);
+    let key = ObjectKey::new("videos/large.bin").unwrap();
+    storage.put_bytes(&key, data.clone()).await.unwrap();
+    let addr = serve(app(ServePrivate::from_arc(storage))).await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/private-media/videos/large.bin");
+
+    let response = client.get(&url).bearer_auth("root").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.content_length(), Some(LARGE as u64));
+    let mut hasher_input = Vec::with_capacity(LARGE);
+    let mut chunks = response.bytes_stream();
+    let mut count = 0;
+    while let Some(chunk) = chunks.next().await {
+        hasher_input.extend_from_slice(&chunk.unwrap());
+        count += 1;
+    }
+    assert!(count > 1, "the body arrived in several chunks");
+    assert_eq!(sha256(&hasher_input), sha256(&data), "content hash");
+
+    let (start, end) = (1_000_001usize, 40_000_000usize);
+    let ranged = client.get(&url).bearer_auth("root").header("range", format!("bytes={start}-{}", end - 1)).send().await.unwrap();
+    assert_eq!(ranged.status(), 206);
+    let body = ranged.bytes().await.unwrap();
+    assert_eq!(sha256(&body), sha256(&data[start..end]), "a large range arrives intact");
+}
+
+async fn a_client_that_disconnects_stops_the_server_side_read(backend: Backend) {
+    let (inner, _dir) = storage(backend);
+    let key = ObjectKey::new("large.bin").unwrap();
+    inner.put_bytes(&key, pattern(LARGE, 3)).await.unwrap();
+    let yielded = Arc::new(AtomicU64::new(0));
+    let open = watch::Sender::new(0usize);
+    let mut open_reads = open.subscribe();
+    let tracking = Tracking { inner, yielded: yielded.clone(), open };
+    let addr = serve(app(ServePrivate::new(tracking))).await;
+
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket
+        .write_all(b"GET /private-media/large.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer root\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut received = 0;
+    while received < 1024 * 1024 {
+        let n = socket.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the server closed early");
+        received += n;
+    }
+    open_reads.wait_for(|n| *n == 1).await.unwrap();
+    drop(socket);
+
+    // The bound only turns a hang into a failure; the wait itself is on the read ending.
+    tokio::time::timeout(Duration::from_secs(20), open_reads.wait_for(|n| *n == 0))
+        .await
+        .expect("the server-side read did not stop after the client went away")
+        .unwrap();
+    let read = yielded.load(Ordering::SeqCst);
+    assert!(read < LARGE as u64 / 2, "the server read {read} of {LARGE} bytes for a client that took ~1 MiB");
+}
