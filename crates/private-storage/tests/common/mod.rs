@@ -155,3 +155,65 @@ macro_rules! over_both_backends {
         }
     )*};
 }
+
+/// A free loopback port (bound, then released for a peer process to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The path of a program the test script installs; a clear failure when it is missing.
+pub fn program(name: &str) -> std::path::PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
+        let path = std::path::Path::new(dir).join(name);
+        if path.exists() {
+            return path;
+        }
+    }
+    panic!("{name} is not installed: scripts/test.sh installs the real peers the tests need");
+}
+
+/// A daemon started by a test, stopped (with the command given) when dropped.
+pub struct Peer {
+    pub name: &'static str,
+    pub log: std::path::PathBuf,
+    pub stop: std::process::Command,
+}
+
+impl Peer {
+    /// Runs `start` (a command that daemonizes) and fails with the daemon's log if it fails.
+    pub fn start(name: &'static str, mut start: std::process::Command, stop: std::process::Command, log: std::path::PathBuf) -> Self {
+        let out = start.output().unwrap_or_else(|e| panic!("{name} did not start: {e}"));
+        let peer = Peer { name, log, stop };
+        assert!(
+            out.status.success(),
+            "{name} failed to start: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            peer.log_text()
+        );
+        peer
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.stop.output();
+    }
+}
+
+/// Waits until something accepts connections on `port`, for daemons whose start command returns
+/// before they listen. Bounded: fails after 10 s.
+pub async fn wait_for_port(port: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing listens on port {port} after 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

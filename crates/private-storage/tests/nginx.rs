@@ -1,0 +1,123 @@
+//! Real nginx in front of the service in `X-Accel-Redirect` mode: nginx serves the bytes
+//! (GET, HEAD, Range, 304) only after the service's rule allowed the request.
+
+mod common;
+
+use common::{Peer, app, free_port, pattern, program, serve};
+use private_storage::{Delivery, LocalStorage, ObjectKey, ServePrivate, Storage, nginx_internal_location};
+use std::process::Command;
+
+const NAME: &str = "docs/Grüße an alle.txt";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_serves_allowed_files_through_x_accel_redirect_and_nothing_else() {
+    let base = tempfile::tempdir().unwrap();
+    let root = base.path().join("root");
+    std::fs::create_dir_all(root.join("docs")).unwrap();
+    let big = pattern(300_000, 9);
+    std::fs::write(root.join("hello.txt"), "hello").unwrap();
+    std::fs::write(root.join("big.bin"), &big).unwrap();
+    std::fs::write(root.join(NAME), "grüße").unwrap();
+    std::fs::write(root.join("page.html"), "<script>alert(1)</script>").unwrap();
+
+    let storage = LocalStorage::new(&root).unwrap();
+    let own_etag = storage.head(&ObjectKey::new("big.bin").unwrap()).await.unwrap().etag.unwrap();
+    let service = ServePrivate::new(storage.clone()).delivery(Delivery::nginx("/_internal").unwrap());
+    let backend = serve(app(service)).await;
+
+    let port = free_port();
+    let prefix = base.path().display().to_string();
+    let conf = base.path().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon on;
+user root;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    include /etc/nginx/mime.types;
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location /private-media/ {{ proxy_pass http://{backend}; }}
+{internal}
+    }}
+}}
+",
+            internal = nginx_internal_location("/_internal", storage.root(), 16)
+        ),
+    )
+    .unwrap();
+    let nginx = program("nginx");
+    let mut start = Command::new(&nginx);
+    start.arg("-c").arg(&conf).arg("-p").arg(base.path());
+    let mut stop = Command::new(&nginx);
+    stop.arg("-c").arg(&conf).arg("-p").arg(base.path()).args(["-s", "stop"]);
+    // nginx binds its sockets before it daemonizes: once `start` returns, it listens.
+    let peer = Peer::start("nginx", start, stop, base.path().join("error.log"));
+
+    let client = reqwest::Client::new();
+    let url = |key: &str| format!("http://127.0.0.1:{port}/private-media/{}", ObjectKey::new(key).unwrap().to_url_path());
+
+    let r = client.get(url("hello.txt")).bearer_auth("root").send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", peer.log_text());
+    assert!(r.headers().get("x-accel-redirect").is_none(), "the internal header never reaches the client");
+    assert_eq!(r.headers()["content-type"], "text/plain");
+    assert_eq!(r.headers()["cache-control"], "private, no-cache");
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(r.text().await.unwrap(), "hello");
+
+    let r = client.get(url(NAME)).bearer_auth("root").send().await.unwrap();
+    assert_eq!(r.status(), 200, "a UTF-8 name with spaces");
+    assert_eq!(r.text().await.unwrap(), "grüße");
+
+    let r = client.head(url("big.bin")).bearer_auth("root").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], "300000");
+    let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(etag, own_etag, "nginx's ETag is the service's: conditionals agree in every mode");
+    assert!(r.bytes().await.unwrap().is_empty());
+
+    let r = client.get(url("big.bin")).bearer_auth("root").header("range", "bytes=1000-1999").send().await.unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["content-range"], "bytes 1000-1999/300000");
+    assert!(r.bytes().await.unwrap()[..] == big[1000..2000]);
+
+    let r = client.get(url("big.bin")).bearer_auth("root").header("range", "bytes=0-9").header("if-range", "\"stale\"").send().await.unwrap();
+    assert_eq!(r.status(), 200, "a stale If-Range gets the whole file");
+
+    let r = client.get(url("big.bin")).bearer_auth("root").header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(r.status(), 304);
+
+    let r = client.get(url("page.html")).bearer_auth("root").send().await.unwrap();
+    assert_eq!(r.headers()["content-security-policy"], "sandbox; default-src 'none'", "security headers survive nginx");
+    assert!(r.headers()["content-disposition"].to_str().unwrap().starts_with("attachment;"));
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+
+    for user in [None, Some("alice")] {
+        for range in [None, Some("bytes=0-99")] {
+            let mut req = client.get(url("big.bin"));
+            if let Some(user) = user {
+                req = req.bearer_auth(user);
+            }
+            if let Some(range) = range {
+                req = req.header("range", range);
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 403, "{user:?} {range:?}");
+            let body = r.bytes().await.unwrap();
+            assert!(!body.windows(16).any(|w| w == &big[..16]), "not a byte of the file for {user:?}");
+        }
+    }
+
+    let r = client.get(format!("http://127.0.0.1:{port}/_internal/hello.txt")).send().await.unwrap();
+    assert_eq!(r.status(), 404, "the internal location is not reachable from outside");
+}
