@@ -1,9 +1,120 @@
-//! Private file storage: files kept out of public reach, served only to the requests an
+//! Private file storage: files kept out of public reach and served only to the requests an
 //! access rule allows, with complete HTTP semantics.
 //!
-//! (The crate guide is expanded below the module list.)
+//! Files live in a [`Storage`] — a folder on disk ([`LocalStorage`], the default) or any
+//! backend implementing the trait — and are served by [`ServePrivate`], a `tower::Service`
+//! you mount in an axum (or any tower) application. Every request goes through one pipeline:
+//!
+//! 1. the URL tail becomes an [`ObjectKey`], percent-decoded and validated **once**;
+//! 2. the application's auth layer has put a [`CurrentUser`] into the request (or not);
+//! 3. the [`AccessRule`] decides, seeing a [`PrivateFile`] with the request, the storage, the
+//!    canonical key and lazily fetched metadata — before anything about the file is revealed;
+//! 4. preconditions and ranges are planned (RFC 9110), headers computed once;
+//! 5. the [`Delivery`] mode sends the bytes: streamed by the application, or handed to nginx
+//!    (`X-Accel-Redirect`), Apache (`X-Sendfile`) or a custom mode.
+//!
+//! # Example
+//!
+//! ```
+//! use axum::Router;
+//! use private_storage::{LocalStorage, ObjectKey, PrivateFile, ServePrivate, StorageExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let private_root = dir.path();
+//! let storage = LocalStorage::new(private_root)?; // must exist: never created, never guessed
+//! storage.put_bytes(&ObjectKey::new("users/ada/cv.pdf")?, "%PDF-1.7 ...").await?;
+//!
+//! // Users read their own folder; staff read everything.
+//! let own_folder = |file: PrivateFile| async move {
+//!     match file.user() {
+//!         Some(user) if user.is_staff() => true,
+//!         Some(user) => file.key().as_str().starts_with(&format!("users/{}/", user.id())),
+//!         None => false,
+//!     }
+//! };
+//! let app: Router = Router::new()
+//!     .nest_service("/private-media", ServePrivate::new(storage).rule(own_folder));
+//! # Ok(()) }
+//! ```
+//!
+//! Its identity comes from your own auth layer, as a middleware that inserts a [`CurrentUser`]:
+//!
+//! ```
+//! use axum::{extract::Request, middleware::Next, response::Response};
+//! use private_storage::{CurrentUser, User};
+//!
+//! async fn identify(mut request: Request, next: Next) -> Response {
+//!     // Look up the session cookie or bearer token in your store (cache it: this runs on
+//!     // every download), then:
+//!     let found: Option<User> = None;
+//!     if let Some(user) = found {
+//!         request.extensions_mut().insert(CurrentUser::new(user));
+//!     }
+//!     next.run(request).await
+//! }
+//! // Router::new().nest_service(...).layer(axum::middleware::from_fn(identify))
+//! ```
+//!
+//! With `tower-sessions`/`axum-login`, the middleware reads the logged-in user from the session
+//! and wraps it in a type implementing [`Identity`]; with API tokens, it verifies the token.
+//! The example `demo` (`cargo run -p private-storage --example demo`) runs two storages side
+//! by side with a toy token layer.
+//!
+//! # Storage
+//!
+//! [`Storage`] is a small async trait: `head`, `get` (a range, an `if_match` precondition),
+//! `put` from a stream (atomic: nothing is visible until the stream ended cleanly), `delete`
+//! and `list`; [`StorageExt`] adds conveniences such as [`StorageExt::url`]. Several storages
+//! can be served side by side, each with its own base URL, rule and settings. The `testing`
+//! feature's [`testing::conformance`] suite checks any backend against the contract.
+//!
+//! # Access rules
+//!
+//! [`allow_authenticated`], [`allow_staff`] and [`allow_superuser`] (the default), or any async
+//! closure `|file: PrivateFile| async move { … }` returning `bool`, or a type implementing
+//! [`AccessRule`]. What a denied request gets is [`OnDenied`]: `403` (default), `404`, or a
+//! redirect to a login page for anonymous visitors.
+//!
+//! # Feature flags
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `axum` | yes | `IntoResponse` for [`Error`]; the original URI (mount prefix included) in login redirects |
+//! | `testing` | no | [`testing::conformance`], the storage conformance suite for your own backends |
+//!
+//! # Security
+//!
+//! The threat model is a client who may be authenticated but must read only what the rule
+//! allows, and who controls the URL, the headers and the timing of its requests.
+//!
+//! - **Traversal and rule bypass.** Keys are validated once and rejected, never normalised
+//!   (see [`ObjectKey`]): no `..` or `.` segments, empty segments, leading `/`, backslashes,
+//!   NUL or control characters, drive prefixes, slash or dot look-alikes, invisible formatting
+//!   characters, over-long keys. The rule, the storage and every delivery mode see the same
+//!   key. [`LocalStorage`] resolves paths with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`:
+//!   no symlink below the root is followed. Tested by a corpus of 77 hostile paths sent over a
+//!   real socket (`tests/traversal.rs`).
+//! - **Information leaks.** The rule runs before the file's existence is looked up, for every
+//!   method: a denied request, a rejected key and (with [`OnDenied::NotFound`]) a missing file
+//!   get the same answer. Server errors are logged and answered with a generic message.
+//! - **Partial files.** Writes are staged and renamed into place after fsync; a failed or
+//!   dropped write leaves nothing. A read that fails mid-way aborts the response, so a client
+//!   never takes a truncated file for a whole one.
+//! - **Active content.** Every response carries `X-Content-Type-Options: nosniff`; HTML, SVG,
+//!   XML and script types are forced to `attachment` with `Content-Security-Policy: sandbox`
+//!   unless explicitly allowed ([`ServePrivate::allow_inline`]).
+//! - **Resource use.** Large files stream in bounded chunks and stop when the client leaves;
+//!   multi-range requests are coalesced and capped ([`ServePrivate::max_ranges`]).
+//! - **Caching.** `Cache-Control: private, no-cache` by default: shared caches never keep a
+//!   private file.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod access;
+#[cfg(feature = "axum")]
+mod axum;
 mod error;
 mod http;
 mod key;

@@ -560,3 +560,16 @@ fn a_missing_root_is_refused_not_created() {
     std::fs::write(&file, "x").unwrap();
     assert!(private_storage::LocalStorage::new(&file).is_err(), "a file is not a root");
 }
+
+#[tokio::test]
+async fn head_never_reads_the_file() {
+    let storage = private_storage::MemoryStorage::new();
+    seed(&storage, &[("hello.txt", HELLO)]).await;
+    let router = app(ServePrivate::new(storage.clone()));
+    // A read fault waits for the first `get`: HEAD must not consume it.
+    storage.inject(private_storage::Fault::Get);
+    let head = send(&router, Method::HEAD, "/private-media/hello.txt", Some("root"), &[]).await;
+    assert_eq!((head.status, head.header("content-length")), (StatusCode::OK, Some("5")));
+    let get = get(&router, "/private-media/hello.txt", Some("root"), &[]).await;
+    assert_eq!(get.status, StatusCode::INTERNAL_SERVER_ERROR, "the fault was still waiting: HEAD did not read");
+}

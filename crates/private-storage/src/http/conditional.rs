@@ -62,10 +62,10 @@ pub(crate) fn plan(method: &Method, headers: &HeaderMap, v: Validators<'_>, now:
         if !ok {
             return Plan::PreconditionFailed;
         }
-    } else if let Some(date) = date(headers, &IF_UNMODIFIED_SINCE) {
-        if last_modified > date {
-            return Plan::PreconditionFailed;
-        }
+    } else if let Some(date) = date(headers, &IF_UNMODIFIED_SINCE)
+        && last_modified > date
+    {
+        return Plan::PreconditionFailed;
     }
 
     if let Some(if_none_match) = joined(headers, &IF_NONE_MATCH) {
@@ -77,12 +77,11 @@ pub(crate) fn plan(method: &Method, headers: &HeaderMap, v: Validators<'_>, now:
         if matched {
             return if get_or_head { Plan::NotModified } else { Plan::PreconditionFailed };
         }
-    } else if get_or_head {
-        if let Some(date) = date(headers, &IF_MODIFIED_SINCE) {
-            if last_modified <= date {
-                return Plan::NotModified;
-            }
-        }
+    } else if get_or_head
+        && let Some(date) = date(headers, &IF_MODIFIED_SINCE)
+        && last_modified <= date
+    {
+        return Plan::NotModified;
     }
 
     if method != Method::GET {
@@ -95,7 +94,7 @@ pub(crate) fn plan(method: &Method, headers: &HeaderMap, v: Validators<'_>, now:
             let tag = parse_tags(value).filter(|t| t.len() == 1).and_then(|t| t.into_iter().next());
             matches!((tag, &current), (Some(t), Some(c)) if t.strong_eq(c))
         } else {
-            let strong_date = last_modified + 1 <= secs(now);
+            let strong_date = last_modified < secs(now);
             std::str::from_utf8(value)
                 .ok()
                 .and_then(|s| httpdate::parse_http_date(s).ok())
@@ -225,7 +224,8 @@ mod tests {
         use Plan::*;
         let get = Method::GET;
         #[rustfmt::skip]
-        let cases: Vec<(&str, Method, Vec<(&str, &str)>, Plan)> = vec![
+        type Case<'a> = (&'a str, Method, Vec<(&'a str, &'a str)>, Plan);
+        let cases: Vec<Case<'_>> = vec![
             ("no headers", get.clone(), vec![], Full),
             ("if-match same", get.clone(), vec![("if-match", ETAG)], Full),
             ("if-match in list", get.clone(), vec![("if-match", "\"x\", \"5f-a\"")], Full),

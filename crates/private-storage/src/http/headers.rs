@@ -43,7 +43,7 @@ pub(crate) fn representation_headers(policy: &HeaderPolicy, file: &PrivateFile, 
         .and_then(|t| HeaderValue::from_str(t).ok())
         .unwrap_or_else(|| HeaderValue::from_static(file.content_type()));
     let essence = essence(content_type.to_str().unwrap_or_default());
-    let active = is_active(&essence) && !policy.inline_active.iter().any(|t| *t == essence);
+    let active = is_active(&essence) && !policy.inline_active.contains(&essence);
 
     let disposition = file
         .request()

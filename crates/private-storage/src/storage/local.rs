@@ -308,10 +308,10 @@ struct Staged {
 
 impl Drop for Staged {
     fn drop(&mut self) {
-        if !self.committed {
-            if let Err(e) = rustix::fs::unlinkat(&*self.dir, self.temp_name.as_str(), AtFlags::empty()) {
-                tracing::warn!(temp = %self.temp_name, error = %e, "could not remove a staging file");
-            }
+        if !self.committed
+            && let Err(e) = rustix::fs::unlinkat(&*self.dir, self.temp_name.as_str(), AtFlags::empty())
+        {
+            tracing::warn!(temp = %self.temp_name, error = %e, "could not remove a staging file");
         }
     }
 }

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine: installs the real peers the tests use
+# (nginx, Apache with mod_xsendfile), then lints, runs every test and doc-test, and checks
+# that the README's run command starts and serves files.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+[ -x /usr/sbin/apache2 ] || missing+=(apache2)
+[ -e /usr/lib/apache2/modules/mod_xsendfile.so ] || missing+=(libapache2-mod-xsendfile)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v cargo-nextest >/dev/null 2>&1 || cargo install cargo-nextest --locked
+
+echo "==> clippy"
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+
+echo "==> demo smoke test (the README's run command)"
+cargo build -p private-storage --example demo --locked
+data=$(mktemp -d)
+log="$data/demo.log"
+target/debug/examples/demo 127.0.0.1:0 "$data/data" >"$log" 2>&1 &
+demo=$!
+trap 'kill "$demo" 2>/dev/null || true; rm -rf "$data"' EXIT
+url=""
+for _ in $(seq 200); do  # the demo prints its URL once it listens
+  url=$(grep -o 'http://[0-9.:]*/' "$log" | head -n1 || true)
+  [ -n "$url" ] && break
+  kill -0 "$demo" 2>/dev/null || { cat "$log"; exit 1; }
+  sleep 0.05
+done
+[ -n "$url" ] || { echo "the demo did not start"; cat "$log"; exit 1; }
+curl -fsS -H 'Authorization: Bearer staff-token' "${url}private-media/welcome.txt" | grep -q "Only staff"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "${url}private-media/welcome.txt")" = 403 ]
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer bob-token' "${url}invoices/users/alice/2026-001.txt")" = 403 ]
+kill "$demo"
+echo "demo smoke test: ok"
+
+echo "==> doc-tests"
+cargo test --workspace --all-features --doc --locked
+
+echo "==> tests"
+cargo nextest run --workspace --all-features --locked --no-fail-fast
