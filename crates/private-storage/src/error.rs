@@ -22,7 +22,9 @@ pub enum Error {
     #[error("invalid key: {0}")]
     InvalidKey(#[from] KeyError),
 
-    /// No object exists under this key (directories and unreadable entries count as missing).
+    /// No object exists under this key. Directories, symlinks and staging files count as
+    /// missing; a file the process may not read is a [`Error::Storage`] error (a misconfiguration
+    /// to log, not a client error).
     #[error("no object at {key}")]
     NotFound {
         /// The key that was looked up.

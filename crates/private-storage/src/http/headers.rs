@@ -9,8 +9,8 @@ use http::{HeaderMap, HeaderValue};
 use super::disposition::ContentDisposition;
 use crate::{ObjectMeta, PrivateFile};
 
-/// A CSP that neuters active content if a browser renders it anyway (RFC-less but universal:
-/// CSP Level 3 `sandbox` with no allowances: no scripts, no same-origin, no forms).
+/// Neuters active content should a browser render it anyway: CSP Level 3 `sandbox` with no
+/// allowances (no scripts, no same-origin access, no forms) and no subresources.
 pub(crate) const SANDBOX_CSP: HeaderValue = HeaderValue::from_static("sandbox; default-src 'none'");
 pub(crate) const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 
