@@ -135,5 +135,5 @@ pub use http::{
 pub use key::{KeyError, MAX_KEY_LEN, MAX_SEGMENT_LEN, ObjectKey};
 pub use storage::{
     ByteStream, DEFAULT_BASE_URL, Fault, GetOptions, GetResult, LocalStorage, MemoryStorage, ObjectMeta, Payload,
-    PutMode, PutOptions, Storage, StorageExt,
+    PutMode, PutOptions, PutStream, Storage, StorageExt,
 };

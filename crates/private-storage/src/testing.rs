@@ -30,6 +30,7 @@ pub async fn conformance<S: Storage + ?Sized>(storage: &S) {
     ranges(storage).await;
     if_match(storage).await;
     put_modes(storage).await;
+    create_unique(storage).await;
     failed_put_leaves_nothing(storage).await;
     large_object_streams(storage).await;
     delete(storage).await;
@@ -113,6 +114,29 @@ async fn put_modes<S: Storage + ?Sized>(s: &S) {
     assert_eq!(s.read(&k).await.expect("read"), "third!", "modes: overwrite replaces");
 }
 
+async fn create_unique<S: Storage + ?Sized>(s: &S) {
+    let k = key("conformance/unique/report.pdf");
+    let unique = || PutOptions::default().with_mode(PutMode::CreateUnique);
+    let first = s.put(&k, once("first"), unique()).await.expect("create unique on a free key");
+    assert_eq!(first.key, k, "unique: a free key is used as is");
+    let puts = (0..10).map(|i| {
+        let data = stream::once(async move { Ok(Bytes::from(format!("copy {i}"))) }).boxed();
+        s.put(&k, data, unique())
+    });
+    let metas = futures_util::future::try_join_all(puts).await.expect("concurrent unique puts");
+    let mut keys: Vec<&str> = metas.iter().map(|m| m.key.as_str()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), 10, "unique: concurrent writes of one name land under distinct keys");
+    for meta in &metas {
+        let name = meta.key.file_name();
+        assert!(name.starts_with("report_") && name.ends_with(".pdf") && name.len() == "report_1234567.pdf".len(), "unique: variant name {name}");
+        let got = s.read(&meta.key).await.expect("read variant");
+        assert!(got.starts_with(b"copy "), "unique: each variant holds its own bytes");
+    }
+    assert_eq!(s.read(&k).await.expect("read original"), "first", "unique: the original is untouched");
+}
+
 async fn failed_put_leaves_nothing<S: Storage + ?Sized>(s: &S) {
     let fresh = key("conformance/failed-put/new.bin");
     let failing = || {
@@ -186,6 +210,6 @@ async fn unusual_names<S: Storage + ?Sized>(s: &S) {
     }
 }
 
-fn once(s: &'static str) -> crate::ByteStream {
+fn once(s: &'static str) -> crate::PutStream<'static> {
     stream::once(async move { Ok(Bytes::from_static(s.as_bytes())) }).boxed()
 }

@@ -405,7 +405,7 @@ impl private_storage::Storage for CountingHeads {
     async fn get(&self, key: &private_storage::ObjectKey, o: private_storage::GetOptions) -> private_storage::Result<private_storage::GetResult> {
         self.0.get(key, o).await
     }
-    async fn put(&self, key: &private_storage::ObjectKey, d: private_storage::ByteStream, o: private_storage::PutOptions) -> private_storage::Result<private_storage::ObjectMeta> {
+    async fn put(&self, key: &private_storage::ObjectKey, d: private_storage::PutStream<'_>, o: private_storage::PutOptions) -> private_storage::Result<private_storage::ObjectMeta> {
         self.0.put(key, d, o).await
     }
     async fn delete(&self, key: &private_storage::ObjectKey) -> private_storage::Result<()> {

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use common::{Backend, app, pattern, serve, sha256, storage};
 use futures_core::stream::BoxStream;
 use futures_util::StreamExt;
-use private_storage::{ByteStream, GetOptions, GetResult, ObjectKey, ObjectMeta, Payload, PutOptions, Result, ServePrivate, Storage, StorageExt};
+use private_storage::{GetOptions, GetResult, ObjectKey, ObjectMeta, Payload, PutOptions, Result, ServePrivate, Storage, StorageExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -53,7 +53,7 @@ impl Storage for Tracking {
             .boxed();
         Ok(GetResult::new(meta, range, Payload::Stream(stream)))
     }
-    async fn put(&self, key: &ObjectKey, data: ByteStream, options: PutOptions) -> Result<ObjectMeta> {
+    async fn put(&self, key: &ObjectKey, data: private_storage::PutStream<'_>, options: PutOptions) -> Result<ObjectMeta> {
         self.inner.put(key, data, options).await
     }
     async fn delete(&self, key: &ObjectKey) -> Result<()> {

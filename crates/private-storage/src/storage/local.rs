@@ -17,8 +17,8 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, ResolveFlags, Sta
 use tokio::io::AsyncWriteExt;
 
 use super::{
-    ByteStream, GetOptions, GetResult, ObjectMeta, Payload, PutMode, PutOptions, Storage,
-    check_if_match, check_range, normalise_base_url,
+    ByteStream, GetOptions, GetResult, ObjectMeta, Payload, PutMode, PutOptions, PutStream, Storage,
+    UNIQUE_ATTEMPTS, check_if_match, check_range, normalise_base_url, with_random_suffix,
 };
 use crate::{Error, ObjectKey, Result};
 
@@ -186,7 +186,7 @@ impl Storage for LocalStorage {
         Ok(GetResult::new(meta, range, payload))
     }
 
-    async fn put(&self, key: &ObjectKey, mut data: ByteStream, options: PutOptions) -> Result<ObjectMeta> {
+    async fn put(&self, key: &ObjectKey, mut data: PutStream<'_>, options: PutOptions) -> Result<ObjectMeta> {
         if key.file_name().starts_with(TEMP_PREFIX) {
             return Err(Error::storage(
                 BACKEND,
@@ -222,24 +222,36 @@ impl Storage for LocalStorage {
         let mode = options.mode;
         self.blocking(move |_| {
             let mut staged = staged;
-            let name = final_key.file_name();
-            let renamed = match mode {
-                PutMode::Create => rustix::fs::renameat_with(
-                    &*staged.dir,
-                    staged.temp_name.as_str(),
-                    &*staged.dir,
-                    name,
-                    RenameFlags::NOREPLACE,
-                ),
-                PutMode::Overwrite => {
-                    rustix::fs::renameat(&*staged.dir, staged.temp_name.as_str(), &*staged.dir, name)
+            let mut target = final_key.clone();
+            let mut attempts = 0;
+            loop {
+                let renamed = match mode {
+                    PutMode::Overwrite => rustix::fs::renameat(
+                        &*staged.dir,
+                        staged.temp_name.as_str(),
+                        &*staged.dir,
+                        target.file_name(),
+                    ),
+                    PutMode::Create | PutMode::CreateUnique => rustix::fs::renameat_with(
+                        &*staged.dir,
+                        staged.temp_name.as_str(),
+                        &*staged.dir,
+                        target.file_name(),
+                        RenameFlags::NOREPLACE,
+                    ),
+                };
+                match renamed {
+                    Ok(()) => break,
+                    Err(rustix::io::Errno::EXIST) if mode == PutMode::CreateUnique && attempts < UNIQUE_ATTEMPTS => {
+                        attempts += 1;
+                        target = with_random_suffix(&final_key);
+                    }
+                    Err(rustix::io::Errno::EXIST) => return Err(Error::AlreadyExists { key: target }),
+                    Err(e) => return Err(io_error(&target, e.into())),
                 }
-            };
-            match renamed {
-                Err(rustix::io::Errno::EXIST) => return Err(Error::AlreadyExists { key: final_key }),
-                Err(e) => return Err(io_error(&final_key, e.into())),
-                Ok(()) => staged.committed = true,
             }
+            staged.committed = true;
+            let final_key = target;
             rustix::fs::fsync(&*staged.dir).map_err(|e| io_error(&final_key, e.into()))?;
             let stat = rustix::fs::fstat(&file).map_err(|e| io_error(&final_key, e.into()))?;
             Ok(meta_from_stat(final_key, &stat))

@@ -13,8 +13,8 @@ use futures_util::{StreamExt, stream};
 use tokio::sync::watch;
 
 use super::{
-    ByteStream, GetOptions, GetResult, ObjectMeta, Payload, PutMode, PutOptions, Storage,
-    check_if_match, check_range, normalise_base_url,
+    GetOptions, GetResult, ObjectMeta, Payload, PutMode, PutOptions, PutStream, Storage, UNIQUE_ATTEMPTS,
+    check_if_match, check_range, normalise_base_url, with_random_suffix,
 };
 use crate::{Error, ObjectKey, Result};
 
@@ -206,7 +206,7 @@ impl Storage for MemoryStorage {
         Ok(GetResult::new(meta, range, Payload::Stream(body.boxed())))
     }
 
-    async fn put(&self, key: &ObjectKey, mut data: ByteStream, options: PutOptions) -> Result<ObjectMeta> {
+    async fn put(&self, key: &ObjectKey, mut data: PutStream<'_>, options: PutOptions) -> Result<ObjectMeta> {
         let fail_after = self.take_fault(|f| match f {
             Fault::PutAfter(n) => Some(*n),
             _ => None,
@@ -218,15 +218,21 @@ impl Storage for MemoryStorage {
                 return Err(injected("put"));
             }
         }
+        let mut objects = self.inner.objects.write().unwrap_or_else(|e| e.into_inner());
+        let key = match options.mode {
+            PutMode::Overwrite => key.clone(),
+            PutMode::Create if objects.contains_key(key) => return Err(Error::AlreadyExists { key: key.clone() }),
+            PutMode::Create => key.clone(),
+            PutMode::CreateUnique => std::iter::once(key.clone())
+                .chain(std::iter::repeat_with(|| with_random_suffix(key)).take(UNIQUE_ATTEMPTS))
+                .find(|k| !objects.contains_key(k))
+                .ok_or_else(|| Error::AlreadyExists { key: key.clone() })?,
+        };
         let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let mut meta = ObjectMeta::new(key.clone(), buf.len() as u64, SystemTime::now())
             .with_etag(format!("\"m{generation:x}\""));
         meta.content_type = options.content_type;
-        let mut objects = self.inner.objects.write().unwrap_or_else(|e| e.into_inner());
-        if options.mode == PutMode::Create && objects.contains_key(key) {
-            return Err(Error::AlreadyExists { key: key.clone() });
-        }
-        objects.insert(key.clone(), (meta.clone(), buf.freeze()));
+        objects.insert(key, (meta.clone(), buf.freeze()));
         Ok(meta)
     }
 

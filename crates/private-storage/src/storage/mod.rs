@@ -28,8 +28,11 @@ use crate::{Error, ObjectKey, Result};
 /// The base URL a storage's links start with unless configured otherwise.
 pub const DEFAULT_BASE_URL: &str = "/private-media/";
 
-/// A stream of bytes flowing into or out of a storage.
+/// A stream of bytes flowing out of a storage (or anywhere a `'static` stream is needed).
 pub type ByteStream = BoxStream<'static, Result<Bytes>>;
+
+/// A stream of bytes flowing into [`Storage::put`]; it may borrow (an axum multipart field does).
+pub type PutStream<'a> = BoxStream<'a, Result<Bytes>>;
 
 /// What a storage knows about an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +103,11 @@ pub enum PutMode {
     Overwrite,
     /// Fail with [`Error::AlreadyExists`] if an object exists; the check and the write are atomic.
     Create,
+    /// Never replace: if the key is taken when the write commits, store under a variant with a
+    /// random suffix before the extension (`a.pdf` → `a_4qQ5fdT.pdf`), atomically, so
+    /// concurrent writes of one name all land under distinct keys. The returned
+    /// [`ObjectMeta::key`] names the key used.
+    CreateUnique,
 }
 
 /// Options for [`Storage::put`].
@@ -213,8 +221,9 @@ pub trait Storage: Debug + Send + Sync + 'static {
     /// The object's bytes (all, or `options.range`), with its metadata.
     async fn get(&self, key: &ObjectKey, options: GetOptions) -> Result<GetResult>;
 
-    /// Writes the object from a stream, atomically.
-    async fn put(&self, key: &ObjectKey, data: ByteStream, options: PutOptions) -> Result<ObjectMeta>;
+    /// Writes the object from a stream, atomically. The returned metadata names the key written
+    /// (which differs from `key` only with [`PutMode::CreateUnique`]).
+    async fn put(&self, key: &ObjectKey, data: PutStream<'_>, options: PutOptions) -> Result<ObjectMeta>;
 
     /// Deletes the object; succeeds if it does not exist.
     async fn delete(&self, key: &ObjectKey) -> Result<()>;
@@ -291,6 +300,23 @@ pub trait StorageExt: Storage {
 
 impl<S: Storage + ?Sized> StorageExt for S {}
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_suffixes_go_before_the_extension() {
+        for (key, prefix, ext) in [("a.pdf", "a_", ".pdf"), ("x/b.tar.gz", "x/b_", ".tar.gz"), ("noext", "noext_", ""), (".env", ".env_", "")] {
+            let renamed = with_random_suffix(&ObjectKey::new(key).unwrap());
+            let s = renamed.as_str();
+            assert!(s.starts_with(prefix) && s.ends_with(ext), "{key} → {s}");
+            assert_eq!(s.len(), key.len() + 8, "{key} → {s}");
+        }
+        let long = ObjectKey::new(format!("{}.txt", "é".repeat(125))).unwrap();
+        assert!(with_random_suffix(&long).file_name().len() <= crate::MAX_SEGMENT_LEN);
+    }
+}
+
 #[async_trait]
 impl<S: Storage + ?Sized> Storage for Arc<S> {
     async fn head(&self, key: &ObjectKey) -> Result<ObjectMeta> {
@@ -299,7 +325,7 @@ impl<S: Storage + ?Sized> Storage for Arc<S> {
     async fn get(&self, key: &ObjectKey, options: GetOptions) -> Result<GetResult> {
         (**self).get(key, options).await
     }
-    async fn put(&self, key: &ObjectKey, data: ByteStream, options: PutOptions) -> Result<ObjectMeta> {
+    async fn put(&self, key: &ObjectKey, data: PutStream<'_>, options: PutOptions) -> Result<ObjectMeta> {
         (**self).put(key, data, options).await
     }
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
@@ -333,6 +359,29 @@ pub(crate) fn check_if_match(if_match: Option<&str>, meta: &ObjectMeta) -> Resul
         }
         _ => Ok(()),
     }
+}
+
+/// How many suffixed names [`PutMode::CreateUnique`] tries before giving up.
+pub(crate) const UNIQUE_ATTEMPTS: usize = 32;
+
+/// `key` with `_` and seven random letters or digits inserted before the extension of its
+/// last segment (`a/b.tar.gz` → `a/b_4qQ5fdT.tar.gz`), as Django names free variants.
+pub(crate) fn with_random_suffix(key: &ObjectKey) -> ObjectKey {
+    let suffix: String = std::iter::repeat_with(fastrand::alphanumeric).take(7).collect();
+    let name = key.file_name();
+    let (stem, ext) = match name.find('.').filter(|&i| i > 0) {
+        Some(i) => name.split_at(i),
+        None => (name, ""),
+    };
+    // Keep the segment within the length limit by shortening the stem, on a char boundary.
+    let room = crate::MAX_SEGMENT_LEN.saturating_sub(ext.len() + suffix.len() + 1);
+    let mut cut = stem.len().min(room);
+    while !stem.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let renamed = format!("{}_{suffix}{ext}", &stem[..cut]);
+    let parent = &key.as_str()[..key.as_str().len() - name.len()];
+    ObjectKey::new(format!("{parent}{renamed}")).unwrap_or_else(|_| key.clone())
 }
 
 /// Normalises a base URL: it always ends with `/`.
