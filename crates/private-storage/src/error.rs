@@ -56,6 +56,43 @@ pub enum Error {
         size: u64,
     },
 
+    /// An upload is larger than the policy allows.
+    #[error("The file may not be larger than {}.", human_size(*limit))]
+    TooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+    },
+
+    /// An upload's content is not an allowed type, or is not what its name or declared type
+    /// says it is.
+    #[error("File type not supported: the content is {found}; {expected}.")]
+    UnsupportedType {
+        /// The type found by looking at the bytes.
+        found: String,
+        /// What was expected (the allowed types, or the type the name or the client claimed).
+        expected: String,
+    },
+
+    /// An uploaded image has more pixels than the policy allows (decompression-bomb guard).
+    #[error("The image may not be larger than {max_width}×{max_height} pixels; it is {width}×{height}.")]
+    ImageTooLarge {
+        /// The image's width.
+        width: u64,
+        /// The image's height.
+        height: u64,
+        /// The widest allowed.
+        max_width: u64,
+        /// The tallest allowed.
+        max_height: u64,
+    },
+
+    /// An upload request is malformed (a broken multipart body, a missing file field...).
+    #[error("Bad upload: {message}")]
+    BadUpload {
+        /// What is wrong.
+        message: String,
+    },
+
     /// A setting is missing or wrong. Raised when things are built, never per request.
     #[error("configuration: {setting}: {message}")]
     Config {
@@ -93,6 +130,9 @@ impl Error {
             Error::AlreadyExists { .. } => StatusCode::CONFLICT,
             Error::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Error::InvalidRange { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            Error::TooLarge { .. } | Error::ImageTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UnsupportedType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::BadUpload { .. } => StatusCode::BAD_REQUEST,
             Error::Config { .. } | Error::Storage { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -123,6 +163,31 @@ impl Error {
     }
 }
 
+/// A size as people read it, in the reference's style: `1 byte`, `512 bytes`, `1.0 KB`,
+/// `1.0 MB` (1024-based, one decimal).
+///
+/// ```
+/// use private_storage::human_size;
+/// assert_eq!(human_size(1_048_576), "1.0 MB");
+/// assert_eq!(human_size(1536), "1.5 KB");
+/// ```
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KB", "MB", "GB", "TB", "PB"];
+    if bytes == 1 {
+        return "1 byte".to_owned();
+    }
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +197,24 @@ mod tests {
         let err = Error::storage("local", std::io::Error::other("disk on fire at /srv/x"));
         assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!err.public_message().contains("/srv/x"));
+    }
+
+    #[test]
+    fn upload_errors_carry_the_reference_messages_and_statuses() {
+        let too_large = Error::TooLarge { limit: 1024 * 1024 };
+        assert_eq!(too_large.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(too_large.public_message(), "The file may not be larger than 1.0 MB.");
+        let spoofed = Error::UnsupportedType { found: "application/x-msdownload".into(), expected: "allowed: application/pdf".into() };
+        assert_eq!(spoofed.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert!(spoofed.public_message().starts_with("File type not supported"));
+        assert_eq!(Error::BadUpload { message: "x".into() }.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn sizes_read_like_the_reference() {
+        for (bytes, text) in [(0, "0 bytes"), (1, "1 byte"), (1023, "1023 bytes"), (1024, "1.0 KB"), (1_048_576, "1.0 MB"), (10 * 1_048_576, "10.0 MB"), (1_073_741_824, "1.0 GB"), (1_610_612_736, "1.5 GB")] {
+            assert_eq!(human_size(bytes), text, "{bytes}");
+        }
     }
 
     #[test]

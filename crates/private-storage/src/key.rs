@@ -226,7 +226,7 @@ fn validate(key: &str) -> Result<(), KeyError> {
     Ok(())
 }
 
-fn is_forbidden(c: char) -> bool {
+pub(crate) fn is_forbidden(c: char) -> bool {
     c.is_control()
         || matches!(
             c,

@@ -119,6 +119,7 @@ mod error;
 mod http;
 mod key;
 mod storage;
+mod upload;
 
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -127,11 +128,12 @@ pub use access::{
     AccessRule, AllowAuthenticated, AllowStaff, AllowSuperuser, CurrentUser, Identity, PrivateFile, User,
     allow_authenticated, allow_staff, allow_superuser,
 };
-pub use error::{BoxError, Error, Result};
+pub use error::{BoxError, Error, Result, human_size};
 pub use http::{
     ContentDisposition, DeliverFile, Delivery, OnDenied, Prepared, ResponseBody, ServePrivate, X_ACCEL_REDIRECT,
     X_SENDFILE, nginx_internal_location,
 };
+pub use upload::{SavedFile, Upload, UploadPolicy};
 pub use key::{KeyError, MAX_KEY_LEN, MAX_SEGMENT_LEN, ObjectKey};
 pub use storage::{
     ByteStream, DEFAULT_BASE_URL, Fault, GetOptions, GetResult, LocalStorage, MemoryStorage, ObjectMeta, Payload,

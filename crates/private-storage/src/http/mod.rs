@@ -32,6 +32,7 @@ use crate::access::{AccessRule, AllowSuperuser};
 use crate::{CurrentUser, Error, ObjectKey, PrivateFile, Storage};
 use conditional::{Plan, Validators};
 use headers::{HeaderPolicy, NOSNIFF};
+pub(crate) use headers::essence;
 
 /// What a request the access rule denied is answered with. The answer never depends on
 /// whether the file exists, and is the same for a key that failed validation.

@@ -136,7 +136,7 @@ pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
 
 pub fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
-    format!("{:x}", sha2::Sha256::digest(bytes))
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Runs an HTTP behaviour test over both backends, each as its own test.
