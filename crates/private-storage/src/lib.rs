@@ -81,7 +81,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `axum` | yes | `IntoResponse` for [`Error`]; the original URI (mount prefix included) in login redirects |
+//! | `axum` | yes | [`UploadForm`] (multipart uploads with bounded memory), `IntoResponse` for [`Error`], the original URI (mount prefix included) in login redirects |
 //! | `testing` | no | [`testing::conformance`], the storage conformance suite for your own backends |
 //!
 //! # Security
@@ -115,6 +115,8 @@
 mod access;
 #[cfg(feature = "axum")]
 mod axum;
+#[cfg(feature = "axum")]
+pub use axum::{FormField, UploadForm};
 mod error;
 mod http;
 mod key;
@@ -130,7 +132,7 @@ pub use access::{
 };
 pub use error::{BoxError, Error, Result, human_size};
 pub use http::{
-    ContentDisposition, DeliverFile, Delivery, OnDenied, Prepared, ResponseBody, ServePrivate, X_ACCEL_REDIRECT,
+    ContentDisposition, DeliverFile, Delivery, OnDenied, Prepared, RecordSource, ResponseBody, ServePrivate, ServeRecords, X_ACCEL_REDIRECT,
     X_SENDFILE, nginx_internal_location,
 };
 pub use upload::{SavedFile, Upload, UploadPolicy};

@@ -11,6 +11,7 @@ mod delivery;
 mod disposition;
 mod headers;
 mod range;
+mod records;
 
 use std::convert::Infallible;
 use std::fmt;
@@ -27,6 +28,7 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 pub use body::ResponseBody;
 pub use delivery::{DeliverFile, Delivery, Prepared, X_ACCEL_REDIRECT, X_SENDFILE, nginx_internal_location};
 pub use disposition::ContentDisposition;
+pub use records::{RecordSource, ServeRecords};
 
 use crate::access::{AccessRule, AllowSuperuser};
 use crate::{CurrentUser, Error, ObjectKey, PrivateFile, Storage};
@@ -201,6 +203,12 @@ impl ServePrivate {
         self
     }
 
+    /// The answer to a denied request, per [`OnDenied`]: the same for a denial, a rejected key
+    /// and an unknown record.
+    pub(crate) fn deny(&self, request: &http::request::Parts) -> Response<ResponseBody> {
+        denied(&self.config.on_denied, request)
+    }
+
     /// The storage this service serves.
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.config.storage
@@ -215,7 +223,7 @@ impl ServePrivate {
             // Never reaches the storage; answered exactly like a denial.
             Err(e) => {
                 tracing::debug!(path, error = %e, "rejected key");
-                return denied(&self.config.on_denied, &parts);
+                return self.deny(&parts);
             }
         };
         let file = PrivateFile::new(parts, Arc::clone(&self.config.storage), key);
@@ -227,7 +235,7 @@ impl ServePrivate {
     pub async fn serve_file(&self, file: PrivateFile) -> Response<ResponseBody> {
         let config = &*self.config;
         if !config.rule.allows(&file).await {
-            return denied(&config.on_denied, file.request());
+            return self.deny(file.request());
         }
         let method = &file.request().method;
         if method != Method::GET && method != Method::HEAD {

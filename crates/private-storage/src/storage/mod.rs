@@ -281,6 +281,15 @@ pub trait StorageExt: Storage {
         }
     }
 
+    /// Whether an object exists under the name `name`; a name that is not a valid key (the
+    /// empty name of a record without a file, say) simply does not exist.
+    async fn exists_name(&self, name: &str) -> Result<bool> {
+        match ObjectKey::new(name) {
+            Ok(key) => self.exists(&key).await,
+            Err(_) => Ok(false),
+        }
+    }
+
     /// The link to the object: [`Storage::base_url`] followed by the percent-encoded key.
     ///
     /// ```
@@ -299,23 +308,6 @@ pub trait StorageExt: Storage {
 }
 
 impl<S: Storage + ?Sized> StorageExt for S {}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn random_suffixes_go_before_the_extension() {
-        for (key, prefix, ext) in [("a.pdf", "a_", ".pdf"), ("x/b.tar.gz", "x/b_", ".tar.gz"), ("noext", "noext_", ""), (".env", ".env_", "")] {
-            let renamed = with_random_suffix(&ObjectKey::new(key).unwrap());
-            let s = renamed.as_str();
-            assert!(s.starts_with(prefix) && s.ends_with(ext), "{key} → {s}");
-            assert_eq!(s.len(), key.len() + 8, "{key} → {s}");
-        }
-        let long = ObjectKey::new(format!("{}.txt", "é".repeat(125))).unwrap();
-        assert!(with_random_suffix(&long).file_name().len() <= crate::MAX_SEGMENT_LEN);
-    }
-}
 
 #[async_trait]
 impl<S: Storage + ?Sized> Storage for Arc<S> {
@@ -391,4 +383,21 @@ pub(crate) fn normalise_base_url(base: impl Into<String>) -> String {
         base.push('/');
     }
     base
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_suffixes_go_before_the_extension() {
+        for (key, prefix, ext) in [("a.pdf", "a_", ".pdf"), ("x/b.tar.gz", "x/b_", ".tar.gz"), ("noext", "noext_", ""), (".env", ".env_", "")] {
+            let renamed = with_random_suffix(&ObjectKey::new(key).unwrap());
+            let s = renamed.as_str();
+            assert!(s.starts_with(prefix) && s.ends_with(ext), "{key} → {s}");
+            assert_eq!(s.len(), key.len() + 8, "{key} → {s}");
+        }
+        let long = ObjectKey::new(format!("{}.txt", "é".repeat(125))).unwrap();
+        assert!(with_random_suffix(&long).file_name().len() <= crate::MAX_SEGMENT_LEN);
+    }
 }

@@ -26,6 +26,11 @@ const HEAD: usize = 8 * 1024;
 /// For images: enough to get past large EXIF/ICC blocks to the dimensions.
 const IMAGE_HEAD: usize = 256 * 1024;
 
+/// Computes subfolders from a record.
+type SubfolderFn<R> = dyn Fn(&R) -> Vec<String> + Send + Sync;
+/// Computes a path from a record and a file name.
+type PathFn<R> = dyn Fn(&R, &str) -> String + Send + Sync;
+
 /// How and where uploads of one kind are stored: the reference's `PrivateFileField`, declared
 /// once per kind of record `R`.
 ///
@@ -61,7 +66,7 @@ const IMAGE_HEAD: usize = 256 * 1024;
 pub struct UploadPolicy<R: ?Sized = ()> {
     storage: Arc<dyn Storage>,
     upload_to: UploadTo<R>,
-    subfolder: Option<Arc<dyn Fn(&R) -> Vec<String> + Send + Sync>>,
+    subfolder: Option<Arc<SubfolderFn<R>>>,
     content_types: Vec<String>,
     max_file_size: Option<u64>,
     overwrite: bool,
@@ -70,7 +75,7 @@ pub struct UploadPolicy<R: ?Sized = ()> {
 
 enum UploadTo<R: ?Sized> {
     Folder(String),
-    Function(Arc<dyn Fn(&R, &str) -> String + Send + Sync>),
+    Function(Arc<PathFn<R>>),
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -184,7 +184,8 @@ mod tests {
         let pdf_only = vec!["application/pdf".to_owned()];
         let images = vec!["image/*".to_owned()];
         #[rustfmt::skip]
-        let cases: &[(&str, &[String], Option<&str>, &str, bool)] = &[
+        type Case<'a> = (&'a str, &'a [String], Option<&'a str>, &'a str, bool);
+        let cases: &[Case<'_>] = &[
             ("application/pdf", &pdf_only, Some("application/pdf"), "a.pdf", true),
             ("application/pdf", &pdf_only, None, "a.pdf", true),
             ("application/vnd.microsoft.portable-executable", &pdf_only, Some("application/pdf"), "a.pdf", false),

@@ -1,0 +1,131 @@
+//! Downloads by record: the reference's `PrivateStorageDetailView`.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use http::request::Parts;
+use http::{Request, Response, StatusCode};
+
+use super::{ResponseBody, ServePrivate, plain};
+use crate::{ObjectKey, PrivateFile, Result};
+
+/// Where records come from, for [`ServeRecords`].
+///
+/// `find` is the reference's query set: it looks the record up **within the scope this request
+/// may reach** (for example, only the user's own records, or all for staff). A record outside
+/// the scope is simply not found, and is answered exactly like a denial.
+#[async_trait]
+pub trait RecordSource: Send + Sync + 'static {
+    /// The application's record type; the access rule sees it as [`PrivateFile::parent`].
+    type Record: Send + Sync + 'static;
+
+    /// The record with this id (or slug) in the request's scope, if any.
+    async fn find(&self, request: &Parts, id: &str) -> Result<Option<Self::Record>>;
+
+    /// The key of the record's file, or `None` when the record has no file.
+    fn file_key(&self, record: &Self::Record) -> Option<ObjectKey>;
+}
+
+/// Serves the file a record holds, found by the record's id: same rule, HTTP semantics and
+/// delivery modes as the [`ServePrivate`] it is built with (whose rule can use
+/// [`PrivateFile::parent`] to see the record).
+///
+/// - An id that is unknown, or outside the request's scope, gets **exactly the answer a denied
+///   request gets**: ids cannot be enumerated.
+/// - A record without a file gets `404`.
+///
+/// Use it from a handler with [`ServeRecords::serve`], or mount it with `nest_service`, where
+/// the first path segment is the id (`/files/42` → `42`).
+///
+/// ```
+/// use async_trait::async_trait;
+/// use private_storage::{MemoryStorage, ObjectKey, PrivateFile, RecordSource, ServePrivate, ServeRecords};
+///
+/// struct Document { owner: String, file: Option<ObjectKey> }
+/// struct Documents; // e.g. a database pool
+///
+/// #[async_trait]
+/// impl RecordSource for Documents {
+///     type Record = Document;
+///     async fn find(&self, _request: &http::request::Parts, id: &str) -> private_storage::Result<Option<Document>> {
+///         Ok((id == "1").then(|| Document { owner: "ada".into(), file: ObjectKey::new("docs/1.pdf").ok() }))
+///     }
+///     fn file_key(&self, doc: &Document) -> Option<ObjectKey> {
+///         doc.file.clone()
+///     }
+/// }
+///
+/// let owner_or_staff = |file: PrivateFile| async move {
+///     let owner = file.parent::<Document>().map(|d| d.owner.as_str());
+///     file.user().is_some_and(|u| u.is_staff() || Some(u.id()) == owner)
+/// };
+/// let downloads = ServeRecords::new(Documents, ServePrivate::new(MemoryStorage::new()).rule(owner_or_staff));
+/// let app: axum::Router = axum::Router::new().nest_service("/documents", downloads);
+/// ```
+pub struct ServeRecords<S> {
+    source: Arc<S>,
+    files: ServePrivate,
+}
+
+impl<S> Clone for ServeRecords<S> {
+    fn clone(&self) -> Self {
+        Self { source: Arc::clone(&self.source), files: self.files.clone() }
+    }
+}
+
+impl<S> fmt::Debug for ServeRecords<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServeRecords").field("files", &self.files).finish_non_exhaustive()
+    }
+}
+
+impl<S: RecordSource> ServeRecords<S> {
+    /// Serves the files of `source`'s records through `files` (its storage, rule, denial
+    /// policy, delivery and headers).
+    pub fn new(source: S, files: ServePrivate) -> Self {
+        Self { source: Arc::new(source), files }
+    }
+
+    /// Serves the file of the record `id` to `request`.
+    pub async fn serve<B>(&self, id: &str, request: Request<B>) -> Response<ResponseBody> {
+        let (parts, _body) = request.into_parts();
+        let record = match self.source.find(&parts, id).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return self.files.deny(&parts),
+            Err(e) => {
+                tracing::error!(id, error = %e, "record lookup failed");
+                return plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error.");
+            }
+        };
+        let Some(key) = self.source.file_key(&record) else {
+            return plain(StatusCode::NOT_FOUND, "Not found.");
+        };
+        let file = PrivateFile::with_parent(parts, Arc::clone(self.files.storage()), key, Some(Arc::new(record)));
+        self.files.serve_file(file).await
+    }
+}
+
+impl<S: RecordSource, B: Send + 'static> tower_service::Service<Request<B>> for ServeRecords<S> {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let service = self.clone();
+        Box::pin(async move {
+            let path = request.uri().path().trim_start_matches('/');
+            let raw = path.split('/').next().unwrap_or_default();
+            let id = percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned();
+            Ok(service.serve(&id, request).await)
+        })
+    }
+}
