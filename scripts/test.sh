@@ -43,6 +43,9 @@ curl -fsS -H 'Authorization: Bearer staff-token' "${url}private-media/welcome.tx
 kill "$demo"
 echo "demo smoke test: ok"
 
+echo "==> benchmark harness smoke run"
+bench/upload.sh --smoke
+
 echo "==> doc-tests"
 cargo test --workspace --all-features --doc --locked
 
