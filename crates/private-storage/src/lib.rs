@@ -70,6 +70,24 @@
 //! can be served side by side, each with its own base URL, rule and settings. The `testing`
 //! feature's [`testing::conformance`] suite checks any backend against the contract.
 //!
+//! # Uploads
+//!
+//! [`UploadPolicy`] is the reference's `PrivateFileField`, declared once per kind of record:
+//! `upload_to` (a folder with `%Y/%m` placeholders, or a function of the record and the file
+//! name), `upload_subfolder` (folders from the record, each sanitised), `content_types` (an
+//! allow-list checked against what the bytes **are**: magic numbers, cross-checked with the
+//! declared type and the extension), `max_file_size` (enforced while streaming), `overwrite`,
+//! and an image variant that records dimensions and caps them. Names are sanitised and never
+//! overwrite: a taken name gets a random suffix, chosen atomically when the write commits.
+//! A save returns a [`SavedFile`] (key, size, sniffed type, original name, SHA-256, image size).
+//! With axum, [`UploadForm`] streams multipart fields into a policy with bounded memory.
+//!
+//! # Downloads by record
+//!
+//! [`ServeRecords`] serves the file a record holds, found by id through the application's
+//! [`RecordSource`] (its scope is the reference's query set); the rule sees the record as
+//! [`PrivateFile::parent`]. An unknown id is answered exactly like a denial.
+//!
 //! # Access rules
 //!
 //! [`allow_authenticated`], [`allow_staff`] and [`allow_superuser`] (the default), or any async
@@ -105,8 +123,16 @@
 //! - **Active content.** Every response carries `X-Content-Type-Options: nosniff`; HTML, SVG,
 //!   XML and script types are forced to `attachment` with `Content-Security-Policy: sandbox`
 //!   unless explicitly allowed ([`ServePrivate::allow_inline`]).
+//! - **Uploads.** Types are sniffed from the bytes, never taken from the client; a renamed
+//!   executable, HTML or SVG behind an image name, and image/markup polyglots are refused
+//!   (415). The size limit cuts an upload off as soon as it is passed (413), and up front when
+//!   the announced length exceeds it. Names are sanitised to one segment; subfolders can only
+//!   nest, never climb. Refused, failed and abandoned uploads leave nothing, not even a
+//!   staging file. Image dimensions can be capped (decompression bombs).
+//! - **Enumeration.** Downloads by record answer an unknown id exactly like a denied one.
 //! - **Resource use.** Large files stream in bounded chunks and stop when the client leaves;
-//!   multi-range requests are coalesced and capped ([`ServePrivate::max_ranges`]).
+//!   multi-range requests are coalesced and capped ([`ServePrivate::max_ranges`]); uploads are
+//!   read at most 64 KiB ahead of the storage.
 //! - **Caching.** `Cache-Control: private, no-cache` by default: shared caches never keep a
 //!   private file.
 
