@@ -4,7 +4,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
 use common::{Backend, Reply, app, pattern, seed, send, storage};
@@ -392,34 +392,10 @@ async fn a_prefix_rule_sees_the_canonical_key_and_cannot_be_bypassed(backend: Ba
     assert_eq!(keys, ["users/1/notes.txt", "users/6/secret.txt"], "the rule only ever saw canonical keys");
 }
 
-/// A storage wrapper that counts `head` calls.
-#[derive(Debug)]
-struct CountingHeads(Arc<dyn private_storage::Storage>, Arc<AtomicUsize>);
-
-#[async_trait]
-impl private_storage::Storage for CountingHeads {
-    async fn head(&self, key: &private_storage::ObjectKey) -> private_storage::Result<private_storage::ObjectMeta> {
-        self.1.fetch_add(1, Ordering::SeqCst);
-        self.0.head(key).await
-    }
-    async fn get(&self, key: &private_storage::ObjectKey, o: private_storage::GetOptions) -> private_storage::Result<private_storage::GetResult> {
-        self.0.get(key, o).await
-    }
-    async fn put(&self, key: &private_storage::ObjectKey, d: private_storage::PutStream<'_>, o: private_storage::PutOptions) -> private_storage::Result<private_storage::ObjectMeta> {
-        self.0.put(key, d, o).await
-    }
-    async fn delete(&self, key: &private_storage::ObjectKey) -> private_storage::Result<()> {
-        self.0.delete(key).await
-    }
-    fn list(&self, prefix: Option<&private_storage::ObjectKey>) -> futures_core::stream::BoxStream<'static, private_storage::Result<private_storage::ObjectMeta>> {
-        self.0.list(prefix)
-    }
-}
-
 async fn metadata_is_fetched_once_per_request_even_when_the_rule_asks(backend: Backend) {
     let (storage, _dir) = fixture(backend).await;
-    let heads = Arc::new(AtomicUsize::new(0));
-    let counting = CountingHeads(storage, heads.clone());
+    let (counting, _) = common::Instrumented::new(storage);
+    let heads = counting.heads.clone();
     let rule = |file: PrivateFile| async move { file.exists().await && file.metadata().await.unwrap().unwrap().size == 5 };
     let router = app(ServePrivate::new(counting).rule(rule));
     let r = get(&router, "/private-media/hello.txt", Some("alice"), &[]).await;

@@ -3,66 +3,13 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use common::{Backend, app, pattern, serve, sha256, storage};
-use futures_core::stream::BoxStream;
 use futures_util::StreamExt;
-use private_storage::{GetOptions, GetResult, ObjectKey, ObjectMeta, Payload, PutOptions, Result, ServePrivate, Storage, StorageExt};
+use private_storage::{ObjectKey, ServePrivate, StorageExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
-
-/// Wraps a storage, counting the bytes its read streams yield and how many are alive.
-#[derive(Debug)]
-struct Tracking {
-    inner: Arc<dyn Storage>,
-    yielded: Arc<AtomicU64>,
-    open: watch::Sender<usize>,
-}
-
-struct Alive(watch::Sender<usize>);
-impl Drop for Alive {
-    fn drop(&mut self) {
-        self.0.send_modify(|n| *n -= 1);
-    }
-}
-
-#[async_trait]
-impl Storage for Tracking {
-    async fn head(&self, key: &ObjectKey) -> Result<ObjectMeta> {
-        self.inner.head(key).await
-    }
-    async fn get(&self, key: &ObjectKey, options: GetOptions) -> Result<GetResult> {
-        let got = self.inner.get(key, options).await?;
-        let (meta, range) = (got.meta.clone(), got.range.clone());
-        self.open.send_modify(|n| *n += 1);
-        let alive = Alive(self.open.clone());
-        let yielded = self.yielded.clone();
-        let stream = got
-            .into_stream()
-            .map(move |chunk| {
-                let _keep = &alive;
-                if let Ok(c) = &chunk {
-                    yielded.fetch_add(c.len() as u64, Ordering::SeqCst);
-                }
-                chunk
-            })
-            .boxed();
-        Ok(GetResult::new(meta, range, Payload::Stream(stream)))
-    }
-    async fn put(&self, key: &ObjectKey, data: private_storage::PutStream<'_>, options: PutOptions) -> Result<ObjectMeta> {
-        self.inner.put(key, data, options).await
-    }
-    async fn delete(&self, key: &ObjectKey) -> Result<()> {
-        self.inner.delete(key).await
-    }
-    fn list(&self, prefix: Option<&ObjectKey>) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-}
 
 const LARGE: usize = 48 * 1024 * 1024;
 
@@ -101,10 +48,8 @@ async fn a_client_that_disconnects_stops_the_server_side_read(backend: Backend) 
     let (inner, _dir) = storage(backend);
     let key = ObjectKey::new("large.bin").unwrap();
     inner.put_bytes(&key, pattern(LARGE, 3)).await.unwrap();
-    let yielded = Arc::new(AtomicU64::new(0));
-    let open = watch::Sender::new(0usize);
-    let mut open_reads = open.subscribe();
-    let tracking = Tracking { inner, yielded: yielded.clone(), open };
+    let (tracking, _) = common::Instrumented::new(inner);
+    let (yielded, mut open_reads) = (tracking.yielded.clone(), tracking.open_reads());
     let addr = serve(app(ServePrivate::new(tracking))).await;
 
     let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -368,47 +368,13 @@ async fn twenty_concurrent_uploads_of_one_name_give_twenty_intact_files() {
     assert_eq!(files_in(storage.root()).len(), 20, "no staging files left: {:?}", tree(storage.root()));
 }
 
-/// Wraps a storage and reports when a `put` starts and when it has ended, however it ended.
-#[derive(Debug)]
-struct ReportingPuts {
-    inner: LocalStorage,
-    events: tokio::sync::mpsc::UnboundedSender<&'static str>,
-}
-
-#[async_trait::async_trait]
-impl Storage for ReportingPuts {
-    async fn head(&self, key: &ObjectKey) -> private_storage::Result<private_storage::ObjectMeta> {
-        self.inner.head(key).await
-    }
-    async fn get(&self, key: &ObjectKey, o: private_storage::GetOptions) -> private_storage::Result<private_storage::GetResult> {
-        self.inner.get(key, o).await
-    }
-    async fn put(&self, key: &ObjectKey, data: private_storage::PutStream<'_>, o: private_storage::PutOptions) -> private_storage::Result<private_storage::ObjectMeta> {
-        struct Ended(tokio::sync::mpsc::UnboundedSender<&'static str>);
-        impl Drop for Ended {
-            fn drop(&mut self) {
-                let _ = self.0.send("ended");
-            }
-        }
-        let _ended = Ended(self.events.clone());
-        let _ = self.events.send("started");
-        self.inner.put(key, data, o).await
-    }
-    async fn delete(&self, key: &ObjectKey) -> private_storage::Result<()> {
-        self.inner.delete(key).await
-    }
-    fn list(&self, prefix: Option<&ObjectKey>) -> futures_core::stream::BoxStream<'static, private_storage::Result<private_storage::ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_disconnects_halfway_leaves_nothing() {
     use tokio::io::AsyncWriteExt;
     let dir = tempfile::tempdir().unwrap();
     let storage = LocalStorage::new(dir.path()).unwrap();
-    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
-    let app = upload_app(UploadPolicy::new(ReportingPuts { inner: storage.clone(), events: events_tx }));
+    let (reporting, mut events) = common::Instrumented::new(Arc::new(storage.clone()));
+    let app = upload_app(UploadPolicy::new(reporting));
     let addr = common::serve(app).await;
 
     let data = pdf(4 * MIB, 4);

@@ -2,8 +2,6 @@
 
 use std::convert::Infallible;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -11,7 +9,7 @@ use async_trait::async_trait;
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 
-use super::{ResponseBody, ServePrivate, plain};
+use super::{ResponseBody, ResponseFuture, ServePrivate, plain};
 use crate::{ObjectKey, PrivateFile, Result};
 
 /// Where records come from, for [`ServeRecords`].
@@ -113,7 +111,7 @@ impl<S: RecordSource> ServeRecords<S> {
 impl<S: RecordSource, B: Send + 'static> tower_service::Service<Request<B>> for ServeRecords<S> {
     type Response = Response<ResponseBody>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))

@@ -217,3 +217,84 @@ pub async fn wait_for_port(port: u16) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A storage wrapper that watches what goes through it: `head` calls, the bytes read streams
+/// yield and how many are alive, and when writes start and end (however they end).
+#[derive(Debug)]
+pub struct Instrumented {
+    inner: Arc<dyn Storage>,
+    pub heads: Arc<std::sync::atomic::AtomicUsize>,
+    pub yielded: Arc<std::sync::atomic::AtomicU64>,
+    open_reads: tokio::sync::watch::Sender<usize>,
+    puts: tokio::sync::mpsc::UnboundedSender<&'static str>,
+}
+
+/// The receiving end of [`Instrumented`]'s write events: `"started"`, then `"ended"`.
+pub type PutEvents = tokio::sync::mpsc::UnboundedReceiver<&'static str>;
+
+impl Instrumented {
+    pub fn new(inner: Arc<dyn Storage>) -> (Self, PutEvents) {
+        let (puts, events) = tokio::sync::mpsc::unbounded_channel();
+        let this = Self { inner, heads: Arc::default(), yielded: Arc::default(), open_reads: tokio::sync::watch::Sender::new(0), puts };
+        (this, events)
+    }
+
+    /// How many read streams are alive, as a watch (wait with `wait_for`).
+    pub fn open_reads(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.open_reads.subscribe()
+    }
+}
+
+/// Runs its closure when dropped.
+struct OnDrop<F: FnMut()>(F);
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
+#[async_trait::async_trait]
+impl Storage for Instrumented {
+    async fn head(&self, key: &private_storage::ObjectKey) -> private_storage::Result<private_storage::ObjectMeta> {
+        self.heads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.head(key).await
+    }
+
+    async fn get(&self, key: &private_storage::ObjectKey, options: private_storage::GetOptions) -> private_storage::Result<private_storage::GetResult> {
+        use futures_util::StreamExt;
+        let got = self.inner.get(key, options).await?;
+        let (meta, range) = (got.meta.clone(), got.range.clone());
+        self.open_reads.send_modify(|n| *n += 1);
+        let open = self.open_reads.clone();
+        let alive = OnDrop(move || open.send_modify(|n| *n -= 1));
+        let yielded = self.yielded.clone();
+        let stream = got
+            .into_stream()
+            .map(move |chunk| {
+                let _alive = &alive;
+                if let Ok(c) = &chunk {
+                    yielded.fetch_add(c.len() as u64, std::sync::atomic::Ordering::SeqCst);
+                }
+                chunk
+            })
+            .boxed();
+        Ok(private_storage::GetResult::new(meta, range, private_storage::Payload::Stream(stream)))
+    }
+
+    async fn put(&self, key: &private_storage::ObjectKey, data: private_storage::PutStream<'_>, options: private_storage::PutOptions) -> private_storage::Result<private_storage::ObjectMeta> {
+        let puts = self.puts.clone();
+        let _ended = OnDrop(move || {
+            let _ = puts.send("ended");
+        });
+        let _ = self.puts.send("started");
+        self.inner.put(key, data, options).await
+    }
+
+    async fn delete(&self, key: &private_storage::ObjectKey) -> private_storage::Result<()> {
+        self.inner.delete(key).await
+    }
+
+    fn list(&self, prefix: Option<&private_storage::ObjectKey>) -> futures_core::stream::BoxStream<'static, private_storage::Result<private_storage::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+}
