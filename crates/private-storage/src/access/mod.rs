@@ -8,6 +8,7 @@ use std::ops::Deref;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::request::Parts;
 use tokio::sync::OnceCell;
 
@@ -152,7 +153,10 @@ struct Inner {
     storage: Arc<dyn Storage>,
     key: ObjectKey,
     parent: Option<Arc<dyn Any + Send + Sync>>,
-    meta: OnceCell<Option<ObjectMeta>>,
+    /// Small files are read together with their metadata, up to this many bytes.
+    inline_max: u64,
+    /// The metadata (and a small file's bytes), or `None` for a missing file.
+    meta: OnceCell<Option<(ObjectMeta, Option<Bytes>)>>,
 }
 
 impl fmt::Debug for PrivateFile {
@@ -179,7 +183,19 @@ impl PrivateFile {
         key: ObjectKey,
         parent: Option<Arc<dyn Any + Send + Sync>>,
     ) -> Self {
-        Self(Arc::new(Inner { request, storage, key, parent, meta: OnceCell::new() }))
+        Self::for_service(request, storage, key, parent, 0)
+    }
+
+    /// A file for the file service, which reads small files (up to `inline_max` bytes) in
+    /// the same round trip as their metadata.
+    pub(crate) fn for_service(
+        request: Parts,
+        storage: Arc<dyn Storage>,
+        key: ObjectKey,
+        parent: Option<Arc<dyn Any + Send + Sync>>,
+        inline_max: u64,
+    ) -> Self {
+        Self(Arc::new(Inner { request, storage, key, parent, inline_max, meta: OnceCell::new() }))
     }
 
     /// The request (without its body).
@@ -223,18 +239,28 @@ impl PrivateFile {
     /// When the storage fails for another reason than a missing file (not cached: a later
     /// call asks again).
     pub async fn metadata(&self) -> Result<Option<&ObjectMeta>> {
-        let meta = self
+        Ok(self.load().await?.map(|(meta, _)| meta))
+    }
+
+    /// The metadata and, for a small file read with it, the bytes. Fetched once per request.
+    pub(crate) async fn load(&self) -> Result<Option<&(ObjectMeta, Option<Bytes>)>> {
+        let loaded = self
             .0
             .meta
             .get_or_try_init(|| async {
-                match self.0.storage.head(&self.0.key).await {
-                    Ok(meta) => Ok(Some(meta)),
+                match self.0.storage.head_with_bytes(&self.0.key, self.0.inline_max).await {
+                    Ok(found) => Ok(Some(found)),
                     Err(e) if e.is_not_found() => Ok(None),
                     Err(e) => Err(e),
                 }
             })
             .await?;
-        Ok(meta.as_ref())
+        Ok(loaded.as_ref())
+    }
+
+    /// The bytes of a small file, when they were read with its metadata (same version: one read).
+    pub(crate) fn inline_bytes(&self) -> Option<Bytes> {
+        self.0.meta.get().and_then(|m| m.as_ref()).and_then(|(_, bytes)| bytes.clone())
     }
 
     /// Whether the file exists. A storage failure counts as "no" (and is logged), so a rule

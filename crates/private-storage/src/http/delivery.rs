@@ -15,6 +15,9 @@ use super::body::ResponseBody;
 use crate::storage::{GetOptions, Payload};
 use crate::{Error, ObjectMeta, PrivateFile, Result};
 
+/// Files up to this size are read with their metadata, in one round trip, when streamed.
+pub(crate) const INLINE_MAX: u64 = 64 * 1024;
+
 /// The nginx header naming the internal location to serve (`X-Accel-Redirect`).
 pub const X_ACCEL_REDIRECT: HeaderName = HeaderName::from_static("x-accel-redirect");
 /// The Apache (`mod_xsendfile`) header naming the file to serve.
@@ -204,6 +207,10 @@ async fn stream_response(file: &PrivateFile, prepared: Prepared) -> Result<Respo
 /// Reads the object (or a range of it), pinned to the ETag the headers were computed from so
 /// one response never mixes two versions of a file.
 async fn read(file: &PrivateFile, meta: &ObjectMeta, range: Option<Range<u64>>) -> Result<ResponseBody> {
+    if let Some(bytes) = file.inline_bytes() {
+        let range = range.unwrap_or(0..bytes.len() as u64);
+        return Ok(ResponseBody::full(bytes.slice(range.start as usize..range.end as usize)));
+    }
     let options = GetOptions { range, if_match: meta.etag.clone() };
     let got = file.storage().get(file.key(), options).await?;
     let len = got.range.end - got.range.start;
@@ -218,10 +225,16 @@ fn multipart_body(file: PrivateFile, etag: Option<String>, parts: Vec<(Bytes, Ra
     let body = stream::iter(parts)
         .then(move |(head, range)| {
             let file = reader.clone();
-            let options = GetOptions { range: Some(range), if_match: etag.clone() };
+            let options = GetOptions { range: Some(range.clone()), if_match: etag.clone() };
             async move {
-                let part = file.storage().get(file.key(), options).await?;
-                Ok::<_, Error>(stream::once(async move { Ok(head) }).chain(part.into_stream()))
+                let data = match file.inline_bytes() {
+                    Some(bytes) => {
+                        let part = bytes.slice(range.start as usize..range.end as usize);
+                        stream::once(async move { Ok(part) }).boxed()
+                    }
+                    None => file.storage().get(file.key(), options).await?.into_stream(),
+                };
+                Ok::<_, Error>(stream::once(async move { Ok(head) }).chain(data))
             }
         })
         .try_flatten()

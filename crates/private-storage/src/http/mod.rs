@@ -209,6 +209,15 @@ impl ServePrivate {
         denied(&self.config.on_denied, request)
     }
 
+    /// How many bytes of a small file are read with its metadata: only worth it when the bytes
+    /// go through the application.
+    pub(crate) fn inline_max(&self) -> u64 {
+        match self.config.delivery.mode() {
+            delivery::Mode::Stream => delivery::INLINE_MAX,
+            _ => 0,
+        }
+    }
+
     /// The storage this service serves.
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.config.storage
@@ -226,7 +235,7 @@ impl ServePrivate {
                 return self.deny(&parts);
             }
         };
-        let file = PrivateFile::new(parts, Arc::clone(&self.config.storage), key);
+        let file = PrivateFile::for_service(parts, Arc::clone(&self.config.storage), key, None, self.inline_max());
         self.serve_file(file).await
     }
 

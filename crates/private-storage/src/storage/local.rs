@@ -127,20 +127,48 @@ impl LocalStorage {
     }
 }
 
+const READ_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::CLOEXEC).union(OFlags::NOCTTY);
+const CONFINED: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_SYMLINKS);
+
 impl Inner {
+    /// The metadata and (up to `inline_max` bytes) the content of an object, **without
+    /// blocking**: the path must be in the dentry cache (`RESOLVE_CACHED`) and the bytes in the
+    /// page cache (`RWF_NOWAIT`). `None` when it would block (a cold disk, a network
+    /// filesystem that must revalidate): then the caller asks the blocking pool instead.
+    fn read_cached(&self, key: &ObjectKey, inline_max: u64) -> Option<Result<(ObjectMeta, Option<Bytes>)>> {
+        use rustix::io::Errno;
+        if key.file_name().starts_with(TEMP_PREFIX) {
+            return Some(Err(not_found(key)));
+        }
+        let fd = match rustix::fs::openat2(&self.root_fd, key.as_str(), READ_FLAGS, Mode::empty(), CONFINED | ResolveFlags::CACHED) {
+            Ok(fd) => fd,
+            // EAGAIN: not all cached; ENOSYS/EINVAL: no openat2 or RESOLVE_CACHED; EPERM: seccomp.
+            Err(Errno::AGAIN | Errno::NOSYS | Errno::INVAL | Errno::PERM) => return None,
+            Err(e) => return Some(Err(io_error(key, e.into()))),
+        };
+        let meta = match regular_file_meta(&fd, key) {
+            Ok(meta) => meta,
+            Err(e) => return Some(Err(e)),
+        };
+        if meta.size > inline_max {
+            return Some(Ok((meta, None)));
+        }
+        let mut buf = BytesMut::zeroed(meta.size as usize);
+        match rustix::io::preadv2(&fd, &mut [std::io::IoSliceMut::new(&mut buf)], 0, rustix::io::ReadWriteFlags::NOWAIT) {
+            Ok(n) if n as u64 == meta.size => Some(Ok((meta, Some(buf.freeze())))),
+            // Partly cached, not cached, or a filesystem without RWF_NOWAIT.
+            Ok(_) | Err(Errno::AGAIN | Errno::OPNOTSUPP | Errno::INVAL) => None,
+            Err(e) => Some(Err(io_error(key, e.into()))),
+        }
+    }
+
     /// Opens the object for reading, never leaving the root.
     fn open(&self, key: &ObjectKey) -> Result<(std::fs::File, ObjectMeta)> {
         if key.file_name().starts_with(TEMP_PREFIX) {
             return Err(not_found(key));
         }
-        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY;
-        let fd = match rustix::fs::openat2(
-            &self.root_fd,
-            key.as_str(),
-            flags,
-            Mode::empty(),
-            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
-        ) {
+        let flags = READ_FLAGS;
+        let fd = match rustix::fs::openat2(&self.root_fd, key.as_str(), flags, Mode::empty(), CONFINED) {
             Err(e) if e == rustix::io::Errno::NOSYS || e == rustix::io::Errno::PERM => {
                 let (parent, name) = split_parent(key);
                 open_dirs(self.root_fd.as_fd(), &parent, false)
@@ -149,12 +177,18 @@ impl Inner {
             other => other,
         }
         .map_err(|e| io_error(key, e.into()))?;
-        let stat = rustix::fs::fstat(&fd).map_err(|e| io_error(key, e.into()))?;
-        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
-            return Err(not_found(key));
-        }
-        Ok((std::fs::File::from(fd), meta_from_stat(key.clone(), &stat)))
+        let meta = regular_file_meta(&fd, key)?;
+        Ok((std::fs::File::from(fd), meta))
     }
+}
+
+/// The metadata of an open file, which must be a regular file (directories count as missing).
+fn regular_file_meta(fd: &OwnedFd, key: &ObjectKey) -> Result<ObjectMeta> {
+    let stat = rustix::fs::fstat(fd).map_err(|e| io_error(key, e.into()))?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err(not_found(key));
+    }
+    Ok(meta_from_stat(key.clone(), &stat))
 }
 
 #[async_trait]
@@ -162,6 +196,23 @@ impl Storage for LocalStorage {
     async fn head(&self, key: &ObjectKey) -> Result<ObjectMeta> {
         let key = key.clone();
         self.blocking(move |inner| inner.open(&key).map(|(_, meta)| meta)).await
+    }
+
+    async fn head_with_bytes(&self, key: &ObjectKey, inline_max: u64) -> Result<(ObjectMeta, Option<Bytes>)> {
+        if let Some(done) = self.inner.read_cached(key, inline_max) {
+            return done;
+        }
+        let key = key.clone();
+        self.blocking(move |inner| {
+            let (file, meta) = inner.open(&key)?;
+            let bytes = if meta.size <= inline_max {
+                Some(read_exact_at(&file, 0..meta.size).map_err(|e| io_error(&key, e))?)
+            } else {
+                None
+            };
+            Ok((meta, bytes))
+        })
+        .await
     }
 
     async fn get(&self, key: &ObjectKey, options: GetOptions) -> Result<GetResult> {
@@ -446,4 +497,51 @@ fn io_error(key: &ObjectKey, e: io::Error) -> Error {
 
 fn not_found(key: &ObjectKey) -> Error {
     Error::NotFound { key: key.clone() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StorageExt;
+
+    #[tokio::test]
+    async fn small_files_come_from_the_caches_without_blocking_or_from_the_pool_when_cold() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path()).unwrap();
+        let key = ObjectKey::new("a/small.txt").unwrap();
+        storage.put_bytes(&key, "cached bytes").await.unwrap();
+
+        let (meta, bytes) = storage.inner.read_cached(&key, 1024).expect("all in the caches").unwrap();
+        assert_eq!((meta.size, bytes.as_deref()), (12, Some(&b"cached bytes"[..])));
+        let (_, none) = storage.inner.read_cached(&key, 4).expect("metadata only").unwrap();
+        assert_eq!(none, None, "larger than inline_max: no bytes");
+
+        // Evict the file's (clean, fsynced) pages: RWF_NOWAIT must refuse rather than block...
+        let file = std::fs::File::open(dir.path().join("a/small.txt")).unwrap();
+        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        assert!(storage.inner.read_cached(&key, 1024).is_none(), "a cold file would block: the pool takes over");
+        // ...and the pool reads it.
+        let (_, bytes) = storage.head_with_bytes(&key, 1024).await.unwrap();
+        assert_eq!(bytes.as_deref(), Some(&b"cached bytes"[..]));
+    }
+
+    #[tokio::test]
+    async fn the_non_blocking_path_keeps_confinement_and_hides_staging_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("root")).unwrap();
+        std::fs::write(dir.path().join("secret"), "outside").unwrap();
+        std::os::unix::fs::symlink("../secret", dir.path().join("root/link")).unwrap();
+        std::fs::write(dir.path().join("root/.ps-tmp-1"), "partial").unwrap();
+        std::fs::create_dir(dir.path().join("root/folder")).unwrap();
+        let storage = LocalStorage::new(dir.path().join("root")).unwrap();
+        for name in ["link", ".ps-tmp-1", "folder", "missing"] {
+            let key = ObjectKey::new(name).unwrap();
+            // The fast path may defer to the pool (a name never looked up is not cached), but
+            // never finds anything.
+            let fast = storage.inner.read_cached(&key, 1024);
+            assert!(matches!(fast, None | Some(Err(Error::NotFound { .. }))), "{name}: {fast:?}");
+            let full = storage.head_with_bytes(&key, 1024).await;
+            assert!(matches!(full, Err(Error::NotFound { .. })), "{name}: {full:?}");
+        }
+    }
 }

@@ -218,6 +218,15 @@ pub trait Storage: Debug + Send + Sync + 'static {
     /// The object's metadata.
     async fn head(&self, key: &ObjectKey) -> Result<ObjectMeta>;
 
+    /// The object's metadata, with all its bytes when it is at most `inline_max` bytes long
+    /// (a backend may leave the bytes out anyway). Lets a backend answer a small file in one
+    /// round trip: the file service asks this once per request. Defaults to [`Storage::head`]
+    /// without bytes.
+    async fn head_with_bytes(&self, key: &ObjectKey, inline_max: u64) -> Result<(ObjectMeta, Option<Bytes>)> {
+        let _ = inline_max;
+        Ok((self.head(key).await?, None))
+    }
+
     /// The object's bytes (all, or `options.range`), with its metadata.
     async fn get(&self, key: &ObjectKey, options: GetOptions) -> Result<GetResult>;
 
@@ -313,6 +322,9 @@ impl<S: Storage + ?Sized> StorageExt for S {}
 impl<S: Storage + ?Sized> Storage for Arc<S> {
     async fn head(&self, key: &ObjectKey) -> Result<ObjectMeta> {
         (**self).head(key).await
+    }
+    async fn head_with_bytes(&self, key: &ObjectKey, inline_max: u64) -> Result<(ObjectMeta, Option<Bytes>)> {
+        (**self).head_with_bytes(key, inline_max).await
     }
     async fn get(&self, key: &ObjectKey, options: GetOptions) -> Result<GetResult> {
         (**self).get(key, options).await

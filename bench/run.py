@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+"""Download benchmark: private-storage against nginx serving the same files with no check.
+
+Targets, all pinned to core 0 (the load generator runs on core 1):
+  nginx-static  nginx, sendfile on, no access check: the ceiling
+  stream        serve-bench (ServePrivate, bearer-token lookup + rule per request), stream mode
+  xaccel        nginx in front of serve-bench in X-Accel-Redirect mode (our check, nginx's bytes)
+
+Per round (targets alternate within each test), for 4 KiB at c=1 and c=64 (wrk), 1 MiB and
+100 MiB (bench/src/bin/fetch.rs, 1 MiB reads): throughput, latency, server CPU (from /proc),
+and each target's ratio to nginx-static in the same round. Then peak RSS of the stream server
+after 32 parallel 100 MiB downloads. Writes bench/results/latest.{json,md}.
+
+  bench/run.sh            3 rounds of 10 s per test
+  bench/run.sh --quick    1 round of 3 s (under 3 minutes)
+  bench/run.sh --smoke    4 KiB only, 1 s, nginx-static and stream (seconds; proves it works)
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELEASE = os.path.join(REPO, "target", "release")
+TOKEN = "token-4242"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SERVER_CORE, CLIENT_CORE = "0", "1"
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw).stdout
+
+
+def ensure_tools():
+    missing = [pkg for tool, pkg in [("nginx", "nginx"), ("wrk", "wrk"), ("taskset", "util-linux")] if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}")]
+    if missing:
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        subprocess.run(sudo + ["apt-get", "update", "-qq"], check=True)
+        subprocess.run(sudo + ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-qq", *missing], check=True, stdout=subprocess.DEVNULL)
+    run(["cargo", "build", "--release", "-q", "-p", "private-storage-bench", "--bin", "serve-bench", "--bin", "fetch"], cwd=REPO)
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLK_TCK
+
+
+def peak_rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def start_app(root, mode):
+    proc = subprocess.Popen(["taskset", "-c", SERVER_CORE, os.path.join(RELEASE, "serve-bench"), root, mode, "/_internal"], stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()  # printed once it listens
+    if not line.startswith("listening "):
+        raise SystemExit(f"serve-bench {mode} did not start: {line!r}")
+    return proc, line.split()[1]
+
+
+def start_nginx(work, root, app_nginx_addr):
+    static_port, front_port = free_port(), free_port()
+    conf = os.path.join(work, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""daemon off;
+master_process off;
+user root;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    include /etc/nginx/mime.types;
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    client_body_temp_path {work}/body;
+    proxy_temp_path {work}/proxy;
+    fastcgi_temp_path {work}/fastcgi;
+    uwsgi_temp_path {work}/uwsgi;
+    scgi_temp_path {work}/scgi;
+    upstream app {{ server {app_nginx_addr}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{static_port};
+        location /private-media/ {{ alias {root}/; }}
+    }}
+    server {{
+        listen 127.0.0.1:{front_port};
+        location /private-media/ {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+        location /_internal/ {{
+            internal;
+            alias {root}/;
+            add_header X-Content-Type-Options $upstream_http_x_content_type_options always;
+        }}
+    }}
+}}
+""")
+    proc = subprocess.Popen(["taskset", "-c", SERVER_CORE, "nginx", "-c", conf, "-p", work])
+    for port in (static_port, front_port):
+        wait_port(port, proc)
+    return proc, f"127.0.0.1:{static_port}", f"127.0.0.1:{front_port}"
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc):
+    import socket
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit("nginx exited at start")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.02)
+    raise SystemExit(f"nothing listens on {port}")
+
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def wrk(addr, path, conns, seconds):
+    out = run(["taskset", "-c", CLIENT_CORE, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-H", f"Authorization: Bearer {TOKEN}", f"http://{addr}{path}"])
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = {p: float(v) * UNITS[u] for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if bad:
+        raise SystemExit(f"{addr}{path}: {bad.group(1)} failed responses\n{out}")
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    return {"rps": rps, "p50_ms": lat.get("50"), "p99_ms": lat.get("99"), "requests": requests}
+
+
+def fetch(addr, path, conns, seconds):
+    out = run(["taskset", "-c", CLIENT_CORE, os.path.join(RELEASE, "fetch"), addr, path, TOKEN, str(conns), str(seconds)])
+    kv = dict(item.split("=") for item in out.split())
+    return {"mbps": int(kv["bytes"]) / float(kv["seconds"]) / 1e6, "bytes": int(kv["bytes"]), "requests": int(kv["requests"])}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--rounds", type=int)
+    ap.add_argument("--seconds", type=float)
+    args = ap.parse_args()
+    rounds = args.rounds or (1 if args.quick or args.smoke else 3)
+    seconds = args.seconds or (1 if args.smoke else 3 if args.quick else 10)
+
+    ensure_tools()
+    work = tempfile.mkdtemp(prefix="ps-bench-")
+    root = os.path.join(work, "files")
+    os.makedirs(root)
+    sizes = {"4k.bin": 4096} if args.smoke else {"4k.bin": 4096, "1m.bin": 1 << 20, "100m.bin": 100 << 20}
+    for name, size in sizes.items():
+        with open(os.path.join(root, name), "wb") as f:
+            f.write(os.urandom(size))
+
+    procs = []
+    try:
+        app_stream, stream_addr = start_app(root, "stream")
+        procs.append(app_stream)
+        app_nginx, app_nginx_addr = start_app(root, "nginx")
+        procs.append(app_nginx)
+        nginx, static_addr, front_addr = start_nginx(work, root, app_nginx_addr)
+        procs.append(nginx)
+        targets = {
+            "nginx-static": (static_addr, [nginx.pid]),
+            "stream": (stream_addr, [app_stream.pid]),
+            "xaccel": (front_addr, [nginx.pid, app_nginx.pid]),
+        }
+        if args.smoke:
+            del targets["xaccel"]
+        tests = [("4k-c1", "4k.bin", "wrk", 1), ("4k-c64", "4k.bin", "wrk", 64)]
+        if not args.smoke:
+            tests += [("1m-c4", "1m.bin", "fetch", 4), ("100m-c2", "100m.bin", "fetch", 2)]
+        # Warm the page cache and the servers.
+        for addr, _ in targets.values():
+            for name in sizes:
+                fetch(addr, f"/private-media/{name}", 1, "once")
+
+        results = {t[0]: {name: [] for name in targets} for t in tests}
+        for r in range(rounds):
+            for test, name, tool, conns in tests:
+                for target, (addr, pids) in targets.items():
+                    before = cpu_seconds(pids)
+                    res = (wrk if tool == "wrk" else fetch)(addr, f"/private-media/{name}", conns, seconds)
+                    res["cpu_s"] = cpu_seconds(pids) - before
+                    results[test][target].append(res)
+                    print(f"round {r + 1} {test:8} {target:13} " + (f"{res['rps']:9.0f} req/s" if tool == "wrk" else f"{res['mbps']:9.0f} MB/s") + f"  cpu {res['cpu_s']:.2f}s", flush=True)
+
+        memory = None
+        if not args.smoke:
+            fetch(stream_addr, "/private-media/100m.bin", 32, "once")
+            memory = peak_rss_mib(app_stream.pid)
+            print(f"stream server peak RSS after 32 parallel 100 MiB downloads: {memory:.1f} MiB")
+        report(results, tests, targets, rounds, seconds, memory, args)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def summarise(runs, key):
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)} if values else None
+
+
+def report(results, tests, targets, rounds, seconds, memory, args):
+    summary = {}
+    lines = [f"| test | target | throughput (median [min–max]) | ratio to nginx-static | p50 / p99 | server CPU |", "|---|---|---|---|---|---|"]
+    for test, name, tool, _ in tests:
+        metric = "rps" if tool == "wrk" else "mbps"
+        unit = "req/s" if tool == "wrk" else "MB/s"
+        base = results[test]["nginx-static"]
+        for target in targets:
+            runs = results[test][target]
+            ratios = [run_[metric] / b[metric] for run_, b in zip(runs, base)]
+            if tool == "wrk":
+                cpu = statistics.median(r["cpu_s"] / r["requests"] * 1e6 for r in runs)
+                cpu_text = f"{cpu:.1f} µs/req"
+            else:
+                cpu = statistics.median(r["cpu_s"] / (r["bytes"] / 1e9) for r in runs)
+                cpu_text = f"{cpu:.2f} s/GB"
+            s = summarise(runs, metric)
+            p50, p99 = summarise(runs, "p50_ms"), summarise(runs, "p99_ms")
+            latency = f"{p50['median']:.3f} / {p99['median']:.3f} ms" if p50 and p99 else "—"
+            summary.setdefault(test, {})[target] = {metric: s, "ratio": statistics.median(ratios), "cpu": cpu, "p50_ms": p50, "p99_ms": p99, "runs": runs}
+            lines.append(f"| {test} | {target} | {s['median']:.0f} {unit} [{s['min']:.0f}–{s['max']:.0f}] | {statistics.median(ratios):.2f}× | {latency} | {cpu_text} |")
+    if memory is not None:
+        lines.append(f"\nStream server peak RSS (VmHWM) after 32 parallel 100 MiB downloads: **{memory:.1f} MiB**.")
+    header = f"{time.strftime('%Y-%m-%d')}, {rounds} round(s) of {seconds:g} s, servers pinned to core {SERVER_CORE}, load on core {CLIENT_CORE}, `bench/run.sh{' --quick' if args.quick else ''}{' --smoke' if args.smoke else ''}`\n\n"
+    table = header + "\n".join(lines) + "\n"
+    print("\n" + table)
+    if not args.smoke:
+        out = os.path.join(REPO, "bench", "results")
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "latest.json"), "w") as f:
+            json.dump({"date": time.strftime("%Y-%m-%d"), "rounds": rounds, "seconds": seconds, "peak_rss_mib": memory, "results": summary}, f, indent=1)
+        with open(os.path.join(out, "latest.md"), "w") as f:
+            f.write(table)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
