@@ -24,6 +24,7 @@ async fn fixture(backend: Backend) -> (Arc<dyn private_storage::Storage>, Option
             ("hello.txt", HELLO),
             ("big.bin", &big),
             ("empty.txt", b""),
+            ("small.bin", &pattern(10_000, 5)),
             ("users/1/notes.txt", b"user one"),
             ("users/6/secret.txt", b"user six"),
             ("page.html", b"<script>alert(1)</script>"),
@@ -50,6 +51,7 @@ over_both_backends!(
     missing_files_and_folders_are_404_for_allowed_users,
     single_ranges_return_206_with_content_range,
     multiple_ranges_return_multipart_byteranges_with_exact_bytes,
+    small_files_read_with_their_metadata_serve_every_range_form,
     unsatisfiable_ranges_return_416_with_the_length,
     malformed_and_excessive_ranges_return_the_whole_file,
     if_range_honours_the_range_only_for_the_current_validator,
@@ -210,6 +212,23 @@ async fn multiple_ranges_return_multipart_byteranges_with_exact_bytes(backend: B
         assert!(headers.contains(&format!("Content-Range: bytes {start}-{}/100000", end - 1)), "{headers}");
         assert!(body[..] == data[start..end], "part {start}-{end}");
     }
+}
+
+async fn small_files_read_with_their_metadata_serve_every_range_form(backend: Backend) {
+    // 10 KB is under the inline limit: the local backend reads it with its metadata.
+    let (storage, _dir) = fixture(backend).await;
+    let router = app(ServePrivate::from_arc(storage));
+    let data = pattern(10_000, 5);
+    let full = get(&router, "/private-media/small.bin", Some("root"), &[]).await;
+    assert!(full.body == data);
+    let single = get(&router, "/private-media/small.bin", Some("root"), &[("range", "bytes=9000-")]).await;
+    assert_eq!(single.status, StatusCode::PARTIAL_CONTENT);
+    assert!(single.body[..] == data[9000..]);
+    let multi = get(&router, "/private-media/small.bin", Some("root"), &[("range", "bytes=0-99,5000-5099")]).await;
+    let boundary = multi.header("content-type").unwrap().strip_prefix("multipart/byteranges; boundary=").unwrap().to_owned();
+    let parts = parse_multipart(&multi.body, &boundary);
+    assert_eq!(parts.len(), 2);
+    assert!(parts[0].1[..] == data[..100] && parts[1].1[..] == data[5000..5100]);
 }
 
 /// Splits a `multipart/byteranges` body into (part headers, part body).
