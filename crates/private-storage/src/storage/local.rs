@@ -460,9 +460,11 @@ fn read_exact_at(file: &std::fs::File, range: Range<u64>) -> io::Result<Bytes> {
     Ok(buf.freeze())
 }
 
-/// Streams `range` of an open file in [`CHUNK`]-sized reads. The file was opened before the
-/// first byte went out, so a concurrent atomic replace never mixes two versions. Dropping the
-/// stream (a client that went away) stops the reads.
+/// Streams `range` of an open file in chunks of up to [`CHUNK`] bytes. Each chunk is read on
+/// the async worker when it is in the page cache (`RWF_NOWAIT`, a short read is a short
+/// chunk) and on the blocking pool otherwise. The file was opened before the first byte went
+/// out, so a concurrent atomic replace never mixes two versions. Dropping the stream (a client
+/// that went away) stops the reads.
 fn read_stream(file: Arc<std::fs::File>, key: ObjectKey, range: Range<u64>) -> ByteStream {
     stream::try_unfold((file, key, range.start), move |(file, key, pos)| {
         let end = range.end;
@@ -470,16 +472,50 @@ fn read_stream(file: Arc<std::fs::File>, key: ObjectKey, range: Range<u64>) -> B
             if pos >= end {
                 return Ok(None);
             }
-            let chunk = (end - pos).min(CHUNK);
-            let reader = Arc::clone(&file);
-            let bytes = tokio::task::spawn_blocking(move || read_exact_at(&reader, pos..pos + chunk))
-                .await
-                .map_err(|e| Error::storage(BACKEND, e))?
-                .map_err(|e| io_error(&key, e))?;
-            Ok(Some((bytes, (file, key, pos + chunk))))
+            let want = (end - pos).min(CHUNK);
+            let bytes = match read_nowait(&file, pos, want) {
+                Some(read) => read.map_err(|e| io_error(&key, e.into()))?,
+                None => {
+                    let reader = Arc::clone(&file);
+                    tokio::task::spawn_blocking(move || read_uninit(&reader, pos, want))
+                        .await
+                        .map_err(|e| Error::storage(BACKEND, e))?
+                        .map_err(|e| io_error(&key, e))?
+                }
+            };
+            let next = pos + bytes.len() as u64;
+            Ok(Some((bytes, (file, key, next))))
         }
     })
     .boxed()
+}
+
+/// Up to `len` bytes at `pos` if they are in the page cache; `None` if reading would block.
+fn read_nowait(file: &std::fs::File, pos: u64, len: u64) -> Option<rustix::io::Result<Bytes>> {
+    use rustix::io::Errno;
+    let mut buf = BytesMut::zeroed(len as usize);
+    match rustix::io::preadv2(file, &mut [std::io::IoSliceMut::new(&mut buf)], pos, rustix::io::ReadWriteFlags::NOWAIT) {
+        // 0 bytes before the end: the file shrank under us; let the blocking read report it.
+        Ok(0) | Err(Errno::AGAIN | Errno::OPNOTSUPP | Errno::INVAL) => None,
+        Ok(n) => {
+            buf.truncate(n);
+            Some(Ok(buf.freeze()))
+        }
+        Err(e) => Some(Err(e)),
+    }
+}
+
+/// Exactly `len` bytes at `pos`, read (blocking) into fresh memory without zeroing it first.
+fn read_uninit(file: &std::fs::File, pos: u64, len: u64) -> io::Result<Bytes> {
+    let mut buf = Vec::with_capacity(len as usize);
+    while (buf.len() as u64) < len {
+        let at = pos + buf.len() as u64;
+        let n = rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), at)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while being read"));
+        }
+    }
+    Ok(Bytes::from(buf))
 }
 
 fn is_missing(e: rustix::io::Errno) -> bool {
@@ -523,6 +559,24 @@ mod tests {
         // ...and the pool reads it.
         let (_, bytes) = storage.head_with_bytes(&key, 1024).await.unwrap();
         assert_eq!(bytes.as_deref(), Some(&b"cached bytes"[..]));
+    }
+
+    #[tokio::test]
+    async fn large_files_stream_intact_whether_cached_or_cold() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path()).unwrap();
+        let key = ObjectKey::new("big.bin").unwrap();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        storage.put_bytes(&key, data.clone()).await.unwrap();
+        for cold in [false, true] {
+            if cold {
+                let file = std::fs::File::open(dir.path().join("big.bin")).unwrap();
+                rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+            }
+            let got = storage.get(&key, GetOptions::default().with_range(1..2_999_999)).await.unwrap();
+            assert!(matches!(got.payload, Payload::Stream(_)));
+            assert!(got.bytes().await.unwrap()[..] == data[1..2_999_999], "cold: {cold}");
+        }
     }
 
     #[tokio::test]
