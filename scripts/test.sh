@@ -43,8 +43,9 @@ curl -fsS -H 'Authorization: Bearer staff-token' "${url}private-media/welcome.tx
 kill "$demo"
 echo "demo smoke test: ok"
 
-echo "==> benchmark harness smoke run"
+echo "==> benchmark harness smoke runs"
 bench/upload.sh --smoke
+bench/run.sh --smoke
 
 echo "==> doc-tests"
 cargo test --workspace --all-features --doc --locked

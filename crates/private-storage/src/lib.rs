@@ -152,6 +152,19 @@ mod upload;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+/// Hooks for the crate's own micro-benchmarks; not an API.
+#[cfg(feature = "__bench")]
+#[doc(hidden)]
+pub mod __bench {
+    use std::time::SystemTime;
+
+    /// Plans a response (the private `conditional::plan`): 0 for the whole representation, the
+    /// number of ranges for a partial one, or the status of a 304/412/416.
+    pub fn plan(method: &http::Method, headers: &http::HeaderMap, etag: Option<&str>, last_modified: SystemTime, len: u64, now: SystemTime) -> usize {
+        crate::http::bench_plan(method, headers, etag, last_modified, len, now)
+    }
+}
+
 pub use access::{
     AccessRule, AllowAuthenticated, AllowStaff, AllowSuperuser, CurrentUser, Identity, PrivateFile, User,
     allow_authenticated, allow_staff, allow_superuser,

@@ -292,6 +292,17 @@ impl ServePrivate {
     }
 }
 
+#[cfg(feature = "__bench")]
+pub(crate) fn bench_plan(method: &Method, headers: &http::HeaderMap, etag: Option<&str>, last_modified: SystemTime, len: u64, now: SystemTime) -> usize {
+    match conditional::plan(method, headers, Validators { etag, last_modified, len }, now, 16) {
+        Plan::Full => 0,
+        Plan::Partial(ranges) => ranges.len(),
+        Plan::NotModified => 304,
+        Plan::PreconditionFailed => 412,
+        Plan::Unsatisfiable => 416,
+    }
+}
+
 /// The future of this module's tower services.
 pub(crate) type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
 
