@@ -9,7 +9,8 @@ Targets, all pinned to core 0 (the load generator runs on core 1):
 Per round (targets alternate within each test), for 4 KiB at c=1 and c=64 (wrk), 1 MiB and
 100 MiB (bench/src/bin/fetch.rs, 1 MiB reads): throughput, latency, server CPU (from /proc),
 and each target's ratio to nginx-static in the same round. Then peak RSS of the stream server
-after 32 parallel 100 MiB downloads. Writes bench/results/latest.{json,md}.
+after 32 parallel 100 MiB downloads, and uploads (bench/upload.sh). Writes
+bench/results/latest.{json,md}.
 
   bench/run.sh            3 rounds of 10 s per test
   bench/run.sh --quick    1 round of 3 s (under 3 minutes)
@@ -216,7 +217,15 @@ def main():
             fetch(stream_addr, "/private-media/100m.bin", 32, "once")
             memory = peak_rss_mib(app_stream.pid)
             print(f"stream server peak RSS after 32 parallel 100 MiB downloads: {memory:.1f} MiB")
-        report(results, tests, targets, rounds, seconds, memory, args)
+        upload = None
+        if not args.smoke:
+            # Uploads: multipart → validation → storage, from bench/upload.sh.
+            out = run([os.path.join(REPO, "bench", "upload.sh"), *(["--quick"] if args.quick else [])])
+            print(out, end="")
+            m = re.search(r"median (\d+) MB/s \(min (\d+), max (\d+)\)", out)
+            rss = [float(x) for x in re.findall(r"peak RSS (\d+) MiB", out)]
+            upload = {"mbps": {"median": int(m.group(1)), "min": int(m.group(2)), "max": int(m.group(3))}, "peak_rss_mib": max(rss)}
+        report(results, tests, targets, rounds, seconds, memory, upload, args)
     finally:
         for p in procs:
             p.terminate()
@@ -230,7 +239,7 @@ def summarise(runs, key):
     return {"median": statistics.median(values), "min": min(values), "max": max(values)} if values else None
 
 
-def report(results, tests, targets, rounds, seconds, memory, args):
+def report(results, tests, targets, rounds, seconds, memory, upload, args):
     summary = {}
     lines = [f"| test | target | throughput (median [min–max]) | ratio to nginx-static | p50 / p99 | server CPU |", "|---|---|---|---|---|---|"]
     for test, name, tool, _ in tests:
@@ -253,6 +262,9 @@ def report(results, tests, targets, rounds, seconds, memory, args):
             lines.append(f"| {test} | {target} | {s['median']:.0f} {unit} [{s['min']:.0f}–{s['max']:.0f}] | {statistics.median(ratios):.2f}× | {latency} | {cpu_text} |")
     if memory is not None:
         lines.append(f"\nStream server peak RSS (VmHWM) after 32 parallel 100 MiB downloads: **{memory:.1f} MiB**.")
+    if upload is not None:
+        u = upload["mbps"]
+        lines.append(f"\nUploads (bench/upload.sh): **{u['median']} MB/s** median [{u['min']}–{u['max']}], server peak RSS **{upload['peak_rss_mib']:.0f} MiB**.")
     header = f"{time.strftime('%Y-%m-%d')}, {rounds} round(s) of {seconds:g} s, servers pinned to core {SERVER_CORE}, load on core {CLIENT_CORE}, `bench/run.sh{' --quick' if args.quick else ''}{' --smoke' if args.smoke else ''}`\n\n"
     table = header + "\n".join(lines) + "\n"
     print("\n" + table)
@@ -260,7 +272,7 @@ def report(results, tests, targets, rounds, seconds, memory, args):
         out = os.path.join(REPO, "bench", "results")
         os.makedirs(out, exist_ok=True)
         with open(os.path.join(out, "latest.json"), "w") as f:
-            json.dump({"date": time.strftime("%Y-%m-%d"), "rounds": rounds, "seconds": seconds, "peak_rss_mib": memory, "results": summary}, f, indent=1)
+            json.dump({"date": time.strftime("%Y-%m-%d"), "rounds": rounds, "seconds": seconds, "peak_rss_mib": memory, "upload": upload, "results": summary}, f, indent=1)
         with open(os.path.join(out, "latest.md"), "w") as f:
             f.write(table)
 

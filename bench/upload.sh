@@ -2,10 +2,12 @@
 # Upload throughput and server memory: a 1 GiB multipart upload (curl, another process) through
 # UploadForm → UploadPolicy → LocalStorage, three rounds; reports MB/s and the server's peak RSS.
 #   bench/upload.sh            1 GiB, 3 rounds
+#   bench/upload.sh --quick    1 GiB, 1 round
 #   bench/upload.sh --smoke    16 MiB, 1 round (proves the harness works; no figures)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size_mib=1024 rounds=3
+[ "${1:-}" = "--quick" ] && rounds=1
 [ "${1:-}" = "--smoke" ] && size_mib=16 rounds=1
 
 cargo build --release -q -p private-storage-bench --bin upload-server
