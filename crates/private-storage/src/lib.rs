@@ -146,6 +146,7 @@ pub use axum::{FormField, UploadForm};
 mod error;
 mod http;
 mod key;
+mod share;
 mod storage;
 mod upload;
 
@@ -171,8 +172,12 @@ pub use access::{
 };
 pub use error::{BoxError, Error, Result, human_size};
 pub use http::{
-    ContentDisposition, DeliverFile, Delivery, OnDenied, Prepared, RecordSource, ResponseBody, ServePrivate, ServeRecords, X_ACCEL_REDIRECT,
+    ContentDisposition, DeliverFile, Delivery, OnDenied, Prepared, RecordSource, ResponseBody, ServePrivate, ServeRecords, ServeShared, X_ACCEL_REDIRECT,
     X_SENDFILE, nginx_internal_location,
+};
+pub use share::{
+    IssuedLink, LinkIssued, LinkUsed, MemoryRevocations, RevocationStore, Share, ShareAudit, ShareKeys, ShareLinks, ShareTarget,
+    TracingAudit,
 };
 pub use upload::{SavedFile, Upload, UploadPolicy};
 pub use key::{KeyError, MAX_KEY_LEN, MAX_SEGMENT_LEN, ObjectKey};

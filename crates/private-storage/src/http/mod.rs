@@ -12,6 +12,7 @@ mod disposition;
 mod headers;
 mod range;
 mod records;
+mod shared;
 
 use std::convert::Infallible;
 use std::fmt;
@@ -29,6 +30,7 @@ pub use body::ResponseBody;
 pub use delivery::{DeliverFile, Delivery, Prepared, X_ACCEL_REDIRECT, X_SENDFILE, nginx_internal_location};
 pub use disposition::ContentDisposition;
 pub use records::{RecordSource, ServeRecords};
+pub use shared::ServeShared;
 
 use crate::access::{AccessRule, AllowSuperuser};
 use crate::{CurrentUser, Error, ObjectKey, PrivateFile, Storage};
@@ -242,10 +244,15 @@ impl ServePrivate {
     /// Serves an already resolved file: for handlers that find the key elsewhere (a record, a
     /// share link) and want the same rule, semantics and delivery.
     pub async fn serve_file(&self, file: PrivateFile) -> Response<ResponseBody> {
-        let config = &*self.config;
-        if !config.rule.allows(&file).await {
+        if !self.config.rule.allows(&file).await {
             return self.deny(file.request());
         }
+        self.respond(file).await
+    }
+
+    /// Everything after the access decision: method, metadata, plan, headers, delivery.
+    pub(crate) async fn respond(&self, file: PrivateFile) -> Response<ResponseBody> {
+        let config = &*self.config;
         let method = &file.request().method;
         if method != Method::GET && method != Method::HEAD {
             let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.");

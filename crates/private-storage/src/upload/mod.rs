@@ -6,6 +6,7 @@
 //! write** that the storage commits only when the stream ended cleanly.
 
 mod guard;
+pub(crate) use guard::hex;
 mod naming;
 mod sniff;
 
