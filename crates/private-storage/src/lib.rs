@@ -88,6 +88,14 @@
 //! [`RecordSource`] (its scope is the reference's query set); the rule sees the record as
 //! [`PrivateFile::parent`]. An unknown id is answered exactly like a denial.
 //!
+//! # Share links
+//!
+//! [`ShareLinks`] issues links to one file (or one record's file) for an `<img>`, a `<video>`,
+//! an email: HMAC-SHA256-signed, expiring (capped lifetime), optionally bound to a user,
+//! revocable one by one or all at once per file, with rotating [`ShareKeys`]. [`ServeShared`]
+//! serves them through the same pipeline and delivery modes as [`ServePrivate`]; every issue
+//! and use goes to a [`ShareAudit`].
+//!
 //! # Access rules
 //!
 //! [`allow_authenticated`], [`allow_staff`] and [`allow_superuser`] (the default), or any async
@@ -130,6 +138,12 @@
 //!   nest, never climb. Refused, failed and abandoned uploads leave nothing, not even a
 //!   staging file. Image dimensions can be capped (decompression bombs).
 //! - **Enumeration.** Downloads by record answer an unknown id exactly like a denied one.
+//! - **Share links.** The signature is checked first, in constant time; a tampered, revoked,
+//!   retired-key or wrong-user link gets the service's denial with no hint of which check failed
+//!   (only an authentic expired link is told `410 Gone`). Revocation is checked on every use and
+//!   fails closed when the store fails. A bound user appears in the token only as a keyed tag.
+//!   Responses to links carry `Referrer-Policy: no-referrer`. Tested by flipping every byte,
+//!   a property test over mutations, and a real browser (`tests/share.rs`, `tests/share_browser.rs`).
 //! - **Resource use.** Large files stream in bounded chunks and stop when the client leaves;
 //!   multi-range requests are coalesced and capped ([`ServePrivate::max_ranges`]); uploads are
 //!   read at most 64 KiB ahead of the storage.
