@@ -4,7 +4,10 @@
 mod common;
 
 use common::{Peer, app, free_port, pattern, program, serve};
-use private_storage::{Delivery, LocalStorage, ObjectKey, ServePrivate, Storage, nginx_internal_location};
+use private_storage::{
+    Delivery, LocalStorage, MemoryRevocations, ObjectKey, ServePrivate, ServeShared, Share, ShareKeys, ShareLinks, Storage,
+    nginx_internal_location,
+};
 use std::process::Command;
 
 const NAME: &str = "docs/Grüße an alle.txt";
@@ -23,7 +26,8 @@ async fn nginx_serves_allowed_files_through_x_accel_redirect_and_nothing_else() 
     let storage = LocalStorage::new(&root).unwrap();
     let own_etag = storage.head(&ObjectKey::new("big.bin").unwrap()).await.unwrap().etag.unwrap();
     let service = ServePrivate::new(storage.clone()).delivery(Delivery::nginx("/_internal").unwrap());
-    let backend = serve(app(service)).await;
+    let links = ShareLinks::new(ShareKeys::new("k1", [5u8; 32]).unwrap(), MemoryRevocations::new()).base_url("/s/");
+    let backend = serve(app(service.clone()).nest_service("/s", ServeShared::new(links.clone(), service))).await;
 
     let port = free_port();
     let prefix = base.path().display().to_string();
@@ -48,6 +52,7 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         location /private-media/ {{ proxy_pass http://{backend}; }}
+        location /s/ {{ proxy_pass http://{backend}; }}
 {internal}
     }}
 }}
@@ -117,6 +122,18 @@ http {{
             assert!(!body.windows(16).any(|w| w == &big[..16]), "not a byte of the file for {user:?}");
         }
     }
+
+    // Share links through nginx: the bytes from nginx, the headers the service set.
+    let link = links.issue(Share::key(ObjectKey::new(NAME).unwrap())).await.unwrap();
+    let r = client.get(format!("http://127.0.0.1:{port}{}", link.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["referrer-policy"], "no-referrer", "re-added by the generated location");
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(r.text().await.unwrap(), "grüße");
+    links.revoke(&link).await.unwrap();
+    let r = client.get(format!("http://127.0.0.1:{port}{}", link.url)).send().await.unwrap();
+    assert_eq!(r.status(), 403, "a revoked link is never handed to nginx");
+    assert_ne!(r.text().await.unwrap(), "grüße");
 
     let r = client.get(format!("http://127.0.0.1:{port}/_internal/hello.txt")).send().await.unwrap();
     assert_eq!(r.status(), 404, "the internal location is not reachable from outside");

@@ -98,6 +98,7 @@ async fn a_link_is_served_like_any_download(backend: Backend) {
     assert!(f.get(&by_record.url, &[]).await.body == data);
     let gone_record = f.issue(Share::record("43")).await;
     assert_eq!(f.get(&gone_record.url, &[]).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(f.audit.0.used.lock().unwrap().last().map(|u| u.outcome), Some("missing"));
 
     let used = f.audit.0.used.lock().unwrap();
     let first = &used[0];

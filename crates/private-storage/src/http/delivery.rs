@@ -253,7 +253,8 @@ fn logged(s: crate::storage::ByteStream, file: &PrivateFile) -> crate::storage::
 /// the storage folder `root`.
 ///
 /// nginx drops most upstream headers when it follows `X-Accel-Redirect`; this block re-adds
-/// the security headers (nosniff, the sandbox CSP for active content) and keeps nginx's multi-range
+/// the security headers (nosniff, the sandbox CSP for active content, share links'
+/// `Referrer-Policy`) and keeps nginx's multi-range
 /// limit equal to the service's, so nginx answers exactly what the service would.
 ///
 /// ```
@@ -276,6 +277,7 @@ pub fn nginx_internal_location(internal_prefix: &str, root: &Path, max_ranges: u
     # nginx keeps only a few upstream headers across X-Accel-Redirect: re-add the rest.
     add_header X-Content-Type-Options $upstream_http_x_content_type_options always;
     add_header Content-Security-Policy $upstream_http_content_security_policy always;
+    add_header Referrer-Policy $upstream_http_referrer_policy always;
 }}
 "
     )

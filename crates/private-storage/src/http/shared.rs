@@ -83,7 +83,7 @@ impl ServeShared {
                         let file = PrivateFile::for_service(parts, Arc::clone(self.files.storage()), key, None, self.files.inline_max());
                         (self.files.respond(file).await, Some(link.link_id), Some(link.target), "served")
                     }
-                    None => (plain(StatusCode::NOT_FOUND, "Not found."), Some(link.link_id), Some(link.target), "served"),
+                    None => (plain(StatusCode::NOT_FOUND, "Not found."), Some(link.link_id), Some(link.target), "missing"),
                 }
             }
             Err((Refusal::Expired, link)) => {

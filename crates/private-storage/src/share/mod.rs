@@ -210,7 +210,8 @@ pub struct LinkUsed {
     pub bytes: Option<u64>,
     /// The `Range` asked for, if any.
     pub range: Option<String>,
-    /// `served`, `expired` or `refused`.
+    /// `served`, `missing` (an authentic link to a record whose file is gone), `expired` or
+    /// `refused`.
     pub outcome: &'static str,
 }
 
