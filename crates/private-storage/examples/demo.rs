@@ -81,6 +81,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let media = LocalStorage::new(data.join("media"))?.with_base_url("/private-media/");
     let invoices = LocalStorage::new(data.join("invoices"))?.with_base_url("/invoices/");
+    // Uploads a crash interrupted leave staging files behind; this process is the only writer.
+    for storage in [&media, &invoices] {
+        storage.remove_staging_files(std::time::Duration::ZERO).await?;
+    }
     seed(&media, &invoices).await?;
 
     let listener = tokio::net::TcpListener::bind(addr).await?;

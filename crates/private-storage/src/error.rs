@@ -93,6 +93,10 @@ pub enum Error {
         message: String,
     },
 
+    /// The storage has no room left (a full disk, a quota).
+    #[error("Not enough storage space for this file.")]
+    StorageFull,
+
     /// A setting is missing or wrong. Raised when things are built, never per request.
     #[error("configuration: {setting}: {message}")]
     Config {
@@ -133,6 +137,7 @@ impl Error {
             Error::TooLarge { .. } | Error::ImageTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::BadUpload { .. } => StatusCode::BAD_REQUEST,
+            Error::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             Error::Config { .. } | Error::Storage { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -140,7 +145,9 @@ impl Error {
     /// The message a client may see: the error itself for client errors, a generic
     /// sentence for server errors (whose cause is logged, not sent).
     pub fn public_message(&self) -> String {
-        if self.status().is_server_error() {
+        if matches!(self, Error::StorageFull) {
+            self.to_string()
+        } else if self.status().is_server_error() {
             "Internal server error.".to_owned()
         } else {
             match self {

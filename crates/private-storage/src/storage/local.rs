@@ -126,6 +126,23 @@ impl LocalStorage {
         &self.inner.root
     }
 
+    /// Removes the staging files of writes that never finished (a crash, a `SIGKILL` during an
+    /// upload) and are older than `older_than`; returns how many were removed. Call it at start:
+    /// with `Duration::ZERO` when this process is the folder's only writer, otherwise with an
+    /// age beyond the longest upload, so other processes' writes in progress are left alone.
+    /// Staging files are never visible as objects, so this only reclaims space.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when the tree cannot be walked.
+    pub async fn remove_staging_files(&self, older_than: Duration) -> Result<usize> {
+        self.blocking(move |inner| {
+            let root = open_dirs(inner.root_fd.as_fd(), &[], false).map_err(|e| Error::storage(BACKEND, io::Error::from(e)))?;
+            let cutoff = std::time::SystemTime::now() - older_than;
+            remove_staging(root, cutoff).map_err(|e| Error::storage(BACKEND, io::Error::from(e)))
+        })
+        .await
+    }
+
     async fn blocking<T, F>(&self, f: F) -> Result<T>
     where
         F: FnOnce(&Inner) -> Result<T> + Send + 'static,
@@ -450,18 +467,60 @@ fn walk(dir: OwnedFd, prefix: Option<ObjectKey>, out: &mut Vec<ObjectMeta>) -> r
     Ok(())
 }
 
-fn meta_from_stat(key: ObjectKey, stat: &Stat) -> ObjectMeta {
-    let size = u64::try_from(stat.st_size).unwrap_or(0);
+/// Removes staging files older than `cutoff` below `dir` (without following symlinks).
+fn remove_staging(dir: OwnedFd, cutoff: std::time::SystemTime) -> rustix::io::Result<usize> {
+    let mut removed = 0;
+    for entry in rustix::fs::Dir::read_from(&dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let stat = match rustix::fs::statat(&dir, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => stat,
+            Err(e) if is_missing(e) => continue,
+            Err(e) => return Err(e),
+        };
+        match FileType::from_raw_mode(stat.st_mode) {
+            FileType::RegularFile if name.starts_with(TEMP_PREFIX.as_bytes()) => {
+                if modified(&stat) <= cutoff {
+                    match rustix::fs::unlinkat(&dir, entry.file_name(), AtFlags::empty()) {
+                        Ok(()) => removed += 1,
+                        Err(e) if is_missing(e) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            FileType::Directory => {
+                let sub = rustix::fs::openat(
+                    &dir,
+                    entry.file_name(),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                removed += remove_staging(sub, cutoff)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(removed)
+}
+
+fn modified(stat: &Stat) -> std::time::SystemTime {
     let secs = stat.st_mtime;
     let nanos = u32::try_from(stat.st_mtime_nsec).unwrap_or(0);
-    let last_modified = if secs >= 0 {
+    if secs >= 0 {
         UNIX_EPOCH + Duration::new(secs.unsigned_abs(), nanos)
     } else {
         UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
-    };
+    }
+}
+
+fn meta_from_stat(key: ObjectKey, stat: &Stat) -> ObjectMeta {
+    let size = u64::try_from(stat.st_size).unwrap_or(0);
     // nginx's format (ngx_http_set_etag): mtime seconds and size, in hex.
-    let etag = format!("\"{:x}-{:x}\"", secs, size);
-    ObjectMeta::new(key, size, last_modified).with_etag(etag)
+    let etag = format!("\"{:x}-{:x}\"", stat.st_mtime, size);
+    ObjectMeta::new(key, size, modified(stat)).with_etag(etag)
 }
 
 fn read_exact_at(file: &std::fs::File, range: Range<u64>) -> io::Result<Bytes> {
@@ -545,6 +604,10 @@ fn is_missing(e: rustix::io::Errno) -> bool {
 fn io_error(key: &ObjectKey, e: io::Error) -> Error {
     match e.raw_os_error().map(rustix::io::Errno::from_raw_os_error) {
         Some(errno) if is_missing(errno) => not_found(key),
+        Some(rustix::io::Errno::NOSPC | rustix::io::Errno::DQUOT) => {
+            tracing::error!(%key, error = %e, "the storage is full");
+            Error::StorageFull
+        }
         _ => Error::storage(BACKEND, e),
     }
 }

@@ -1,0 +1,124 @@
+//! Injected faults on the local backend: a full disk during an upload, and a process killed
+//! mid-upload. Nothing partial is ever visible, and nothing is lost.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::StatusCode;
+use private_storage::{Error, LocalStorage, ObjectKey, Storage, StorageExt, Upload, UploadPolicy};
+
+/// A small tmpfs mounted for one test (needs root, as the test command runs), unmounted on drop.
+struct SmallDisk {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk");
+        std::fs::create_dir(&path).unwrap();
+        let out = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(&path).output().unwrap();
+        assert!(out.status.success(), "mounting a small tmpfs needs root: {}", String::from_utf8_lossy(&out.stderr));
+        Self { path, _dir: dir }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).status();
+    }
+}
+
+/// Every file below `top`, as paths relative to it.
+fn tree(top: &Path) -> Vec<String> {
+    fn walk(top: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(top, &path, out);
+            } else {
+                out.push(path.strip_prefix(top).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(top, top, &mut out);
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_the_upload_with_507_and_keeps_earlier_files() {
+    let disk = SmallDisk::mount("2m");
+    let storage = LocalStorage::new(&disk.path).unwrap();
+    let earlier = common::pattern(512 * 1024, 1);
+    storage.put_bytes(&ObjectKey::new("earlier.bin").unwrap(), earlier.clone()).await.unwrap();
+
+    let policy = UploadPolicy::<()>::new(storage.clone());
+    let chunks: Vec<_> = (0..64).map(|i| Ok(Bytes::from(common::pattern(64 * 1024, i)))).collect();
+    let upload = Upload::new("big.bin", futures_util::stream::iter(chunks).boxed());
+    let err = policy.save(&(), upload).await.unwrap_err();
+    assert!(matches!(err, Error::StorageFull), "{err}");
+    assert_eq!(err.status(), StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(err.public_message(), "Not enough storage space for this file.");
+
+    assert_eq!(tree(&disk.path), ["earlier.bin"], "no partial or staging file left");
+    assert!(storage.read(&ObjectKey::new("earlier.bin").unwrap()).await.unwrap() == earlier, "earlier files intact");
+    // The space came back: a file that fits is stored.
+    storage.put_bytes(&ObjectKey::new("small.bin").unwrap(), vec![1u8; 100_000]).await.unwrap();
+}
+
+/// Helper for the crash test, run as a child process: starts an upload that never ends,
+/// reports `STAGED` once the staging file exists, then waits to be killed.
+#[test]
+#[ignore = "a helper run by a_killed_upload_leaves_nothing_visible_and_is_cleaned_at_start"]
+fn upload_until_killed() {
+    let root = std::env::var("PS_CRASH_ROOT").expect("run by the crash test");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async move {
+        let storage = LocalStorage::new(root).unwrap();
+        // `put` creates the staging file before it pulls the first chunk.
+        let first = futures_util::stream::once(async {
+            println!("STAGED");
+            Ok(Bytes::from(vec![7u8; 256 * 1024]))
+        });
+        let never_ends = first.chain(futures_util::stream::pending()).boxed();
+        let _ = storage.put(&ObjectKey::new("docs/report.pdf").unwrap(), never_ends, Default::default()).await;
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_upload_leaves_nothing_visible_and_is_cleaned_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "upload_until_killed", "--ignored", "--nocapture", "--test-threads=1"])
+        .env("PS_CRASH_ROOT", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.any(|l| l.unwrap().contains("STAGED")), "the child never started its upload");
+    child.kill().unwrap(); // SIGKILL: no destructor, no cleanup
+    child.wait().unwrap();
+
+    // "After restart": a new storage on the same folder.
+    let storage = LocalStorage::new(dir.path()).unwrap();
+    let staged = tree(dir.path());
+    assert_eq!(staged.len(), 1, "{staged:?}");
+    assert!(staged[0].starts_with("docs/.ps-tmp-"), "{staged:?}");
+    let key = ObjectKey::new("docs/report.pdf").unwrap();
+    assert!(matches!(storage.head(&key).await, Err(Error::NotFound { .. })), "no partial object is visible");
+    assert_eq!(storage.list(None).count().await, 0, "nothing listed");
+
+    assert_eq!(storage.remove_staging_files(Duration::from_secs(3600)).await.unwrap(), 0, "a young staging file may be another writer's");
+    assert_eq!(storage.remove_staging_files(Duration::ZERO).await.unwrap(), 1);
+    assert!(tree(dir.path()).is_empty(), "{:?}", tree(dir.path()));
+}
