@@ -21,6 +21,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 command -v cargo-nextest >/dev/null 2>&1 || cargo install cargo-nextest --locked
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 
 echo "==> clippy"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
@@ -49,6 +50,17 @@ echo "demo smoke test: ok"
 echo "==> benchmark harness smoke runs"
 bench/upload.sh --smoke
 bench/run.sh --smoke
+
+echo "==> fuzz smoke runs (seconds per target; longer runs: see README, Testing)"
+for target in key serve disposition upload token; do
+  corpus=$(mktemp -d)
+  if ! cargo fuzz run -s none "$target" "$corpus" "fuzz/seeds/$target" -- -max_total_time=4 >"$corpus.log" 2>&1; then
+    tail -n 40 "$corpus.log"
+    exit 1
+  fi
+  echo "  $target: $(grep -oE 'Done [0-9]+ runs' "$corpus.log" | tail -n1)"
+  rm -rf "$corpus" "$corpus.log"
+done
 
 echo "==> doc-tests"
 cargo test --workspace --all-features --doc --locked
