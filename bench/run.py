@@ -157,7 +157,8 @@ def wrk(addr, path, conns, seconds):
 def fetch(addr, path, conns, seconds):
     out = run(["taskset", "-c", CLIENT_CORE, os.path.join(RELEASE, "fetch"), addr, path, TOKEN, str(conns), str(seconds)])
     kv = dict(item.split("=") for item in out.split())
-    return {"mbps": int(kv["bytes"]) / float(kv["seconds"]) / 1e6, "bytes": int(kv["bytes"]), "requests": int(kv["requests"])}
+    seconds = max(float(kv["seconds"]), 1e-6)
+    return {"mbps": int(kv["bytes"]) / seconds / 1e6, "bytes": int(kv["bytes"]), "requests": int(kv["requests"])}
 
 
 def main():

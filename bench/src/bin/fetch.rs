@@ -64,5 +64,5 @@ fn main() {
         })
         .collect();
     let (bytes, requests) = workers.into_iter().map(|w| w.join().expect("worker")).fold((0, 0), |(b, r), (wb, wr)| (b + wb, r + wr));
-    println!("bytes={bytes} requests={requests} seconds={:.3}", start.elapsed().as_secs_f64());
+    println!("bytes={bytes} requests={requests} seconds={:.6}", start.elapsed().as_secs_f64());
 }

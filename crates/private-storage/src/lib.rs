@@ -149,6 +149,15 @@
 //!   read at most 64 KiB ahead of the storage.
 //! - **Caching.** `Cache-Control: private, no-cache` by default: shared caches never keep a
 //!   private file.
+//! - **Faults.** A full disk answers `507` and keeps earlier files; a killed upload leaves only
+//!   an invisible staging file, removed at start with [`LocalStorage::remove_staging_files`].
+//!
+//! Where the claims are tested: `tests/traversal.rs` (hostile paths), `tests/http.rs`
+//! (semantics, denials, failures mid-stream), `tests/uploads.rs` (spoofing, limits, naming
+//! properties), `tests/share.rs` and `tests/share_browser.rs` (links), `tests/faults.rs`
+//! (disk full, crash), `tests/nginx.rs` and `tests/apache.rs` (real proxies), and the fuzz
+//! targets in `fuzz/` (keys, the Range/precondition planner, Content-Disposition, multipart
+//! uploads, share tokens).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -404,3 +404,50 @@ async fn exists_name_is_false_for_invalid_names_without_error() {
     assert!(storage.exists_name("a.txt").await.unwrap());
     let _: &dyn Storage = &storage;
 }
+
+mod naming_properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    struct Folder(Vec<String>);
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
+
+        /// Whatever the client's file name and the record's subfolders, the key stays inside
+        /// the policy's folder, and two uploads of one name never share a key.
+        #[test]
+        fn upload_names_never_escape_their_folder_and_never_collide(
+            name in "\\PC{0,40}|[./\\\\]{1,6}[a-z]{0,4}|\\.\\./[a-z./]{0,12}",
+            subfolders in prop::collection::vec("\\PC{0,12}|\\.\\.|[./]{1,4}|[a-z]{1,3}/\\.\\./[a-z]{1,3}", 0..3),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let storage = private_storage::MemoryStorage::new();
+            let policy = UploadPolicy::<Folder>::new(storage.clone())
+                .upload_to("tenant/uploads")
+                .upload_subfolder(|f: &Folder| f.0.clone());
+            let record = Folder(subfolders);
+            let key = policy.key_for(&record, &name);
+            if let Ok(key) = &key {
+                prop_assert!(key.as_str().starts_with("tenant/uploads/"), "{key}");
+                prop_assert!(key.segments().all(|s| s != ".." && s != "."), "{key}");
+            }
+            let (a, b) = runtime.block_on(async {
+                let a = policy.save(&record, Upload::from_bytes(name.clone(), "same name")).await;
+                let b = policy.save(&record, Upload::from_bytes(name.clone(), "same name")).await;
+                (a, b)
+            });
+            match (a, b, key) {
+                (Ok(a), Ok(b), Ok(key)) => {
+                    prop_assert_eq!(&a.key, &key);
+                    prop_assert_ne!(&a.key, &b.key, "a second upload of {:?} overwrote the first", name);
+                    prop_assert!(b.key.as_str().starts_with("tenant/uploads/"));
+                }
+                (Err(_), Err(_), Err(_)) => {}
+                // The name's extension promises another type than text: a type matter, not naming.
+                (Err(Error::UnsupportedType { .. }), Err(Error::UnsupportedType { .. }), Ok(_)) => {}
+                (a, b, key) => prop_assert!(false, "inconsistent: {a:?} {b:?} {key:?}"),
+            }
+        }
+    }
+}

@@ -482,13 +482,11 @@ fn remove_staging(dir: OwnedFd, cutoff: std::time::SystemTime) -> rustix::io::Re
             Err(e) => return Err(e),
         };
         match FileType::from_raw_mode(stat.st_mode) {
-            FileType::RegularFile if name.starts_with(TEMP_PREFIX.as_bytes()) => {
-                if modified(&stat) <= cutoff {
-                    match rustix::fs::unlinkat(&dir, entry.file_name(), AtFlags::empty()) {
-                        Ok(()) => removed += 1,
-                        Err(e) if is_missing(e) => {}
-                        Err(e) => return Err(e),
-                    }
+            FileType::RegularFile if name.starts_with(TEMP_PREFIX.as_bytes()) && modified(&stat) <= cutoff => {
+                match rustix::fs::unlinkat(&dir, entry.file_name(), AtFlags::empty()) {
+                    Ok(()) => removed += 1,
+                    Err(e) if is_missing(e) => {}
+                    Err(e) => return Err(e),
                 }
             }
             FileType::Directory => {

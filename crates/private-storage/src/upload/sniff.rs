@@ -97,6 +97,12 @@ fn has_signature(t: &str) -> bool {
         || matches!(t, "application/pdf" | "application/gzip" | "application/x-7z-compressed" | "application/vnd.rar" | "application/x-rar-compressed" | "application/wasm" | "application/vnd.microsoft.portable-executable")
 }
 
+/// Types a browser renders or runs as a page or script.
+fn is_active_type(t: &str) -> bool {
+    matches!(t, "text/html" | "application/xhtml+xml" | "image/svg+xml" | "application/xml" | "text/javascript" | "application/javascript")
+        || t.ends_with("+xml")
+}
+
 /// Plain-text formats that sniff as `text/plain`.
 fn is_textual(t: &str) -> bool {
     (t.starts_with("text/") && !matches!(t, "text/html" | "text/javascript" | "text/xsl" | "text/vnd.wap.wml"))
@@ -109,7 +115,8 @@ pub(crate) fn compatible(found: &str, claimed: &str) -> bool {
     found == claimed
         || claimed == "application/octet-stream"
         || FAMILIES.iter().any(|f| f.contains(&found) && f.contains(&claimed))
-        || (found == "text/plain" && is_textual(claimed))
+        // Text may go by any name that promises neither a binary signature nor active content.
+        || (found == "text/plain" && (is_textual(claimed) || (!has_signature(claimed) && !is_active_type(claimed))))
         || (found == "application/xml" && claimed.ends_with("+xml") && claimed != "image/svg+xml")
         || (found == "application/octet-stream" && !has_signature(claimed) && !is_textual(claimed))
 }
@@ -200,6 +207,9 @@ mod tests {
             ("text/plain", &[], Some("text/csv"), "data.csv", true),
             ("text/plain", &[], Some("application/json"), "data.json", true),
             ("text/plain", &[], None, "photo.png", false),
+            ("text/plain", &[], None, "mesh.x", true),
+            ("text/plain", &[], None, "page.html", false),
+            ("text/plain", &[], None, "drawing.svg", false),
             ("application/zip", &[], None, "report.docx", true),
             ("application/octet-stream", &[], None, "data.bin", true),
             ("application/octet-stream", &[], None, "x.png", false),
