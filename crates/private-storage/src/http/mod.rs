@@ -241,8 +241,8 @@ impl ServePrivate {
         self.serve_file(file).await
     }
 
-    /// Serves an already resolved file: for handlers that find the key elsewhere (a record, a
-    /// share link) and want the same rule, semantics and delivery.
+    /// Serves an already resolved file: for handlers that find the key elsewhere (a record, say)
+    /// and want the same rule, semantics and delivery.
     pub async fn serve_file(&self, file: PrivateFile) -> Response<ResponseBody> {
         if !self.config.rule.allows(&file).await {
             return self.deny(file.request());
@@ -289,12 +289,10 @@ impl ServePrivate {
                 return response;
             }
         };
-        let head_only = method == Method::HEAD;
-        let key = file.key().clone();
-        let prepared = Prepared { headers, meta, ranges, head_only };
+        let prepared = Prepared { headers, meta, ranges, head_only: method == Method::HEAD };
         match delivery::deliver(&config.delivery, &file, prepared).await {
             Ok(response) => response,
-            Err(e) => error_response(&e, &key),
+            Err(e) => error_response(&e, file.key()),
         }
     }
 }
