@@ -122,3 +122,54 @@ async fn a_killed_upload_leaves_nothing_visible_and_is_cleaned_at_start() {
     assert_eq!(storage.remove_staging_files(Duration::ZERO).await.unwrap(), 1);
     assert!(tree(dir.path()).is_empty(), "{:?}", tree(dir.path()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_failing_mid_stream_breaks_the_transfer_for_a_real_client() {
+    let storage = private_storage::MemoryStorage::new().with_chunk_size(64 * 1024);
+    let data = common::pattern(2 * 1024 * 1024, 8);
+    storage.put_bytes(&ObjectKey::new("big.bin").unwrap(), data.clone()).await.unwrap();
+    let addr = common::serve(common::app(private_storage::ServePrivate::new(storage.clone()))).await;
+    storage.inject(private_storage::Fault::GetStreamAfter(1024 * 1024));
+
+    let response = reqwest::Client::new()
+        .get(format!("http://{addr}/private-media/big.bin"))
+        .bearer_auth("root")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "the status went out before the failure");
+    assert_eq!(response.content_length(), Some(data.len() as u64));
+    let mut body = response.bytes_stream();
+    let mut received = 0usize;
+    let outcome = loop {
+        match body.next().await {
+            Some(Ok(chunk)) => received += chunk.len(),
+            Some(Err(e)) => break Err(e),
+            None => break Ok(()),
+        }
+    };
+    assert!(outcome.is_err(), "the client must see a broken transfer, not a clean end after {received} bytes");
+    assert!(received < data.len(), "{received}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_downloads_all_arrive_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = LocalStorage::new(dir.path()).unwrap();
+    let data = common::pattern(5 * 1024 * 1024, 21);
+    storage.put_bytes(&ObjectKey::new("five.bin").unwrap(), data.clone()).await.unwrap();
+    let expected = common::sha256(&data);
+    let addr = common::serve(common::app(private_storage::ServePrivate::new(storage))).await;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let downloads = (0..200).map(|_| {
+        let client = client.clone();
+        async move {
+            let response = client.get(format!("http://{addr}/private-media/five.bin")).bearer_auth("root").send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            common::sha256(&response.bytes().await.unwrap())
+        }
+    });
+    let hashes = futures_util::future::join_all(downloads).await;
+    assert_eq!(hashes.len(), 200);
+    assert!(hashes.iter().all(|h| *h == expected), "every download hash-checked");
+}
