@@ -1,4 +1,7 @@
-//! The download path under load: `serve-bench <root> <stream|nginx> [internal-prefix]`.
+//! The download path under load: `serve-bench <root> <stream|nginx|memory> [internal-prefix]`.
+//!
+//! `memory` serves the same files from `MemoryStorage` (loaded at start): the same stack
+//! without file I/O, to tell the cost of the filesystem from the cost of HTTP.
 //!
 //! Serves `<root>` at `/private-media/` with `ServePrivate` behind a real access check: an
 //! identity layer looks the bearer token up among 10 000 sessions (`token-0` … `token-9999`)
@@ -13,7 +16,9 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::serve::ListenerExt;
-use private_storage::{CurrentUser, Delivery, LocalStorage, ServePrivate, User, allow_authenticated};
+use private_storage::{
+    CurrentUser, Delivery, LocalStorage, MemoryStorage, ObjectKey, ServePrivate, Storage, StorageExt, User, allow_authenticated,
+};
 
 type Sessions = Arc<HashMap<String, CurrentUser>>;
 
@@ -33,18 +38,30 @@ async fn identify(State(sessions): State<Sessions>, mut request: Request, next: 
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: serve-bench <root> <stream|nginx> [internal-prefix]";
+    let usage = "usage: serve-bench <root> <stream|nginx|memory> [internal-prefix]";
     let root = args.next().ok_or(usage)?;
     let mode = args.next().ok_or(usage)?;
     let delivery = match mode.as_str() {
-        "stream" => Delivery::stream(),
+        "stream" | "memory" => Delivery::stream(),
         "nginx" => Delivery::nginx(args.next().as_deref().unwrap_or("/_internal"))?,
         other => return Err(format!("unknown mode {other}; {usage}").into()),
     };
     let sessions: Sessions = Arc::new(
         (0..10_000).map(|i| (format!("token-{i}"), CurrentUser::new(User::new(i.to_string())))).collect(),
     );
-    let files = ServePrivate::new(LocalStorage::new(root)?).rule(allow_authenticated()).delivery(delivery);
+    let storage: Arc<dyn Storage> = if mode == "memory" {
+        let memory = MemoryStorage::new().with_chunk_size(128 * 1024);
+        let loader = tokio::runtime::Builder::new_current_thread().build()?;
+        for entry in std::fs::read_dir(&root)? {
+            let entry = entry?;
+            let key = ObjectKey::new(entry.file_name().to_string_lossy())?;
+            loader.block_on(memory.put_bytes(&key, std::fs::read(entry.path())?))?;
+        }
+        Arc::new(memory)
+    } else {
+        Arc::new(LocalStorage::new(root)?)
+    };
+    let files = ServePrivate::from_arc(storage).rule(allow_authenticated()).delivery(delivery);
     let app = Router::new()
         .nest_service("/private-media", files)
         .layer(middleware::from_fn_with_state(sessions, identify));
