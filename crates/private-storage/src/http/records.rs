@@ -35,7 +35,9 @@ pub trait RecordSource: Send + Sync + 'static {
 ///
 /// - An id that is unknown, or outside the request's scope, gets **exactly the answer a denied
 ///   request gets**: ids cannot be enumerated.
-/// - A record without a file gets `404`.
+/// - A record without a file gets `404`, before the rule runs (there is no file to show it):
+///   a record in the request's scope with an empty file is visible as such, so keep the scope
+///   as tight as the rule.
 ///
 /// Use it from a handler with [`ServeRecords::serve`], or mount it with `nest_service`, where
 /// the first path segment is the id (`/files/42` → `42`).
