@@ -173,3 +173,37 @@ async fn two_hundred_concurrent_downloads_all_arrive_intact() {
     assert_eq!(hashes.len(), 200);
     assert!(hashes.iter().all(|h| *h == expected), "every download hash-checked");
 }
+
+/// Counts ERROR events from this crate.
+#[derive(Clone, Default)]
+struct ErrorCount(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ErrorCount {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let meta = event.metadata();
+        if *meta.level() == tracing::Level::ERROR && meta.target().starts_with("private_storage") {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+#[test]
+fn a_read_failing_mid_stream_is_logged_exactly_once() {
+    use http_body_util::BodyExt;
+    use tracing_subscriber::layer::SubscriberExt;
+    let errors = ErrorCount::default();
+    let subscriber = tracing_subscriber::registry().with(errors.clone());
+    tracing::subscriber::with_default(subscriber, || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let storage = private_storage::MemoryStorage::new().with_chunk_size(1000);
+            storage.put_bytes(&ObjectKey::new("big.bin").unwrap(), common::pattern(10_000, 3)).await.unwrap();
+            storage.inject(private_storage::Fault::GetStreamAfter(3000));
+            let mut request = http::Request::get("/big.bin").body(()).unwrap();
+            request.extensions_mut().insert(private_storage::CurrentUser::new(private_storage::User::new("r").superuser()));
+            let response = private_storage::ServePrivate::new(storage).serve(request).await;
+            assert!(response.into_body().collect().await.is_err());
+        });
+    });
+    assert_eq!(errors.0.load(std::sync::atomic::Ordering::SeqCst), 1, "one error event for one failed transfer");
+}
