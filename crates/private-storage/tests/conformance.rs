@@ -1,5 +1,7 @@
 //! The storage conformance suite against every built-in backend.
 
+mod common;
+
 use private_storage::{LocalStorage, MemoryStorage, testing::conformance};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -13,7 +15,7 @@ async fn local_storage_keeps_the_storage_contract() {
     let storage = LocalStorage::new(dir.path()).unwrap();
     conformance(&storage).await;
     // Nothing staged is left behind anywhere in the tree.
-    let leftovers: Vec<_> = walk(dir.path()).into_iter().filter(|p| p.contains(".ps-tmp-")).collect();
+    let leftovers: Vec<_> = common::entries(dir.path()).into_iter().filter(|p| p.contains(".ps-tmp-")).collect();
     assert!(leftovers.is_empty(), "staging files left: {leftovers:?}");
 }
 
@@ -22,16 +24,4 @@ async fn local_storage_through_a_shared_handle_keeps_the_contract() {
     let dir = tempfile::tempdir().unwrap();
     let storage: std::sync::Arc<dyn private_storage::Storage> = std::sync::Arc::new(LocalStorage::new(dir.path()).unwrap());
     conformance(&storage).await;
-}
-
-fn walk(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        }
-        out.push(path.display().to_string());
-    }
-    out
 }

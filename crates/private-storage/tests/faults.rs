@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -36,24 +36,6 @@ impl Drop for SmallDisk {
     }
 }
 
-/// Every file below `top`, as paths relative to it.
-fn tree(top: &Path) -> Vec<String> {
-    fn walk(top: &Path, dir: &Path, out: &mut Vec<String>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(top, &path, out);
-            } else {
-                out.push(path.strip_prefix(top).unwrap().display().to_string());
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(top, top, &mut out);
-    out.sort();
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_the_upload_with_507_and_keeps_earlier_files() {
     let disk = SmallDisk::mount("2m");
@@ -69,7 +51,7 @@ async fn a_full_disk_refuses_the_upload_with_507_and_keeps_earlier_files() {
     assert_eq!(err.status(), StatusCode::INSUFFICIENT_STORAGE);
     assert_eq!(err.public_message(), "Not enough storage space for this file.");
 
-    assert_eq!(tree(&disk.path), ["earlier.bin"], "no partial or staging file left");
+    assert_eq!(common::files(&disk.path), ["earlier.bin"], "no partial or staging file left");
     assert!(storage.read(&ObjectKey::new("earlier.bin").unwrap()).await.unwrap() == earlier, "earlier files intact");
     // The space came back: a file that fits is stored.
     storage.put_bytes(&ObjectKey::new("small.bin").unwrap(), vec![1u8; 100_000]).await.unwrap();
@@ -111,7 +93,7 @@ async fn a_killed_upload_leaves_nothing_visible_and_is_cleaned_at_start() {
 
     // "After restart": a new storage on the same folder.
     let storage = LocalStorage::new(dir.path()).unwrap();
-    let staged = tree(dir.path());
+    let staged = common::files(dir.path());
     assert_eq!(staged.len(), 1, "{staged:?}");
     assert!(staged[0].starts_with("docs/.ps-tmp-"), "{staged:?}");
     let key = ObjectKey::new("docs/report.pdf").unwrap();
@@ -120,7 +102,7 @@ async fn a_killed_upload_leaves_nothing_visible_and_is_cleaned_at_start() {
 
     assert_eq!(storage.remove_staging_files(Duration::from_secs(3600)).await.unwrap(), 0, "a young staging file may be another writer's");
     assert_eq!(storage.remove_staging_files(Duration::ZERO).await.unwrap(), 1);
-    assert!(tree(dir.path()).is_empty(), "{:?}", tree(dir.path()));
+    assert!(common::files(dir.path()).is_empty(), "{:?}", common::files(dir.path()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -48,24 +47,6 @@ fn jpeg(width: u16, height: u16) -> Vec<u8> {
     bytes
 }
 
-/// Every path below `dir`, staging files included.
-fn tree(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        out.push(path.strip_prefix(dir).unwrap().display().to_string());
-        if path.is_dir() {
-            out.extend(tree(&path).into_iter().map(|p| format!("{}/{p}", path.file_name().unwrap().to_string_lossy())));
-        }
-    }
-    out.sort();
-    out
-}
-
-fn files_in(dir: &Path) -> Vec<String> {
-    tree(dir).into_iter().filter(|p| dir.join(p).is_file()).collect()
-}
-
 struct Customer {
     slug: &'static str,
 }
@@ -96,7 +77,7 @@ async fn the_reference_cases_land_where_the_reference_puts_them() {
 
     let joined = base().upload_to("CustomerDossierJoin").upload_subfolder(|c| vec![c.slug.to_owned()]);
     save(joined, "test6.txt", "cust4/sub2").await;
-    assert!(root.join("CustomerDossierJoin/cust4/sub2/test6.txt").is_file(), "a/b becomes nested folders: {:?}", tree(&root));
+    assert!(root.join("CustomerDossierJoin/cust4/sub2/test6.txt").is_file(), "a/b becomes nested folders: {:?}", common::entries(&root));
 
     // A record whose file field is empty: exists() is false, without an error.
     assert!(!storage.exists_name("").await.unwrap());
@@ -188,13 +169,13 @@ async fn spoofed_and_polyglot_uploads_are_refused_and_nothing_is_stored() {
         assert_eq!(err.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "{name}: {err}");
         assert!(err.public_message().starts_with("File type not supported"), "{name}: {err}");
     }
-    assert!(tree(storage.root()).is_empty(), "nothing stored: {:?}", tree(storage.root()));
+    assert!(common::entries(storage.root()).is_empty(), "nothing stored: {:?}", common::entries(storage.root()));
 
     for (filename, bytes, sniffed) in [("a.pdf", pdf(2000, 1), "application/pdf"), ("b.png", png(4, 3), "image/png"), ("c.jpg", jpeg(5, 6), "image/jpeg")] {
         let saved = documents.save(&(), Upload::from_bytes(filename, bytes).declared_type("application/octet-stream")).await.unwrap();
         assert_eq!(saved.content_type, sniffed, "{filename}");
     }
-    assert_eq!(files_in(storage.root()), ["a.pdf", "b.png", "c.jpg"]);
+    assert_eq!(common::files(storage.root()), ["a.pdf", "b.png", "c.jpg"]);
 }
 
 #[tokio::test]
@@ -309,7 +290,7 @@ async fn an_oversized_upload_is_cut_off_with_413_after_little_more_than_the_limi
     let read = pulled.load(Ordering::SeqCst);
     eprintln!("read {read} bytes of a 2 MiB upload against a 1 MiB limit");
     assert!(read <= (MIB + 192 * 1024) as u64, "read {read} bytes of a 2 MiB upload against a 1 MiB limit");
-    assert!(tree(storage.root()).is_empty(), "nothing left, not even a staging file: {:?}", tree(storage.root()));
+    assert!(common::entries(storage.root()).is_empty(), "nothing left, not even a staging file: {:?}", common::entries(storage.root()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,7 +318,7 @@ async fn a_malformed_multipart_body_is_a_400_and_stores_nothing() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
         assert!(text.starts_with("Bad upload:"), "{text}");
     }
-    assert!(tree(storage.root()).is_empty(), "{:?}", tree(storage.root()));
+    assert!(common::entries(storage.root()).is_empty(), "{:?}", common::entries(storage.root()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -365,7 +346,7 @@ async fn twenty_concurrent_uploads_of_one_name_give_twenty_intact_files() {
         let stored = std::fs::read(storage.root().join(key)).unwrap();
         assert_eq!(&sha256(&stored), digest, "{key} is intact");
     }
-    assert_eq!(files_in(storage.root()).len(), 20, "no staging files left: {:?}", tree(storage.root()));
+    assert_eq!(common::files(storage.root()).len(), 20, "no staging files left: {:?}", common::entries(storage.root()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -391,7 +372,7 @@ async fn a_client_that_disconnects_halfway_leaves_nothing() {
     assert_eq!(tokio::time::timeout(bound, events.recv()).await.unwrap(), Some("started"));
     drop(socket); // vanish halfway through the file
     assert_eq!(tokio::time::timeout(bound, events.recv()).await.expect("the write never ended"), Some("ended"));
-    assert!(tree(storage.root()).is_empty(), "nothing left, not even a staging file: {:?}", tree(storage.root()));
+    assert!(common::entries(storage.root()).is_empty(), "nothing left, not even a staging file: {:?}", common::entries(storage.root()));
 }
 
 #[tokio::test]
@@ -402,7 +383,6 @@ async fn exists_name_is_false_for_invalid_names_without_error() {
         assert!(!storage.exists_name(name).await.unwrap(), "{name:?}");
     }
     assert!(storage.exists_name("a.txt").await.unwrap());
-    let _: &dyn Storage = &storage;
 }
 
 mod naming_properties {

@@ -298,3 +298,26 @@ impl Storage for Instrumented {
         self.inner.list(prefix)
     }
 }
+
+/// Every entry (files and folders, staging files included) below `top`, as sorted paths
+/// relative to it.
+pub fn entries(top: &std::path::Path) -> Vec<String> {
+    fn walk(top: &std::path::Path, dir: &std::path::Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            out.push(path.strip_prefix(top).unwrap().display().to_string());
+            if path.is_dir() {
+                walk(top, &path, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(top, top, &mut out);
+    out.sort();
+    out
+}
+
+/// The files among [`entries`].
+pub fn files(top: &std::path::Path) -> Vec<String> {
+    entries(top).into_iter().filter(|p| top.join(p).is_file()).collect()
+}
