@@ -43,19 +43,16 @@ fn tone(seconds: u32) -> Vec<u8> {
     wav
 }
 
-const PAGE: &str = r#"<!doctype html><html><body>
-<img id="img" src="IMG">
-<video id="video" src="VIDEO" preload="auto" muted></video>
-<p id="img-state">pending</p><p id="video-state">pending</p>
-<script>
-const img = document.getElementById('img'), video = document.getElementById('video');
+// The handlers are attributes, so they are in place before either element starts loading (a
+// script placed after the elements can miss an image that loaded first).
+const PAGE: &str = r#"<!doctype html><html><head><script>
 const set = (id, text) => document.getElementById(id).textContent = text;
-img.onload = () => set('img-state', 'loaded ' + img.naturalWidth + 'x' + img.naturalHeight);
-img.onerror = () => set('img-state', 'error');
-video.addEventListener('loadedmetadata', () => { set('video-state', 'metadata'); video.currentTime = video.duration * 0.9; });
-video.addEventListener('seeked', () => set('video-state', 'seeked to ' + Math.round(video.currentTime)));
-video.addEventListener('error', () => set('video-state', 'error'));
-</script></body></html>"#;
+function seek(video) { set('video-state', 'metadata'); video.currentTime = video.duration * 0.9; }
+</script></head><body>
+<p id="img-state">pending</p><p id="video-state">pending</p>
+<img id="img" src="IMG" onload="set('img-state', 'loaded ' + this.naturalWidth + 'x' + this.naturalHeight)" onerror="set('img-state', 'error')">
+<video id="video" src="VIDEO" preload="auto" muted onloadedmetadata="seek(this)" onseeked="set('video-state', 'seeked to ' + Math.round(this.currentTime))" onerror="set('video-state', 'error')"></video>
+</body></html>"#;
 
 /// Headless Chromium on `url`; the DOM once the page's scripts settled.
 fn dump_dom(url: &str, profile: &Path) -> String {
