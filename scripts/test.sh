@@ -22,6 +22,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 command -v cargo-nextest >/dev/null 2>&1 || cargo install cargo-nextest --locked
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+# Garage: a production S3-compatible store the S3 tests start on loopback (a one-time build of
+# ~20 minutes; the tests fail, never skip, without it).
+command -v garage >/dev/null 2>&1 || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/garage" ] ||
+  cargo install garage@2.5.0 --locked --no-default-features --features bundled-libs,sqlite
 
 echo "==> clippy"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings

@@ -206,5 +206,7 @@ pub use upload::{SavedFile, Upload, UploadPolicy};
 pub use key::{KeyError, MAX_KEY_LEN, MAX_SEGMENT_LEN, ObjectKey};
 pub use storage::{
     ByteStream, DEFAULT_BASE_URL, Fault, GetOptions, GetResult, LocalStorage, MemoryStorage, ObjectMeta, Payload,
-    PutMode, PutOptions, PutStream, Storage, StorageExt,
+    PresignedGet, PutMode, PutOptions, PutStream, Storage, StorageExt,
 };
+#[cfg(feature = "s3")]
+pub use storage::{DEFAULT_PRESIGN_EXPIRY, Encryption, PostPolicy, PresignedPost, S3_SETTINGS, S3Builder, S3Storage};

@@ -4,15 +4,16 @@ use std::fmt;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt, stream};
-use http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
+use http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
 use super::body::ResponseBody;
-use crate::storage::{GetOptions, Payload};
+use crate::storage::{GetOptions, Payload, PresignedGet};
 use crate::{Error, ObjectMeta, PrivateFile, Result};
 
 /// Files up to this size are read with their metadata, in one round trip, when streamed.
@@ -43,8 +44,14 @@ pub(crate) enum Mode {
     Stream,
     Nginx { prefix: Arc<str> },
     Apache,
+    Redirect { expires_in: Option<Duration> },
     Custom(Arc<dyn DeliverFile>),
 }
+
+/// The moment a share link expires, in the request extensions of the file it serves: a
+/// presigned redirect never outlives the link.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LinkDeadline(pub(crate) SystemTime);
 
 impl fmt::Debug for Delivery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -52,6 +59,7 @@ impl fmt::Debug for Delivery {
             Mode::Stream => f.write_str("Delivery::Stream"),
             Mode::Nginx { prefix } => f.debug_struct("Delivery::Nginx").field("prefix", prefix).finish(),
             Mode::Apache => f.write_str("Delivery::Apache"),
+            Mode::Redirect { expires_in } => f.debug_struct("Delivery::PresignedRedirect").field("expires_in", expires_in).finish(),
             Mode::Custom(_) => f.write_str("Delivery::Custom"),
         }
     }
@@ -103,6 +111,16 @@ impl Delivery {
         Self(Mode::Apache)
     }
 
+    /// The client is sent (`307`) to a short-lived presigned URL of the storage (S3), which
+    /// serves the bytes and `Range` itself, answering with this crate's `Content-Type`,
+    /// `Content-Disposition` and `Cache-Control` (signed into the URL). The rule, `304`/`412`
+    /// and `HEAD` are still answered here, so a denied request never sees a URL. The URL lives
+    /// `expires_in` (capped by the storage's presign expiry, default theirs) and never longer
+    /// than the share link it serves. Storages that cannot presign answer `500` (logged).
+    pub fn presigned_redirect(expires_in: Option<Duration>) -> Self {
+        Self(Mode::Redirect { expires_in })
+    }
+
     /// The application produces the response (see [`DeliverFile`]).
     pub fn custom(deliver: impl DeliverFile) -> Self {
         Self(Mode::Custom(Arc::new(deliver)))
@@ -151,8 +169,38 @@ pub(crate) async fn deliver(delivery: &Delivery, file: &PrivateFile, prepared: P
                 .map_err(|e| Error::storage("apache", e))?;
             Ok(handoff(prepared, X_SENDFILE, value))
         }
+        Mode::Redirect { .. } if prepared.head_only => stream_response(file, prepared).await,
+        Mode::Redirect { expires_in } => redirect(file, prepared, *expires_in).await,
         Mode::Custom(custom) => custom.deliver(file, prepared).await,
     }
+}
+
+async fn redirect(file: &PrivateFile, prepared: Prepared, expires_in: Option<Duration>) -> Result<Response<ResponseBody>> {
+    let header = |name| prepared.headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_owned);
+    let mut request = PresignedGet {
+        expires_in,
+        content_type: header(CONTENT_TYPE),
+        content_disposition: header(CONTENT_DISPOSITION),
+        cache_control: header(CACHE_CONTROL),
+    };
+    if let Some(LinkDeadline(deadline)) = file.request().extensions.get::<LinkDeadline>() {
+        let left = deadline.duration_since(SystemTime::now()).unwrap_or_default().max(Duration::from_secs(1));
+        request.expires_in = Some(request.expires_in.map_or(left, |e| e.min(left)));
+    }
+    let url = file
+        .storage()
+        .presigned_get(file.key(), &request)
+        .await?
+        .ok_or_else(|| Error::config("delivery", "the presigned redirect needs a storage that signs URLs, such as S3Storage"))?;
+    let mut response = Response::new(ResponseBody::empty());
+    *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+    let headers = response.headers_mut();
+    headers.insert(LOCATION, HeaderValue::from_str(&url).map_err(|e| Error::storage("presign", e))?);
+    // The URL is a short-lived capability: never cached, never leaked through Referer.
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(http::header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(0));
+    Ok(response)
 }
 
 /// A 200 with the representation headers and the proxy's header: the proxy sends the bytes

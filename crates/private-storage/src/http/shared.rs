@@ -80,6 +80,7 @@ impl ServeShared {
                         if let Some(disposition) = link.disposition.clone() {
                             parts.extensions.insert(disposition);
                         }
+                        parts.extensions.insert(super::delivery::LinkDeadline(link.expires));
                         let file = PrivateFile::for_service(parts, Arc::clone(self.files.storage()), key, None, self.files.inline_max());
                         (self.files.respond(file).await, Some(link.link_id), Some(link.target), "served")
                     }

@@ -27,6 +27,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 
 pub(crate) use token::Refusal;
+#[cfg(feature = "s3")]
+pub(crate) use token::mac;
 use token::{Claims, LINK_ID_LEN};
 
 use crate::upload::hex;
@@ -307,6 +309,7 @@ pub(crate) struct Verified {
     pub(crate) target: ShareTarget,
     pub(crate) disposition: Option<ContentDisposition>,
     pub(crate) link_id: String,
+    pub(crate) expires: SystemTime,
 }
 
 /// Issues and verifies share links.
@@ -455,7 +458,7 @@ impl ShareLinks {
         let (key_id, bytes) = token::key_id(token).map_err(|r| (r, None))?;
         let secret = self.keys.get(&key_id).ok_or((Refusal::UnknownKey, None))?;
         let claims = token::verify(&bytes, secret).map_err(|r| (r, None))?;
-        let verified = Verified { target: claims.target.clone(), disposition: claims.disposition.clone(), link_id: hex(&claims.link_id) };
+        let verified = Verified { target: claims.target.clone(), disposition: claims.disposition.clone(), link_id: hex(&claims.link_id), expires: UNIX_EPOCH + Duration::from_secs(claims.expires) };
         let refuse = |r: Refusal| Err((r, Some(verified.clone())));
         let now = secs((self.clock)());
         if now >= claims.expires {

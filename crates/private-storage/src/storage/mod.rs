@@ -8,12 +8,14 @@
 
 mod local;
 mod memory;
+#[cfg(feature = "s3")]
+mod s3;
 
 use std::fmt::Debug;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -22,6 +24,8 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 
 pub use local::LocalStorage;
 pub use memory::{Fault, MemoryStorage};
+#[cfg(feature = "s3")]
+pub use s3::{DEFAULT_PRESIGN_EXPIRY, Encryption, PostPolicy, PresignedPost, S3Builder, S3_SETTINGS, S3Storage};
 
 use crate::{Error, ObjectKey, Result};
 
@@ -132,6 +136,20 @@ impl PutOptions {
         self.content_type = Some(content_type.into());
         self
     }
+}
+
+/// What a presigned download URL asks of the backend (see [`Storage::presigned_get`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PresignedGet {
+    /// How long the URL works; capped by (and defaulting to) the storage's own limit.
+    pub expires_in: Option<Duration>,
+    /// The `Content-Type` the backend answers with.
+    pub content_type: Option<String>,
+    /// The `Content-Disposition` the backend answers with.
+    pub content_disposition: Option<String>,
+    /// The `Cache-Control` the backend answers with.
+    pub cache_control: Option<String>,
 }
 
 /// The bytes of a [`Storage::get`].
@@ -252,6 +270,16 @@ pub trait Storage: Debug + Send + Sync + 'static {
     fn base_url(&self) -> &str {
         DEFAULT_BASE_URL
     }
+
+    /// A URL that lets whoever holds it `GET` the object straight from the backend until it
+    /// expires, answered with the headers `request` asks for; `None` for backends that cannot
+    /// sign URLs (the default). Used by
+    /// [`Delivery::presigned_redirect`](crate::Delivery::presigned_redirect) after the access
+    /// rule allowed the request.
+    async fn presigned_get(&self, key: &ObjectKey, request: &PresignedGet) -> Result<Option<String>> {
+        let _ = (key, request);
+        Ok(None)
+    }
 }
 
 /// Conveniences available on every [`Storage`].
@@ -343,6 +371,9 @@ impl<S: Storage + ?Sized> Storage for Arc<S> {
     }
     fn base_url(&self) -> &str {
         (**self).base_url()
+    }
+    async fn presigned_get(&self, key: &ObjectKey, request: &PresignedGet) -> Result<Option<String>> {
+        (**self).presigned_get(key, request).await
     }
 }
 

@@ -1,0 +1,501 @@
+//! Building an [`S3Storage`]: typed setters, named string settings (from a file, the
+//! environment or a URL), validated once at construction.
+
+use std::fmt;
+use std::time::Duration;
+
+use base64::Engine;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut, S3CopyIfNotExists};
+
+use super::S3Storage;
+use crate::{Error, Result};
+
+/// The presigned-URL lifetime unless configured otherwise.
+pub const DEFAULT_PRESIGN_EXPIRY: Duration = Duration::from_secs(60);
+
+/// The longest presigned URL S3 accepts (SigV4: seven days).
+const MAX_PRESIGN_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Server-side encryption for the objects an [`S3Storage`] writes.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Encryption {
+    /// No encryption header (the bucket's default applies).
+    None,
+    /// SSE-S3: the server encrypts with keys it manages (`AES256`).
+    S3,
+    /// SSE-KMS with this KMS key id.
+    Kms {
+        /// The key id or ARN.
+        key_id: String,
+    },
+    /// SSE-C: the server encrypts with this 256-bit customer key, which is then sent with
+    /// every read (ranged and proxied ones included). Presigned URLs cannot carry it, so the
+    /// presigned delivery and direct uploads are refused for such a storage.
+    Customer {
+        /// The key.
+        key: [u8; 32],
+    },
+}
+
+impl fmt::Debug for Encryption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Encryption::None => f.write_str("None"),
+            Encryption::S3 => f.write_str("S3"),
+            Encryption::Kms { key_id } => f.debug_struct("Kms").field("key_id", key_id).finish(),
+            Encryption::Customer { .. } => f.write_str("Customer { key: <redacted> }"),
+        }
+    }
+}
+
+/// The settings [`S3Builder::set`] accepts, by name. The environment form is the name in
+/// upper case after a prefix (`PRIVATE_STORAGE_S3_BUCKET`, see [`S3Builder::from_env`]).
+pub const SETTINGS: &[&str] = &[
+    "bucket",
+    "region",
+    "endpoint",
+    "access_key_id",
+    "secret_access_key",
+    "session_token",
+    "prefix",
+    "base_url",
+    "presign_expiry",
+    "cache_control",
+    "storage_class",
+    "encryption",
+    "kms_key_id",
+    "customer_key",
+    "conditional_writes",
+    "allow_http",
+    "virtual_hosted_style",
+];
+
+/// Builds an [`S3Storage`]; see [`S3Storage::builder`].
+///
+/// ```
+/// use private_storage::S3Storage;
+///
+/// let storage = S3Storage::builder()
+///     .bucket("media")
+///     .endpoint("http://127.0.0.1:3900") // path-style, as MinIO, Ceph and Garage want
+///     .region("garage")
+///     .credentials("GK0123456789", "a-secret-of-16-chars-or-more")
+///     .prefix("private")
+///     .build()?;
+/// assert_eq!(storage.bucket(), "media");
+///
+/// // The same from named settings (a configuration file), where a typo is an error.
+/// let err = S3Storage::builder().set("bukcet", "media").unwrap_err();
+/// assert!(err.to_string().contains("bukcet"));
+/// # Ok::<(), private_storage::Error>(())
+/// ```
+#[derive(Clone, Default)]
+pub struct S3Builder {
+    bucket: Option<String>,
+    region: Option<String>,
+    endpoint: Option<String>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    session_token: Option<String>,
+    prefix: Option<String>,
+    base_url: Option<String>,
+    presign_expiry: Option<Duration>,
+    cache_control: Option<String>,
+    storage_class: Option<String>,
+    encryption: Option<Encryption>,
+    conditional_writes: Option<bool>,
+    allow_http: Option<bool>,
+    virtual_hosted_style: Option<bool>,
+    // Kept apart from `encryption` so `encryption = kms` and `kms_key_id` may come in any order.
+    kms_key_id: Option<String>,
+    customer_key: Option<String>,
+    encryption_name: Option<String>,
+}
+
+impl fmt::Debug for S3Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Builder")
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
+            .field("prefix", &self.prefix)
+            .field("encryption", &self.encryption)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Builder {
+    /// The bucket (required).
+    pub fn bucket(mut self, bucket: impl Into<String>) -> Self {
+        self.bucket = Some(bucket.into());
+        self
+    }
+
+    /// The region (default `us-east-1`; S3-compatible servers often want their own name).
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// The endpoint of an S3-compatible server (`http://127.0.0.1:3900`); requests are then
+    /// path-style unless [`S3Builder::virtual_hosted_style`] says otherwise. Default: AWS.
+    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Static credentials. Without them the ambient AWS chain is used (`AWS_*` variables,
+    /// web identity, container and instance metadata), as [`S3Builder::from_env`] reads it.
+    pub fn credentials(mut self, access_key_id: impl Into<String>, secret_access_key: impl Into<String>) -> Self {
+        self.access_key_id = Some(access_key_id.into());
+        self.secret_access_key = Some(secret_access_key.into());
+        self
+    }
+
+    /// Objects live under this folder of the bucket (the reference's `location`).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
+    }
+
+    /// The URL prefix of this storage's links (default [`DEFAULT_BASE_URL`](crate::DEFAULT_BASE_URL)).
+    pub fn base_url(mut self, base_url: impl Into<String>) -> Self {
+        self.base_url = Some(base_url.into());
+        self
+    }
+
+    /// How long presigned URLs live (default one minute, at most seven days).
+    pub fn presign_expiry(mut self, expiry: Duration) -> Self {
+        self.presign_expiry = Some(expiry);
+        self
+    }
+
+    /// `Cache-Control` stored with every object written.
+    pub fn cache_control(mut self, value: impl Into<String>) -> Self {
+        self.cache_control = Some(value.into());
+        self
+    }
+
+    /// Storage class of every object written (`STANDARD_IA`, ...).
+    pub fn storage_class(mut self, class: impl Into<String>) -> Self {
+        self.storage_class = Some(class.into());
+        self
+    }
+
+    /// Server-side encryption of every object written (and, for SSE-C, read).
+    pub fn encryption(mut self, encryption: Encryption) -> Self {
+        self.encryption = Some(encryption);
+        self
+    }
+
+    /// Whether the server honours `If-None-Match: *` on writes (AWS, R2, MinIO, Garage do),
+    /// which makes create-only writes atomic. Default `true`. Without it, create-only writes
+    /// check for the object first, which two concurrent writers can both pass.
+    pub fn conditional_writes(mut self, enabled: bool) -> Self {
+        self.conditional_writes = Some(enabled);
+        self
+    }
+
+    /// Allow a plain `http://` endpoint (default: allowed only for loopback endpoints).
+    pub fn allow_http(mut self, allow: bool) -> Self {
+        self.allow_http = Some(allow);
+        self
+    }
+
+    /// Address the bucket as a host name (`bucket.endpoint`) instead of a path.
+    pub fn virtual_hosted_style(mut self, enabled: bool) -> Self {
+        self.virtual_hosted_style = Some(enabled);
+        self
+    }
+
+    /// Sets one setting by its name in [`SETTINGS`], as configuration files and the environment
+    /// spell it. Durations are seconds or take a unit (`90s`, `5m`, `1h`); booleans are
+    /// `true`/`false`; `encryption` is `none`, `s3`, `kms` (with `kms_key_id`) or `customer`
+    /// (with `customer_key`, 32 bytes in base64).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an unknown name or a value that does not parse, naming it.
+    pub fn set(mut self, name: &str, value: &str) -> Result<Self> {
+        let value = value.trim().to_owned();
+        match name {
+            "bucket" => self.bucket = Some(value),
+            "region" => self.region = Some(value),
+            "endpoint" => self.endpoint = Some(value),
+            "access_key_id" => self.access_key_id = Some(value),
+            "secret_access_key" => self.secret_access_key = Some(value),
+            "session_token" => self.session_token = Some(value),
+            "prefix" => self.prefix = Some(value),
+            "base_url" => self.base_url = Some(value),
+            "presign_expiry" => self.presign_expiry = Some(parse_duration(&value).ok_or_else(|| bad("presign_expiry", &value, "a duration such as 60s, 5m or 1h"))?),
+            "cache_control" => self.cache_control = Some(value),
+            "storage_class" => self.storage_class = Some(value),
+            "encryption" => self.encryption_name = Some(value),
+            "kms_key_id" => self.kms_key_id = Some(value),
+            "customer_key" => self.customer_key = Some(value),
+            "conditional_writes" => self.conditional_writes = Some(parse_bool("conditional_writes", &value)?),
+            "allow_http" => self.allow_http = Some(parse_bool("allow_http", &value)?),
+            "virtual_hosted_style" => self.virtual_hosted_style = Some(parse_bool("virtual_hosted_style", &value)?),
+            other => {
+                return Err(Error::config("s3", format!("unknown S3 setting `{other}` (known: {})", SETTINGS.join(", "))));
+            }
+        }
+        Ok(self)
+    }
+
+    /// Settings from an `s3://bucket/prefix` URL, as the server's `storage` setting spells it.
+    ///
+    /// # Errors
+    /// [`Error::Config`] unless the URL is `s3://` with a bucket.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| Error::config("storage", format!("{url:?} is not an s3://bucket/prefix URL")))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(Error::config("storage", format!("{url:?} names no bucket (expected s3://bucket/prefix)")));
+        }
+        let mut builder = Self::default().bucket(bucket);
+        let prefix = prefix.trim_matches('/');
+        if !prefix.is_empty() {
+            builder = builder.prefix(prefix);
+        }
+        Ok(builder)
+    }
+
+    /// Every setting found in the environment as `<env_prefix><NAME>` (`PRIVATE_STORAGE_S3_BUCKET`),
+    /// over what the builder already holds. A variable with the prefix and an unknown name is an
+    /// error, so a typo does not go unnoticed. Credentials not set here come from the ambient
+    /// AWS chain at build time.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the variable.
+    pub fn from_env(mut self, env_prefix: &str) -> Result<Self> {
+        let mut vars: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with(env_prefix)).collect();
+        vars.sort();
+        for (var, value) in vars {
+            let name = var[env_prefix.len()..].to_ascii_lowercase();
+            self = self.set(&name, &value).map_err(|e| match e {
+                Error::Config { message, .. } => Error::config("environment", format!("{var}: {message}")),
+                other => other,
+            })?;
+        }
+        Ok(self)
+    }
+
+    /// Validates the settings and builds the storage. No request is made; use
+    /// [`S3Storage::check`] to see that the bucket is reachable.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the setting that is missing or wrong.
+    pub fn build(self) -> Result<S3Storage> {
+        let bucket = self.bucket.clone().filter(|b| !b.is_empty()).ok_or_else(|| Error::config("bucket", "an S3 storage needs a bucket"))?;
+        if !bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'_')) || bucket.len() < 3 || bucket.len() > 63 {
+            return Err(Error::config("bucket", format!("{bucket:?} is not a valid bucket name (3–63 lower-case letters, digits, `-`, `.`)")));
+        }
+        let prefix = match self.prefix.as_deref().map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) {
+            None => None,
+            Some(p) => Some(crate::ObjectKey::new(p).map_err(|e| Error::config("prefix", format!("{p:?} is not a valid folder: {e}")))?),
+        };
+        let presign_expiry = self.presign_expiry.unwrap_or(DEFAULT_PRESIGN_EXPIRY);
+        if presign_expiry.is_zero() || presign_expiry > MAX_PRESIGN_EXPIRY {
+            return Err(Error::config("presign_expiry", "must lie between one second and seven days"));
+        }
+        let encryption = self.resolve_encryption()?;
+        if self.access_key_id.is_some() != self.secret_access_key.is_some() {
+            return Err(Error::config("secret_access_key", "access_key_id and secret_access_key go together"));
+        }
+        for (name, value) in [("cache_control", &self.cache_control), ("storage_class", &self.storage_class)] {
+            if value.as_deref().is_some_and(|v| http::HeaderValue::from_str(v).is_err()) {
+                return Err(Error::config(name, "must be visible ASCII (it is sent as a header)"));
+            }
+        }
+
+        let region = self
+            .region
+            .clone()
+            .or_else(|| std::env::var("AWS_REGION").ok())
+            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+            .unwrap_or_else(|| "us-east-1".to_owned());
+        let mut os = AmazonS3Builder::from_env().with_bucket_name(&bucket).with_region(&region);
+        let mut allow_http = self.allow_http;
+        if let Some(endpoint) = &self.endpoint {
+            let parsed = url::Url::parse(endpoint).map_err(|e| Error::config("endpoint", format!("{endpoint:?} is not a URL: {e}")))?;
+            match parsed.scheme() {
+                "https" => {}
+                "http" => {
+                    let loopback = matches!(parsed.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+                        || matches!(parsed.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
+                        || parsed.host_str() == Some("localhost");
+                    if !allow_http.unwrap_or(loopback) {
+                        return Err(Error::config("allow_http", format!("{endpoint} is plain http: set allow_http = true to send credentials and files unencrypted")));
+                    }
+                    allow_http = Some(true);
+                }
+                other => return Err(Error::config("endpoint", format!("{endpoint:?}: scheme {other:?} is not http or https"))),
+            }
+            os = os.with_endpoint(endpoint.trim_end_matches('/')).with_virtual_hosted_style_request(self.virtual_hosted_style.unwrap_or(false));
+        } else if let Some(v) = self.virtual_hosted_style {
+            os = os.with_virtual_hosted_style_request(v);
+        }
+        os = os.with_allow_http(allow_http.unwrap_or(false));
+        if let (Some(id), Some(secret)) = (&self.access_key_id, &self.secret_access_key) {
+            os = os.with_access_key_id(id).with_secret_access_key(secret);
+            os = match &self.session_token {
+                Some(token) => os.with_token(token),
+                None => os.with_config(AmazonS3ConfigKey::Token, ""),
+            };
+        }
+        let conditional_writes = self.conditional_writes.unwrap_or(true);
+        os = if conditional_writes {
+            os.with_conditional_put(S3ConditionalPut::ETagMatch).with_copy_if_not_exists(S3CopyIfNotExists::Multipart)
+        } else {
+            os.with_conditional_put(S3ConditionalPut::Disabled)
+        };
+        os = match &encryption {
+            Encryption::None => os,
+            Encryption::S3 => os.with_config("aws_server_side_encryption".parse().expect("a known object_store key"), "AES256"),
+            Encryption::Kms { key_id } => os.with_sse_kms_encryption(key_id),
+            Encryption::Customer { key } => os.with_ssec_encryption(base64::engine::general_purpose::STANDARD.encode(key)),
+        };
+        super::install_crypto_provider();
+        let store = os
+            .build()
+            .map_err(|e| Error::config("s3", e.to_string()))?;
+        Ok(S3Storage::from_parts(super::Parts {
+            store,
+            bucket,
+            prefix,
+            base_url: crate::storage::normalise_base_url(self.base_url.unwrap_or_else(|| crate::DEFAULT_BASE_URL.to_owned())),
+            presign_expiry,
+            cache_control: self.cache_control,
+            storage_class: self.storage_class,
+            encryption,
+            conditional_writes,
+            endpoint: self.endpoint.map(|e| e.trim_end_matches('/').to_owned()),
+            region,
+            virtual_hosted: self.virtual_hosted_style.unwrap_or(false),
+        }))
+    }
+
+    fn resolve_encryption(&self) -> Result<Encryption> {
+        let named = match self.encryption_name.as_deref() {
+            None => None,
+            Some("none" | "") => Some(Encryption::None),
+            Some("s3" | "AES256" | "sse-s3") => Some(Encryption::S3),
+            Some("kms" | "aws:kms" | "sse-kms") => {
+                let key_id = self.kms_key_id.clone().ok_or_else(|| Error::config("kms_key_id", "encryption = kms needs kms_key_id"))?;
+                Some(Encryption::Kms { key_id })
+            }
+            Some("customer" | "sse-c") => {
+                let encoded = self.customer_key.as_deref().ok_or_else(|| Error::config("customer_key", "encryption = customer needs customer_key (32 bytes, base64)"))?;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .ok_or_else(|| Error::config("customer_key", "must be 32 bytes in base64"))?;
+                Some(Encryption::Customer { key: bytes })
+            }
+            Some(other) => return Err(bad("encryption", other, "none, s3, kms or customer")),
+        };
+        if named.is_none() && (self.kms_key_id.is_some() || self.customer_key.is_some()) {
+            return Err(Error::config("encryption", "kms_key_id / customer_key given without encryption = kms / customer"));
+        }
+        Ok(named.or_else(|| self.encryption.clone()).unwrap_or(Encryption::None))
+    }
+}
+
+fn bad(setting: &'static str, value: &str, expected: &str) -> Error {
+    Error::config(setting, format!("{value:?} is not valid: expected {expected}"))
+}
+
+fn parse_bool(setting: &'static str, value: &str) -> Result<bool> {
+    match value {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        other => Err(bad(setting, other, "true or false")),
+    }
+}
+
+/// `90`, `90s`, `5m`, `1h`, `2d`.
+pub(crate) fn parse_duration(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    let split = value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let seconds = match unit.trim() {
+        "" | "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> S3Builder {
+        S3Storage::builder().bucket("media").endpoint("http://127.0.0.1:9").credentials("ak", "sk")
+    }
+
+    #[test]
+    fn every_documented_setting_is_accepted_and_a_typo_is_named() {
+        for name in SETTINGS {
+            let value = match *name {
+                "presign_expiry" => "5m",
+                "conditional_writes" | "allow_http" | "virtual_hosted_style" => "true",
+                _ => "x",
+            };
+            assert!(S3Storage::builder().set(name, value).is_ok(), "{name}");
+        }
+        let err = S3Storage::builder().set("secret_key", "x").unwrap_err();
+        assert!(err.to_string().contains("`secret_key`"), "{err}");
+    }
+
+    #[test]
+    fn invalid_configurations_are_refused_naming_the_setting() {
+        let cases: Vec<(S3Builder, &str)> = vec![
+            (S3Storage::builder(), "bucket"),
+            (base().bucket("Bad_Bucket!"), "bucket"),
+            (base().prefix("a/../b"), "prefix"),
+            (base().presign_expiry(Duration::from_secs(8 * 86_400)), "presign_expiry"),
+            (base().endpoint("http://files.example.com"), "allow_http"),
+            (base().endpoint("ftp://127.0.0.1"), "endpoint"),
+            (base().set("encryption", "kms").unwrap(), "kms_key_id"),
+            (base().set("encryption", "customer").unwrap().set("customer_key", "c2hvcnQ=").unwrap(), "customer_key"),
+            (base().set("encryption", "rot13").unwrap(), "encryption"),
+            (base().set("kms_key_id", "k").unwrap(), "encryption"),
+            (base().cache_control("a\nb"), "cache_control"),
+        ];
+        for (builder, setting) in cases {
+            match builder.build() {
+                Err(Error::Config { setting: named, .. }) => assert_eq!(named, setting),
+                other => panic!("expected a config error for {setting}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn urls_and_durations_parse() {
+        let b = S3Builder::from_url("s3://media/private/files/").unwrap();
+        assert_eq!((b.bucket.as_deref(), b.prefix.as_deref()), (Some("media"), Some("private/files")));
+        assert!(S3Builder::from_url("s3:///x").is_err());
+        assert!(S3Builder::from_url("/srv/files").is_err());
+        assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("soon"), None);
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let b = base().set("encryption", "customer").unwrap().set("customer_key", &base64::engine::general_purpose::STANDARD.encode([9u8; 32])).unwrap();
+        let shown = format!("{b:?} {:?}", b.clone().build().unwrap());
+        assert!(!shown.contains("\"sk\"") && !shown.contains("CQkJ"), "{shown}");
+    }
+}
