@@ -20,7 +20,7 @@ use futures_util::{StreamExt, stream};
 use tokio::sync::oneshot;
 
 use crate::storage::PutStream;
-use crate::{Error, ObjectKey, PutMode, PutOptions, Result, Storage};
+use crate::{Error, GetOptions, ObjectKey, PutMode, PutOptions, Result, Storage};
 
 /// How many bytes are looked at to tell what a file is.
 const HEAD: usize = 8 * 1024;
@@ -348,6 +348,67 @@ impl<R: ?Sized> UploadPolicy<R> {
             .await
             .map_err(|_| Error::storage("upload", "the upload was stored without its digest"))?;
         Ok(SavedFile { key: meta.key, size, content_type: found, original_name: filename, sha256, width, height })
+    }
+
+    /// Checks an object that a client wrote straight into the storage (through an
+    /// [`S3Storage::presigned_post`](crate::S3Storage) form, say) against this policy, as
+    /// [`UploadPolicy::save`] checks a stream: size, the sniffed type against the allow-list,
+    /// the declared type and the name, image rules. The whole object is read once (bounded
+    /// memory) for its SHA-256, pinned to the version first seen. An object that breaks the
+    /// policy is deleted before the error is returned; a missing one is [`Error::NotFound`].
+    ///
+    /// # Errors
+    /// As [`UploadPolicy::save`], plus [`Error::BadUpload`] when `expected_sha256` is given
+    /// and differs, and [`Error::PreconditionFailed`] when the object changed while it was
+    /// checked (it is deleted then too).
+    pub async fn finalise_direct(&self, key: &ObjectKey, declared_type: Option<&str>, expected_sha256: Option<&str>) -> Result<SavedFile> {
+        let checked = self.check_stored(key, declared_type, expected_sha256).await;
+        if let Err(e) = &checked
+            && !e.is_not_found()
+        {
+            if let Err(delete) = self.storage.delete(key).await {
+                tracing::error!(%key, error = %delete, "could not delete a direct upload that broke the policy");
+            }
+        }
+        checked
+    }
+
+    async fn check_stored(&self, key: &ObjectKey, declared_type: Option<&str>, expected_sha256: Option<&str>) -> Result<SavedFile> {
+        use sha2::Digest;
+        let meta = self.storage.head(key).await?;
+        if meta.size == 0 {
+            return Err(Error::BadUpload { message: "The submitted file is empty.".to_owned() });
+        }
+        if let Some(limit) = self.max_file_size.filter(|&l| meta.size > l) {
+            return Err(Error::TooLarge { limit });
+        }
+        let pinned = |options: GetOptions| match &meta.etag {
+            Some(etag) => options.with_if_match(etag.clone()),
+            None => options,
+        };
+        let head_len = (if self.image.is_some() { IMAGE_HEAD } else { HEAD } as u64).min(meta.size);
+        let head = self.storage.get(key, pinned(GetOptions::default().with_range(0..head_len))).await?.bytes().await?;
+        let found = sniff::sniff(&head);
+        let (width, height) = self.validate(&found, &head, declared_type, key.file_name())?;
+        let mut hasher = sha2::Sha256::new();
+        let mut size = 0u64;
+        let mut body = self.storage.get(key, pinned(GetOptions::default())).await?.into_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            size += chunk.len() as u64;
+            hasher.update(&chunk);
+        }
+        let sha256 = hex(&hasher.finalize());
+        if size != meta.size {
+            return Err(Error::PreconditionFailed { key: key.clone() });
+        }
+        if let Some(expected) = expected_sha256
+            && !expected.eq_ignore_ascii_case(&sha256)
+        {
+            return Err(Error::BadUpload { message: "The file does not match its checksum.".to_owned() });
+        }
+        let original_name = key.file_name().to_owned();
+        Ok(SavedFile { key: key.clone(), size, content_type: found, original_name, sha256, width, height })
     }
 
     /// The checks on the sniffed head; returns the image dimensions for image policies.

@@ -269,14 +269,22 @@ impl S3Storage {
         let upload = self.store.put_multipart_opts(&target, opts).await.map_err(|e| map_err(key, e))?;
         let mut upload = Upload::new(upload);
         let mut size = 0u64;
-        for chunk in first {
-            size += chunk.len() as u64;
-            upload.push(chunk).await.map_err(|e| map_err(key, e))?;
+        let sent = async {
+            for chunk in first {
+                size += chunk.len() as u64;
+                upload.push(chunk).await.map_err(|e| map_err(key, e))?;
+            }
+            while let Some(chunk) = rest.next().await {
+                let chunk = chunk?;
+                size += chunk.len() as u64;
+                upload.push(chunk).await.map_err(|e| map_err(key, e))?;
+            }
+            Ok::<_, Error>(())
         }
-        while let Some(chunk) = rest.next().await {
-            let chunk = chunk?; // dropping `upload` aborts it
-            size += chunk.len() as u64;
-            upload.push(chunk).await.map_err(|e| map_err(key, e))?;
+        .await;
+        if let Err(e) = sent {
+            upload.abort().await;
+            return Err(e);
         }
         let etag = upload.finish().await.map_err(|e| map_err(key, e))?;
         if direct {
@@ -494,16 +502,37 @@ impl Upload {
         }
     }
 
+    /// Aborts the upload now (dropping it aborts in the background).
+    async fn abort(mut self) {
+        if let Some(mut upload) = self.inner.take() {
+            self.in_flight.shutdown().await;
+            if let Err(e) = upload.abort().await {
+                tracing::warn!(error = %e, "could not abort a failed multipart upload; a bucket lifecycle rule should remove it");
+            }
+        }
+    }
+
     async fn finish(mut self) -> object_store::Result<Option<String>> {
-        if self.buffered > 0 || self.in_flight.is_empty() {
-            self.send_part().await?;
+        let completed = async {
+            if self.buffered > 0 || self.in_flight.is_empty() {
+                self.send_part().await?;
+            }
+            while !self.in_flight.is_empty() {
+                self.join_one().await?;
+            }
+            self.inner.as_mut().expect("an unfinished upload").complete().await
         }
-        while !self.in_flight.is_empty() {
-            self.join_one().await?;
+        .await;
+        match completed {
+            Ok(result) => {
+                self.inner = None; // completed: nothing to abort
+                Ok(result.e_tag)
+            }
+            Err(e) => {
+                self.abort().await;
+                Err(e)
+            }
         }
-        let result = self.inner.as_mut().expect("an unfinished upload").complete().await?;
-        self.inner = None; // completed: nothing to abort
-        Ok(result.e_tag)
     }
 }
 
