@@ -365,10 +365,9 @@ impl<R: ?Sized> UploadPolicy<R> {
         let checked = self.check_stored(key, declared_type, expected_sha256).await;
         if let Err(e) = &checked
             && !e.is_not_found()
+            && let Err(delete) = self.storage.delete(key).await
         {
-            if let Err(delete) = self.storage.delete(key).await {
-                tracing::error!(%key, error = %delete, "could not delete a direct upload that broke the policy");
-            }
+            tracing::error!(%key, error = %delete, "could not delete a direct upload that broke the policy");
         }
         checked
     }
