@@ -196,7 +196,7 @@ pub use access::{
 pub use error::{BoxError, Error, Result, human_size};
 pub use http::{
     ContentDisposition, DeliverFile, Delivery, OnDenied, Prepared, RecordSource, ResponseBody, ServePrivate, ServeRecords, ServeShared, X_ACCEL_REDIRECT,
-    X_SENDFILE, nginx_internal_location,
+    X_SENDFILE, nginx_internal_location, nginx_s3_location,
 };
 pub use share::{
     IssuedLink, LinkIssued, LinkUsed, MemoryRevocations, RevocationStore, Share, ShareAudit, ShareKeys, ShareLinks, ShareTarget,

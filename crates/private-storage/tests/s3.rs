@@ -349,3 +349,85 @@ async fn the_upload_policy_works_unchanged_on_s3() {
     let listed: Vec<_> = storage.list(None).map(|m| m.unwrap().key.to_string()).collect().await;
     assert_eq!(listed.len(), 2, "{listed:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nginx_streams_from_s3_after_the_rule_without_the_client_seeing_a_presigned_url() {
+    let server = servers::garage().await;
+    let storage = Arc::new(server.builder().prefix("via-nginx").conditional_writes(false).build().unwrap());
+    let data = common::pattern(2 * 1024 * 1024 + 17, 5);
+    let name = "users/alice/Grüße an alle.bin";
+    storage.put_bytes(&key(name), data.clone()).await.unwrap();
+    let service = ServePrivate::new(storage.clone())
+        .rule(|file: private_storage::PrivateFile| async move {
+            file.user().is_some_and(|u| file.key().as_str().starts_with(&format!("users/{}/", u.id())))
+        })
+        .delivery(Delivery::nginx_presigned("/_s3").unwrap());
+    let backend = common::serve(common::app(service)).await;
+
+    let base = tempfile::tempdir().unwrap();
+    let prefix = base.path().display().to_string();
+    let port = common::free_port();
+    let conf = base.path().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon on;
+user root;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location /private-media/ {{ proxy_pass http://{backend}; }}
+{internal}
+    }}
+}}
+",
+            internal = private_storage::nginx_s3_location("/_s3", &server.endpoint)
+        ),
+    )
+    .unwrap();
+    let nginx = common::program("nginx");
+    let mut start = std::process::Command::new(&nginx);
+    start.arg("-c").arg(&conf).arg("-p").arg(base.path());
+    let mut stop = std::process::Command::new(&nginx);
+    stop.arg("-c").arg(&conf).arg("-p").arg(base.path()).args(["-s", "stop"]);
+    let peer = common::Peer::start("nginx", start, stop, base.path().join("error.log"));
+    let url = format!("http://127.0.0.1:{port}/private-media/{}", key(name).to_url_path());
+    let http = reqwest::Client::new();
+
+    let full = http.get(&url).bearer_auth("alice").send().await.unwrap();
+    assert_eq!(full.status(), 200, "{}", peer.log_text());
+    let headers = full.headers().clone();
+    assert!(headers.get("x-accel-redirect").is_none());
+    assert!(headers.keys().all(|h| !h.as_str().starts_with("x-amz")), "{headers:?}");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert!(full.bytes().await.unwrap() == data, "nginx streamed the object from S3");
+
+    let ranged = http.get(&url).bearer_auth("alice").header("range", "bytes=1048570-1048580").send().await.unwrap();
+    assert_eq!(ranged.status(), 206);
+    assert!(ranged.bytes().await.unwrap() == data[1_048_570..=1_048_580]);
+
+    let head = http.head(&url).bearer_auth("alice").send().await.unwrap();
+    assert_eq!((head.status().as_u16(), head.headers()["content-length"].to_str().unwrap()), (200, data.len().to_string().as_str()));
+
+    for user in [None, Some("bob")] {
+        let mut request = http.get(&url);
+        if let Some(user) = user {
+            request = request.bearer_auth(user);
+        }
+        let denied = request.send().await.unwrap();
+        assert_eq!(denied.status(), 403);
+        assert!(denied.text().await.unwrap().len() < 100, "no bytes to a denied user");
+    }
+    let direct = http.get(format!("http://127.0.0.1:{port}/_s3/media/via-nginx/users/alice/x")).send().await.unwrap();
+    assert_eq!(direct.status(), 404, "the internal location is not reachable from outside");
+}

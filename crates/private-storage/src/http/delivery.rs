@@ -45,6 +45,7 @@ pub(crate) enum Mode {
     Nginx { prefix: Arc<str> },
     Apache,
     Redirect { expires_in: Option<Duration> },
+    NginxPresigned { prefix: Arc<str> },
     Custom(Arc<dyn DeliverFile>),
 }
 
@@ -60,6 +61,7 @@ impl fmt::Debug for Delivery {
             Mode::Nginx { prefix } => f.debug_struct("Delivery::Nginx").field("prefix", prefix).finish(),
             Mode::Apache => f.write_str("Delivery::Apache"),
             Mode::Redirect { expires_in } => f.debug_struct("Delivery::PresignedRedirect").field("expires_in", expires_in).finish(),
+            Mode::NginxPresigned { prefix } => f.debug_struct("Delivery::NginxPresigned").field("prefix", prefix).finish(),
             Mode::Custom(_) => f.write_str("Delivery::Custom"),
         }
     }
@@ -88,20 +90,18 @@ impl Delivery {
     /// [`Error::Config`] unless `internal_prefix` is an absolute path of visible ASCII without
     /// `?`, `#` or `%` (checked here, so a bad prefix never surfaces per request).
     pub fn nginx(internal_prefix: impl AsRef<str>) -> Result<Self> {
-        let prefix = internal_prefix.as_ref().trim_end_matches('/');
-        let valid = internal_prefix.as_ref().starts_with('/')
-            && !prefix.is_empty()
-            && prefix.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'?' | b'#' | b'%'));
-        if !valid {
-            return Err(Error::config(
-                "internal_prefix",
-                format!(
-                    "{:?} is not a valid nginx internal location (expected an absolute path such as /_private)",
-                    internal_prefix.as_ref()
-                ),
-            ));
-        }
-        Ok(Self(Mode::Nginx { prefix: Arc::from(prefix) }))
+        Ok(Self(Mode::Nginx { prefix: internal_prefix_of(internal_prefix.as_ref())? }))
+    }
+
+    /// nginx streams the bytes from the storage's presigned URL (S3), which never reaches the
+    /// client: the response carries `X-Accel-Redirect: <internal_prefix>/<presigned path>?<query>`
+    /// and an `internal` location proxies it to the S3 endpoint (see [`nginx_s3_location`]).
+    /// nginx passes `Range` and the conditionals through to S3; `HEAD` is answered here.
+    ///
+    /// # Errors
+    /// As [`Delivery::nginx`].
+    pub fn nginx_presigned(internal_prefix: impl AsRef<str>) -> Result<Self> {
+        Ok(Self(Mode::NginxPresigned { prefix: internal_prefix_of(internal_prefix.as_ref())? }))
     }
 
     /// Apache's `mod_xsendfile` serves the bytes: the response carries an empty body and
@@ -129,6 +129,21 @@ impl Delivery {
     pub(crate) fn mode(&self) -> &Mode {
         &self.0
     }
+}
+
+/// Checks an nginx internal location prefix once, when the delivery is built.
+fn internal_prefix_of(internal_prefix: &str) -> Result<Arc<str>> {
+    let prefix = internal_prefix.trim_end_matches('/');
+    let valid = internal_prefix.starts_with('/')
+        && !prefix.is_empty()
+        && prefix.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'?' | b'#' | b'%'));
+    if !valid {
+        return Err(Error::config(
+            "internal_prefix",
+            format!("{internal_prefix:?} is not a valid nginx internal location (expected an absolute path such as /_private)"),
+        ));
+    }
+    Ok(Arc::from(prefix))
 }
 
 /// A response ready to be delivered: the access rule allowed it, the preconditions passed, and
@@ -169,13 +184,31 @@ pub(crate) async fn deliver(delivery: &Delivery, file: &PrivateFile, prepared: P
                 .map_err(|e| Error::storage("apache", e))?;
             Ok(handoff(prepared, X_SENDFILE, value))
         }
-        Mode::Redirect { .. } if prepared.head_only => stream_response(file, prepared).await,
-        Mode::Redirect { expires_in } => redirect(file, prepared, *expires_in).await,
+        Mode::Redirect { .. } | Mode::NginxPresigned { .. } if prepared.head_only => stream_response(file, prepared).await,
+        Mode::Redirect { expires_in } => {
+            let url = presign(file, &prepared, *expires_in).await?;
+            let mut response = Response::new(ResponseBody::empty());
+            *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+            let headers = response.headers_mut();
+            headers.insert(LOCATION, HeaderValue::from_str(&url).map_err(|e| Error::storage("presign", e))?);
+            // The URL is a short-lived capability: never cached, never leaked through Referer.
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            headers.insert(http::header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(0));
+            Ok(response)
+        }
+        Mode::NginxPresigned { prefix } => {
+            let url = presign(file, &prepared, None).await?;
+            let target = nginx_presigned_target(prefix, &url)?;
+            Ok(handoff(prepared, X_ACCEL_REDIRECT, target))
+        }
         Mode::Custom(custom) => custom.deliver(file, prepared).await,
     }
 }
 
-async fn redirect(file: &PrivateFile, prepared: Prepared, expires_in: Option<Duration>) -> Result<Response<ResponseBody>> {
+/// The storage's presigned URL for `file`, answering with the prepared headers, never
+/// outliving a share link it serves.
+async fn presign(file: &PrivateFile, prepared: &Prepared, expires_in: Option<Duration>) -> Result<String> {
     let header = |name| prepared.headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_owned);
     let mut request = PresignedGet {
         expires_in,
@@ -187,20 +220,21 @@ async fn redirect(file: &PrivateFile, prepared: Prepared, expires_in: Option<Dur
         let left = deadline.duration_since(SystemTime::now()).unwrap_or_default().max(Duration::from_secs(1));
         request.expires_in = Some(request.expires_in.map_or(left, |e| e.min(left)));
     }
-    let url = file
-        .storage()
+    file.storage()
         .presigned_get(file.key(), &request)
         .await?
-        .ok_or_else(|| Error::config("delivery", "the presigned redirect needs a storage that signs URLs, such as S3Storage"))?;
-    let mut response = Response::new(ResponseBody::empty());
-    *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
-    let headers = response.headers_mut();
-    headers.insert(LOCATION, HeaderValue::from_str(&url).map_err(|e| Error::storage("presign", e))?);
-    // The URL is a short-lived capability: never cached, never leaked through Referer.
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(http::header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    headers.insert(CONTENT_LENGTH, HeaderValue::from(0));
-    Ok(response)
+        .ok_or_else(|| Error::config("delivery", "presigned delivery needs a storage that signs URLs, such as S3Storage"))
+}
+
+/// `<prefix>/<path>?<query>` of a presigned URL for nginx. nginx decodes an `X-Accel-Redirect`
+/// path once before the location's regex sees it, so `%` is escaped once more: the location
+/// then forwards the path exactly as it was signed. The query is passed through untouched.
+fn nginx_presigned_target(prefix: &str, url: &str) -> Result<HeaderValue> {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path_and_query = after_scheme.find('/').map_or("/", |i| &after_scheme[i..]);
+    let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+    let target = format!("{prefix}{}?{query}", path.replace('%', "%25"));
+    HeaderValue::from_str(&target).map_err(|e| Error::storage("nginx", e))
 }
 
 /// A 200 with the representation headers and the proxy's header: the proxy sends the bytes
@@ -295,6 +329,45 @@ fn logged(s: crate::storage::ByteStream, file: &PrivateFile) -> crate::storage::
     let key = file.key().clone();
     s.inspect_err(move |e| tracing::error!(%key, error = %e, "storage failed mid-transfer; aborting the response"))
         .boxed()
+}
+
+/// The nginx `location` block that streams [`Delivery::nginx_presigned`] targets of
+/// `internal_prefix` from the S3 endpoint `endpoint` (`http://127.0.0.1:3900`, or
+/// `https://s3.eu-west-1.amazonaws.com`; with virtual-hosted buckets, the bucket's host).
+///
+/// The client's `Authorization` and `Cookie` never reach S3 (the URL's signature is the only
+/// credential), S3's own headers are hidden, and the security headers are set here, since the
+/// application's do not survive the second upstream.
+///
+/// ```
+/// use private_storage::nginx_s3_location;
+///
+/// let conf = nginx_s3_location("/_s3", "http://127.0.0.1:3900");
+/// assert!(conf.contains("internal;"));
+/// assert!(conf.contains("proxy_pass http://127.0.0.1:3900/$ps_s3_path$is_args$args;"));
+/// ```
+pub fn nginx_s3_location(internal_prefix: &str, endpoint: &str) -> String {
+    let prefix = internal_prefix.trim_end_matches('/');
+    let endpoint = endpoint.trim_end_matches('/');
+    let resolver = if endpoint.starts_with("http://127.") || endpoint.starts_with("http://localhost") { "" } else { "    resolver 127.0.0.53 valid=60s; # adjust: a variable proxy_pass resolves at run time\n" };
+    format!(
+        "location ~ ^{prefix}/(?<ps_s3_path>.*)$ {{
+    internal;
+{resolver}    proxy_pass {endpoint}/$ps_s3_path$is_args$args;
+    proxy_set_header Authorization \"\";
+    proxy_set_header Cookie \"\";
+    proxy_hide_header x-amz-id-2;
+    proxy_hide_header x-amz-request-id;
+    proxy_hide_header x-amz-server-side-encryption;
+    proxy_hide_header x-amz-version-id;
+    proxy_hide_header Set-Cookie;
+    proxy_buffering off;
+    add_header X-Content-Type-Options nosniff always;
+    add_header Content-Security-Policy \"default-src 'none'; sandbox\" always;
+    add_header Referrer-Policy no-referrer always;
+}}
+"
+    )
 }
 
 /// The nginx `location` block that serves `X-Accel-Redirect` targets of `internal_prefix` from

@@ -27,7 +27,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 pub use body::ResponseBody;
-pub use delivery::{DeliverFile, Delivery, Prepared, X_ACCEL_REDIRECT, X_SENDFILE, nginx_internal_location};
+pub use delivery::{DeliverFile, Delivery, Prepared, X_ACCEL_REDIRECT, X_SENDFILE, nginx_internal_location, nginx_s3_location};
 pub use disposition::ContentDisposition;
 pub use records::{RecordSource, ServeRecords};
 pub use shared::ServeShared;
