@@ -70,6 +70,16 @@
 //! can be served side by side, each with its own base URL, rule and settings. The `testing`
 //! feature's [`testing::conformance`] suite checks any backend against the contract.
 //!
+//! With the `s3` feature, `S3Storage` keeps objects in an S3-compatible bucket: ranged
+//! streaming reads pinned by `If-Match`, multipart writes aborted when they fail or are
+//! dropped, create-only writes with `If-None-Match: *`, SSE-S3/KMS/C. Every delivery mode
+//! runs the rule first: stream (the app proxies the bytes with bounded memory),
+//! `Delivery::presigned_redirect` (a short-lived presigned URL with our `Content-Type` and
+//! `Content-Disposition` signed in), and `Delivery::nginx_presigned` (nginx streams from S3;
+//! the URL never reaches the client). `S3Storage::presigned_post` lets browsers upload
+//! straight to the bucket within a size range the S3 server enforces, and
+//! [`UploadPolicy::finalise_direct`] checks what arrived.
+//!
 //! # Uploads
 //!
 //! [`UploadPolicy`] is the reference's `PrivateFileField`, declared once per kind of record:
@@ -109,6 +119,7 @@
 //! |---|---|---|
 //! | `axum` | yes | [`UploadForm`] (multipart uploads with bounded memory), `IntoResponse` for [`Error`], the original URI (mount prefix included) in login redirects |
 //! | `testing` | no | [`testing::conformance`], the storage conformance suite for your own backends |
+//! | `s3` | no | `S3Storage` (S3, MinIO, Ceph, Garage, R2) with presigned redirects and direct uploads |
 //!
 //! # Security
 //!
@@ -206,7 +217,7 @@ pub use upload::{SavedFile, Upload, UploadPolicy};
 pub use key::{KeyError, MAX_KEY_LEN, MAX_SEGMENT_LEN, ObjectKey};
 pub use storage::{
     ByteStream, DEFAULT_BASE_URL, Fault, GetOptions, GetResult, LocalStorage, MemoryStorage, ObjectMeta, Payload,
-    PresignedGet, PutMode, PutOptions, PutStream, Storage, StorageExt,
+    MigrationProgress, MigrationReport, PresignedGet, PutMode, PutOptions, PutStream, Storage, StorageExt, migrate,
 };
 #[cfg(feature = "s3")]
 pub use storage::{DEFAULT_PRESIGN_EXPIRY, Encryption, PostPolicy, PresignedPost, S3_SETTINGS, S3Builder, S3Storage};

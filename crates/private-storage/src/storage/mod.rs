@@ -8,6 +8,7 @@
 
 mod local;
 mod memory;
+mod migrate;
 #[cfg(feature = "s3")]
 mod s3;
 
@@ -24,6 +25,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 
 pub use local::LocalStorage;
 pub use memory::{Fault, MemoryStorage};
+pub use migrate::{MigrationProgress, MigrationReport, migrate};
 #[cfg(feature = "s3")]
 pub use s3::{DEFAULT_PRESIGN_EXPIRY, Encryption, PostPolicy, PresignedPost, S3Builder, S3_SETTINGS, S3Storage};
 
