@@ -82,8 +82,7 @@ where
             let mut hasher = Sha256::new();
             let body = from.get(&key, pin(source.etag.clone())).await?.into_stream();
             let hashed = body.inspect_ok(|chunk| hasher.update(chunk)).boxed();
-            let mut options = PutOptions::default();
-            options.content_type = source.content_type.clone();
+            let options = PutOptions { content_type: source.content_type.clone(), ..Default::default() };
             to.put(&key, hashed, options).await?;
             let source_digest = hex(&hasher.finalize());
             if digest(to, &key, None).await? != source_digest {
