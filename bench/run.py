@@ -64,9 +64,14 @@ def peak_rss_mib(pid):
     return 0.0
 
 
-def start_app(root, mode):
-    proc = subprocess.Popen(["taskset", "-c", SERVER_CORE, os.path.join(RELEASE, "serve-bench"), root, mode, "/_internal"], stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()  # printed once it listens
+def start_app(root, mode, env=None, presigned=None):
+    proc = subprocess.Popen(["taskset", "-c", SERVER_CORE, os.path.join(RELEASE, "serve-bench"), root, mode, "/_internal"], stdout=subprocess.PIPE, text=True, env=env)
+    line = proc.stdout.readline()  # printed once it listens (after `presigned` lines in S3 modes)
+    while line.startswith("presigned "):
+        _, name, url = line.split()
+        if presigned is not None:
+            presigned[name] = url
+        line = proc.stdout.readline()
     if not line.startswith("listening "):
         raise SystemExit(f"serve-bench {mode} did not start: {line!r}")
     return proc, line.split()[1]
@@ -143,8 +148,9 @@ def wait_port(port, proc):
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
-def wrk(addr, path, conns, seconds):
-    out = run(["taskset", "-c", CLIENT_CORE, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-H", f"Authorization: Bearer {TOKEN}", f"http://{addr}{path}"])
+def wrk(addr, path, conns, seconds, token=TOKEN):
+    auth = ["-H", f"Authorization: Bearer {token}"] if token else []
+    out = run(["taskset", "-c", CLIENT_CORE, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", *auth, f"http://{addr}{path}"])
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = {p: float(v) * UNITS[u] for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -154,8 +160,8 @@ def wrk(addr, path, conns, seconds):
     return {"rps": rps, "p50_ms": lat.get("50"), "p99_ms": lat.get("99"), "requests": requests}
 
 
-def fetch(addr, path, conns, seconds):
-    out = run(["taskset", "-c", CLIENT_CORE, os.path.join(RELEASE, "fetch"), addr, path, TOKEN, str(conns), str(seconds)])
+def fetch(addr, path, conns, seconds, token=TOKEN):
+    out = run(["taskset", "-c", CLIENT_CORE, os.path.join(RELEASE, "fetch"), addr, path, token or "-", str(conns), str(seconds)])
     kv = dict(item.split("=") for item in out.split())
     seconds = max(float(kv["seconds"]), 1e-6)
     return {"mbps": int(kv["bytes"]) / seconds / 1e6, "bytes": int(kv["bytes"]), "requests": int(kv["requests"])}

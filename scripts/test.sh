@@ -54,6 +54,7 @@ echo "demo smoke test: ok"
 echo "==> benchmark harness smoke runs"
 bench/upload.sh --smoke
 bench/run.sh --smoke
+bench/s3.sh --smoke
 
 echo "==> fuzz smoke runs (seconds per target; longer runs: see README, Testing)"
 for target in key serve disposition upload token; do

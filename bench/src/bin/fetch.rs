@@ -2,7 +2,8 @@
 //! well below the server): `fetch <addr> <path> <token> <connections> <seconds|once>`.
 //!
 //! Each connection requests `path` over keep-alive, reading bodies into a 1 MiB buffer, until
-//! the time is up (or once, with `once`). Prints `bytes=<n> requests=<n> seconds=<s>`.
+//! the time is up (or once, with `once`). Prints `bytes=<n> requests=<n> seconds=<s>`. The
+//! token `-` sends no `Authorization` (for presigned S3 URLs, whose `Host` is `addr`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -43,7 +44,8 @@ fn main() {
     };
     let connections: usize = connections.parse().expect("connections");
     let deadline = (duration != "once").then(|| Duration::from_secs_f64(duration.parse().expect("seconds")));
-    let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n\r\n").into_bytes();
+    let auth = if token == "-" { String::new() } else { format!("Authorization: Bearer {token}\r\n") };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}\r\n").into_bytes();
     let start = Instant::now();
     let workers: Vec<_> = (0..connections)
         .map(|_| {

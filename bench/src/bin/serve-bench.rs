@@ -1,7 +1,10 @@
-//! The download path under load: `serve-bench <root> <stream|nginx|memory> [internal-prefix]`.
+//! The download path under load: `serve-bench <root> <stream|nginx|memory|s3|s3-redirect> [internal-prefix]`.
 //!
 //! `memory` serves the same files from `MemoryStorage` (loaded at start): the same stack
-//! without file I/O, to tell the cost of the filesystem from the cost of HTTP.
+//! without file I/O, to tell the cost of the filesystem from the cost of HTTP. `s3` and
+//! `s3-redirect` copy the files into the bucket that `PS_BENCH_S3_*` settings name
+//! (`S3Builder::from_env`) and serve them from there, proxied or as presigned redirects; for the
+//! direct-GET baseline they print `presigned <file> <url>` lines before `listening`.
 //!
 //! Serves `<root>` at `/private-media/` with `ServePrivate` behind a real access check: an
 //! identity layer looks the bearer token up among 10 000 sessions (`token-0` … `token-9999`)
@@ -38,34 +41,45 @@ async fn identify(State(sessions): State<Sessions>, mut request: Request, next: 
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: serve-bench <root> <stream|nginx|memory> [internal-prefix]";
+    let usage = "usage: serve-bench <root> <stream|nginx|memory|s3|s3-redirect> [internal-prefix]";
     let root = args.next().ok_or(usage)?;
     let mode = args.next().ok_or(usage)?;
     let delivery = match mode.as_str() {
-        "stream" | "memory" => Delivery::stream(),
+        "stream" | "memory" | "s3" => Delivery::stream(),
+        "s3-redirect" => Delivery::presigned_redirect(None),
         "nginx" => Delivery::nginx(args.next().as_deref().unwrap_or("/_internal"))?,
         other => return Err(format!("unknown mode {other}; {usage}").into()),
     };
     let sessions: Sessions = Arc::new(
         (0..10_000).map(|i| (format!("token-{i}"), CurrentUser::new(User::new(i.to_string())))).collect(),
     );
-    let storage: Arc<dyn Storage> = if mode == "memory" {
-        let memory = MemoryStorage::new().with_chunk_size(128 * 1024);
-        let loader = tokio::runtime::Builder::new_current_thread().build()?;
-        for entry in std::fs::read_dir(&root)? {
-            let entry = entry?;
-            let key = ObjectKey::new(entry.file_name().to_string_lossy())?;
-            loader.block_on(memory.put_bytes(&key, std::fs::read(entry.path())?))?;
-        }
-        Arc::new(memory)
-    } else {
-        Arc::new(LocalStorage::new(root)?)
-    };
-    let files = ServePrivate::from_arc(storage).rule(allow_authenticated()).delivery(delivery);
-    let app = Router::new()
-        .nest_service("/private-media", files)
-        .layer(middleware::from_fn_with_state(sessions, identify));
-    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+    // One runtime for loading and serving: the S3 client's connections live on it.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let storage: Arc<dyn Storage> = match mode.as_str() {
+            "s3" | "s3-redirect" => {
+                let s3 = private_storage::S3Storage::builder().from_env("PS_BENCH_S3_")?.build()?;
+                // Streamed in (bounded memory), so the peak RSS the harness reads is the serving's.
+                private_storage::migrate(&LocalStorage::new(&root)?, &s3, None, |_| {}).await?;
+                for key in keys_of(&root)? {
+                    let url = s3.presigned_get(&key, &Default::default()).await?.ok_or("no presigned URL")?;
+                    println!("presigned {key} {url}");
+                }
+                Arc::new(s3)
+            }
+            "memory" => {
+                let memory = MemoryStorage::new().with_chunk_size(128 * 1024);
+                for key in keys_of(&root)? {
+                    memory.put_bytes(&key, std::fs::read(std::path::Path::new(&root).join(key.as_str()))?).await?;
+                }
+                Arc::new(memory)
+            }
+            _ => Arc::new(LocalStorage::new(&root)?),
+        };
+        let files = ServePrivate::from_arc(storage).rule(allow_authenticated()).delivery(delivery);
+        let app = Router::new()
+            .nest_service("/private-media", files)
+            .layer(middleware::from_fn_with_state(sessions, identify));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("listening {}", listener.local_addr()?);
         let listener = listener.tap_io(|tcp| {
@@ -74,4 +88,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         axum::serve(listener, app).await?;
         Ok(())
     })
+}
+
+/// The files of `root` (flat), as keys.
+fn keys_of(root: &str) -> Result<Vec<ObjectKey>, Box<dyn std::error::Error>> {
+    let mut keys = Vec::new();
+    for entry in std::fs::read_dir(root)? {
+        keys.push(ObjectKey::new(entry?.file_name().to_string_lossy())?);
+    }
+    Ok(keys)
 }

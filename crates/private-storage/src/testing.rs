@@ -42,6 +42,7 @@ pub async fn conformance_skipping<S: Storage + ?Sized>(storage: &S, skip: &[&str
     }
     round_trip(storage).await;
     metadata(storage).await;
+    inline_reads(storage).await;
     missing_objects(storage, !skip.contains(&"folder-is-not-an-object")).await;
     ranges(storage).await;
     if_match(storage).await;
@@ -80,6 +81,24 @@ async fn metadata<S: Storage + ?Sized>(s: &S) {
     assert_eq!(got.range, 0..1000, "metadata: get without range covers the object");
     let age = std::time::SystemTime::now().duration_since(head.last_modified).unwrap_or_default();
     assert!(age.as_secs() < 3600, "metadata: last_modified is recent");
+}
+
+async fn inline_reads<S: Storage + ?Sized>(s: &S) {
+    let cases: [(&str, usize); 4] = [("small", 1000), ("exact", 4096), ("large", 4097), ("empty", 0)];
+    for (name, len) in cases {
+        let k = key(&format!("conformance/inline/{name}"));
+        let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+        s.put_bytes(&k, data.clone()).await.expect("put");
+        let (meta, bytes) = s.head_with_bytes(&k, 4096).await.expect("head_with_bytes");
+        assert_eq!(meta.size, len as u64, "inline: {name}: the metadata's size");
+        assert_eq!(meta.etag, s.head(&k).await.expect("head").etag, "inline: {name}: the metadata's ETag");
+        if let Some(bytes) = bytes {
+            assert!(len <= 4096, "inline: {name}: no bytes beyond inline_max");
+            assert!(bytes == data, "inline: {name}: the inline bytes are the whole object");
+        }
+    }
+    let missing = s.head_with_bytes(&key("conformance/inline/missing"), 4096).await;
+    assert!(matches!(missing, Err(Error::NotFound { .. })), "inline: a missing object is NotFound");
 }
 
 async fn missing_objects<S: Storage + ?Sized>(s: &S, folders: bool) {

@@ -318,6 +318,28 @@ impl Storage for S3Storage {
         Ok(self.meta(key.clone(), &got.meta, Some(&got.attributes)))
     }
 
+    /// One ranged `GET` of the first `inline_max` bytes: for a small object that is all of it,
+    /// metadata included, in one round trip instead of a `HEAD` and a `GET`. For a larger one
+    /// the probe is read to its end (at most `inline_max` bytes, so the connection is reused)
+    /// and dropped.
+    async fn head_with_bytes(&self, key: &ObjectKey, inline_max: u64) -> Result<(ObjectMeta, Option<Bytes>)> {
+        if inline_max == 0 {
+            return Ok((self.head(key).await?, None));
+        }
+        let request = object_store::GetOptions { range: Some(GetRange::Bounded(0..inline_max)), ..Default::default() };
+        match self.store.get_opts(&self.path(key), request).await {
+            Ok(got) => {
+                let meta = self.meta(key.clone(), &got.meta, Some(&got.attributes));
+                let whole = got.range == (0..meta.size);
+                let bytes = got.bytes().await.map_err(|e| map_err(key, e))?;
+                Ok((meta, whole.then_some(bytes)))
+            }
+            Err(e @ object_store::Error::NotFound { .. }) => Err(map_err(key, e)),
+            // An empty object has no byte 0 to range over (416): ask for its metadata alone.
+            Err(_) => Ok((self.head(key).await?, None)),
+        }
+    }
+
     async fn get(&self, key: &ObjectKey, options: GetOptions) -> Result<GetResult> {
         if let Some(range) = options.range.clone().filter(|r| r.start >= r.end) {
             // S3 cannot send zero bytes of an object: check the range against its size.
