@@ -463,3 +463,31 @@ async fn migrating_local_to_s3_and_back_is_verified_and_resumable() {
     assert_eq!(report.copied, 1);
     assert!(back.read(&key(&files[3].0)).await.unwrap() == files[3].1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_disconnects_stops_the_upstream_s3_transfer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const LARGE: usize = 64 * 1024 * 1024;
+    let server = servers::s3s_fs().await;
+    let bodies = server.bodies.clone().unwrap();
+    let storage = server.builder().conditional_writes(false).build().unwrap();
+    storage.put(&key("large.bin"), chunks(&common::pattern(LARGE, 3)), PutOptions::default()).await.unwrap();
+    let addr = common::serve(common::app(ServePrivate::new(storage).rule(allow_authenticated()))).await;
+    let sent_before = bodies.bytes.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(bodies.open(), 0, "nothing is being sent before the download");
+
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket.write_all(b"GET /private-media/large.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer alice\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut received = 0;
+    while received < 1024 * 1024 {
+        let n = socket.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the server closed early");
+        received += n;
+    }
+    assert_eq!(bodies.open(), 1, "the upstream GET is streaming while the client reads");
+    drop(socket);
+    until("the upstream response is dropped", || bodies.open() == 0).await;
+    let sent = bodies.bytes.load(std::sync::atomic::Ordering::SeqCst) - sent_before;
+    assert!(sent < LARGE as u64 / 2, "S3 sent {sent} of {LARGE} bytes for a client that took ~1 MiB");
+}
