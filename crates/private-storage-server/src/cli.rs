@@ -1,0 +1,529 @@
+//! The `private-storage` command line.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use futures_util::StreamExt;
+use private_storage::{ObjectKey, Storage, Upload};
+
+use crate::api::{ShareRequest, delete_file, issue_link};
+use crate::auth::{hash_password, random_token, sha256_hex};
+use crate::config::{DeliveryName, StorageConfig};
+use crate::db::{FileRow, new_id, now};
+use crate::{AppState, Config, Loader, Owner};
+
+/// A private file server: people log in, upload, and download what the rules allow.
+#[derive(Debug, Parser)]
+#[command(name = "private-storage", version, about)]
+pub struct Cli {
+    /// A TOML configuration file.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Any setting as KEY=VALUE (flags beat the environment, which beats the file).
+    #[arg(short = 's', long = "set", global = true, value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// The data folder (SQLite database, media, generated keys).
+    #[arg(long, global = true)]
+    data_dir: Option<String>,
+    /// sqlite://… or postgres://…
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    /// A local folder or s3://bucket/prefix.
+    #[arg(long, global = true)]
+    storage: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the server.
+    Serve {
+        /// Address to listen on.
+        #[arg(long)]
+        bind: Option<String>,
+    },
+    /// Applies database migrations (also done at start).
+    Migrate,
+    /// Checks that the database and the storage are reachable and sane.
+    Check,
+    /// Shows the effective configuration, or the nginx snippet that matches it.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Manages users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manages API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Uploads a file, through the same checks as the web upload.
+    Put {
+        /// The file.
+        file: PathBuf,
+        /// Whose file it is (default: the only user, if there is one).
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Downloads a file by id or key.
+    Get {
+        /// A file id, or its storage key.
+        target: String,
+        /// Where to write it.
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+    },
+    /// Lists files.
+    Ls {
+        /// Only this user's files.
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Deletes a file by id.
+    Rm {
+        /// The file id.
+        id: String,
+    },
+    /// Prints a share link for a file (`share ID --expires 1h`), or revokes one (`share revoke LINK_ID`).
+    Share(ShareArgs),
+}
+
+#[derive(Debug, Args)]
+struct ShareArgs {
+    /// A file id, or `revoke`.
+    target: String,
+    /// With `revoke`: the link id.
+    link: Option<String>,
+    /// How long the link lives.
+    #[arg(long, default_value = "1d")]
+    expires: String,
+    /// Bind the link to this user (it then also needs their login).
+    #[arg(long)]
+    user: Option<String>,
+    /// Download instead of displaying.
+    #[arg(long)]
+    attachment: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Prints the effective configuration with its sources, secrets redacted.
+    Check,
+    /// Prints the nginx configuration for the configured delivery.
+    Nginx,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Creates a user (prompts for the password unless --password-stdin).
+    Add {
+        /// The user name.
+        name: String,
+        /// Sees every file.
+        #[arg(long)]
+        staff: bool,
+        /// Staff, and passes `allow_superuser`.
+        #[arg(long)]
+        superuser: bool,
+        /// Reads the password from standard input (for scripts).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Lists users.
+    List,
+    /// Sets a user's password (and ends their sessions).
+    Passwd {
+        /// The user name.
+        name: String,
+        /// Reads the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Deletes a user with their files' records, sessions and tokens.
+    Rm {
+        /// The user name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Creates an API token for a user and prints it (once: only its hash is kept).
+    Create {
+        /// The user name.
+        user: String,
+        /// A label for the token.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    /// Revokes a user's token by label, or all of them.
+    Revoke {
+        /// The user name.
+        user: String,
+        /// The token's label (default: every token of the user).
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+type CliResult = Result<(), String>;
+
+/// Parses the command line and runs it; the process's exit code.
+pub fn run() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let config = match load_config(&cli) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_json, matches!(cli.command, Command::Serve { .. }));
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
+    match runtime.block_on(execute(cli.command, config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, String> {
+    let mut flags = Vec::new();
+    for pair in &cli.set {
+        let (k, v) = pair.split_once('=').ok_or_else(|| format!("--set {pair}: expected KEY=VALUE"))?;
+        flags.push((k.trim().to_owned(), v.to_owned()));
+    }
+    for (key, value) in [("data_dir", &cli.data_dir), ("database_url", &cli.database_url), ("storage", &cli.storage)] {
+        if let Some(v) = value {
+            flags.push((key.to_owned(), v.clone()));
+        }
+    }
+    if let Command::Serve { bind: Some(bind) } = &cli.command {
+        flags.push(("bind".to_owned(), bind.clone()));
+    }
+    let mut loader = Loader::new();
+    if let Some(path) = &cli.config {
+        loader = loader.file(path).map_err(|e| e.to_string())?;
+    }
+    loader.env(std::env::vars()).and_then(|l| l.flags(&flags)).and_then(Loader::build).map_err(|e| e.to_string())
+}
+
+fn init_logging(json: bool, serving: bool) {
+    let default = if serving { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn execute(command: Command, config: Config) -> CliResult {
+    if let Command::Config(ConfigCommand::Check) = command {
+        print!("{}", config.describe());
+        return Ok(());
+    }
+    if let Command::Config(ConfigCommand::Nginx) = command {
+        return nginx(&config);
+    }
+    let state = AppState::build(config).await.map_err(|e| e.to_string())?;
+    match command {
+        Command::Serve { .. } => serve(state).await,
+        Command::Migrate => {
+            println!("migrations applied; the database is up to date");
+            Ok(())
+        }
+        Command::Check => check(&state).await,
+        Command::Config(_) => unreachable!("handled above"),
+        Command::User(command) => user(&state, command).await,
+        Command::Token(command) => token(&state, command).await,
+        Command::Put { file, owner } => put(&state, file, owner).await,
+        Command::Get { target, output } => get(&state, &target, &output).await,
+        Command::Ls { owner } => ls(&state, owner).await,
+        Command::Rm { id } => {
+            let file = state.db.file(&id, None).await.map_err(|e| e.to_string())?.ok_or(format!("no file {id}"))?;
+            delete_file(&state, &file).await.map_err(|r| r.message)?;
+            println!("deleted {} ({})", file.id, file.name);
+            Ok(())
+        }
+        Command::Share(args) => share(&state, args).await,
+    }
+}
+
+async fn serve(state: AppState) -> CliResult {
+    let bind = state.config.bind;
+    let listener = tokio::net::TcpListener::bind(bind).await.map_err(|e| format!("cannot listen on {bind}: {e} (set `bind`)"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let users = state.db.users().await.map_err(|e| e.to_string())?;
+    println!("private-storage listening on http://{addr}/");
+    match &state.config.storage {
+        StorageConfig::Local(path) => println!("  files:    {} (private; served only through the access rules)", path.display()),
+        StorageConfig::S3 { url, .. } => println!("  files:    {url}"),
+    }
+    println!("  database: {}", crate::config::redact_url(&state.config.database_url));
+    if users.is_empty() {
+        println!("No users yet. Create the first one with:\n  private-storage user add admin --superuser");
+    }
+    crate::serve(state, listener, crate::server::shutdown_signal()).await.map_err(|e| e.to_string())
+}
+
+async fn check(state: &AppState) -> CliResult {
+    state.db.ping().await.map_err(|e| format!("database: {e}"))?;
+    println!("database: ok ({})", if state.db.is_postgres() { "PostgreSQL" } else { "SQLite" });
+    match &state.config.storage {
+        StorageConfig::Local(path) => {
+            crate::check_local_root(path).map_err(|e| e.to_string())?;
+            println!("storage: ok ({}, not writable by others)", path.display());
+        }
+        StorageConfig::S3 { url, settings } => {
+            let mut builder = private_storage::S3Builder::from_url(url).map_err(|e| e.to_string())?;
+            for (name, value) in settings {
+                builder = builder.set(name, value).map_err(|e| e.to_string())?;
+            }
+            builder.build().map_err(|e| e.to_string())?.check_writes().await.map_err(|e| format!("storage: {e}"))?;
+            println!("storage: ok ({url})");
+        }
+    }
+    state.ready().await?;
+    println!("ready");
+    Ok(())
+}
+
+fn nginx(config: &Config) -> CliResult {
+    let location = match (&config.storage, config.delivery) {
+        (StorageConfig::Local(path), DeliveryName::Nginx) => {
+            let root = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+            private_storage::nginx_internal_location(&config.internal_url, &root, 16)
+        }
+        (StorageConfig::S3 { settings, .. }, DeliveryName::Nginx) => {
+            let endpoint = settings.get("endpoint").cloned().unwrap_or_else(|| "https://s3.amazonaws.com".to_owned());
+            private_storage::nginx_s3_location(&config.internal_url, &endpoint)
+        }
+        _ => return Err("set delivery = \"nginx\" first (the snippet is for X-Accel-Redirect)".into()),
+    };
+    println!(
+        "# nginx in front of private-storage (delivery = nginx). Inside your `server {{ … }}`:\nlocation / {{\n    proxy_pass http://{bind};\n    proxy_set_header Host $host;\n    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n    client_max_body_size 0;  # the server enforces max_file_size itself\n    proxy_request_buffering off;\n}}\n{location}",
+        bind = config.bind
+    );
+    Ok(())
+}
+
+fn read_password(from_stdin: bool) -> Result<String, String> {
+    let password = if from_stdin || !std::io::stdin().is_terminal() {
+        let mut buf = String::new();
+        std::io::stdin().read_to_string(&mut buf).map_err(|e| e.to_string())?;
+        buf.trim_end_matches(['\n', '\r']).to_owned()
+    } else {
+        let first = rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?;
+        let again = rpassword::prompt_password("Again: ").map_err(|e| e.to_string())?;
+        if first != again {
+            return Err("the passwords differ".into());
+        }
+        first
+    };
+    if password.chars().count() < 8 {
+        return Err("a password needs at least 8 characters".into());
+    }
+    Ok(password)
+}
+
+async fn user(state: &AppState, command: UserCommand) -> CliResult {
+    let db = &state.db;
+    match command {
+        UserCommand::Add { name, staff, superuser, password_stdin } => {
+            if name.is_empty() || name.len() > 150 || name.chars().any(|c| c.is_control() || c.is_whitespace() || c == '/') {
+                return Err(format!("{name:?} is not a valid user name (no spaces, slashes or control characters)"));
+            }
+            if db.user_by_name(&name).await.map_err(|e| e.to_string())?.is_some() {
+                return Err(format!("a user named {name} exists already"));
+            }
+            let password = read_password(password_stdin)?;
+            let user = db.create_user(&name, &hash_password(&password), staff, superuser).await.map_err(|e| e.to_string())?;
+            let role = if user.is_superuser { "superuser" } else if user.is_staff { "staff" } else { "user" };
+            println!("created {role} {name}; log in at http://{}/login", state.config.bind);
+        }
+        UserCommand::List => {
+            for u in db.users().await.map_err(|e| e.to_string())? {
+                let role = if u.is_superuser { "superuser" } else if u.is_staff { "staff" } else { "user" };
+                println!("{}\t{role}\t{}", u.username, crate::api::rfc3339(u.created));
+            }
+        }
+        UserCommand::Passwd { name, password_stdin } => {
+            let password = read_password(password_stdin)?;
+            if !db.set_password(&name, &hash_password(&password)).await.map_err(|e| e.to_string())? {
+                return Err(format!("no user named {name}"));
+            }
+            println!("password of {name} changed; their sessions ended");
+        }
+        UserCommand::Rm { name } => {
+            if !db.delete_user(&name).await.map_err(|e| e.to_string())? {
+                return Err(format!("no user named {name}"));
+            }
+            println!("deleted {name}");
+        }
+    }
+    Ok(())
+}
+
+async fn token(state: &AppState, command: TokenCommand) -> CliResult {
+    let db = &state.db;
+    match command {
+        TokenCommand::Create { user, name } => {
+            let user = db.user_by_name(&user).await.map_err(|e| e.to_string())?.ok_or(format!("no user named {user}"))?;
+            let token = format!("ps_{}", random_token(32));
+            db.create_token(&user.id, &name, &sha256_hex(&token)).await.map_err(|e| e.to_string())?;
+            eprintln!("API token {name} for {} (shown once; send it as `Authorization: Bearer <token>`):", user.username);
+            println!("{token}");
+        }
+        TokenCommand::Revoke { user, name } => {
+            let user = db.user_by_name(&user).await.map_err(|e| e.to_string())?.ok_or(format!("no user named {user}"))?;
+            let n = db.revoke_tokens(&user.id, name.as_deref()).await.map_err(|e| e.to_string())?;
+            println!("revoked {n} token(s) of {}", user.username);
+        }
+    }
+    Ok(())
+}
+
+/// A progress bar for transfers over 8 MiB on a terminal; hidden otherwise.
+fn progress(len: u64) -> indicatif::ProgressBar {
+    if len < 8 << 20 || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}").expect("a valid template"));
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+async fn put(state: &AppState, path: PathBuf, owner: Option<String>) -> CliResult {
+    let owner = match owner {
+        Some(name) => state.db.user_by_name(&name).await.map_err(|e| e.to_string())?.ok_or(format!("no user named {name}"))?,
+        None => {
+            let mut users = state.db.users().await.map_err(|e| e.to_string())?;
+            if users.len() != 1 {
+                return Err("say whose file it is with --owner NAME".into());
+            }
+            users.remove(0)
+        }
+    };
+    let file = tokio::fs::File::open(&path).await.map_err(|e| format!("{}: {e}", path.display()))?;
+    let len = file.metadata().await.map_err(|e| e.to_string())?.len();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or("not a file name")?;
+    let bar = progress(len);
+    let shown = bar.clone();
+    let stream = tokio_util_stream(file).map(move |chunk| {
+        if let Ok(c) = &chunk {
+            shown.inc(c.len() as u64);
+        }
+        chunk
+    });
+    let upload = Upload::new(name.clone(), stream.boxed()).content_length(len);
+    let saved = state.policy.save(&Owner(owner.id.clone()), upload).await.map_err(|e| e.public_message())?;
+    bar.finish_and_clear();
+    let row = FileRow {
+        id: new_id(),
+        owner_id: owner.id.clone(),
+        object_key: saved.key.to_string(),
+        name: saved.original_name.clone(),
+        size: saved.size as i64,
+        content_type: saved.content_type.clone(),
+        sha256: saved.sha256.clone(),
+        created: now(),
+    };
+    if let Err(e) = state.db.insert_file(&row).await {
+        let _ = state.storage.delete(&saved.key).await;
+        return Err(e.to_string());
+    }
+    println!("{}\t{}\t{}\t{}", row.id, row.size, row.content_type, row.name);
+    Ok(())
+}
+
+/// A file as a stream of 256 KiB chunks.
+fn tokio_util_stream(file: tokio::fs::File) -> impl futures_util::Stream<Item = private_storage::Result<bytes::Bytes>> + Send + 'static {
+    use tokio::io::AsyncReadExt;
+    futures_util::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut buf = vec![0u8; 256 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(bytes::Bytes::from(buf)), Some(file)))
+            }
+            Err(e) => Some((Err(private_storage::Error::BadUpload { message: format!("cannot read the file: {e}") }), None)),
+        }
+    })
+}
+
+async fn get(state: &AppState, target: &str, output: &std::path::Path) -> CliResult {
+    let file = match state.db.file(target, None).await.map_err(|e| e.to_string())? {
+        Some(file) => file,
+        None => state.db.file_by_key(target).await.map_err(|e| e.to_string())?.ok_or(format!("no file with id or key {target}"))?,
+    };
+    let key = ObjectKey::new(&file.object_key).map_err(|e| e.to_string())?;
+    let got = state.storage.get(&key, private_storage::GetOptions::default()).await.map_err(|e| e.to_string())?;
+    let bar = progress(got.meta.size);
+    // Written next to the target and renamed into place: no half-written output file.
+    let partial = output.with_file_name(format!(".{}.part", output.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+    let mut out = std::fs::File::create(&partial).map_err(|e| format!("{}: {e}", partial.display()))?;
+    let mut body = got.into_stream();
+    let written = async {
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| e.to_string())?;
+            out.write_all(&chunk).map_err(|e| e.to_string())?;
+            bar.inc(chunk.len() as u64);
+        }
+        out.sync_all().map_err(|e| e.to_string())
+    }
+    .await;
+    bar.finish_and_clear();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
+    }
+    std::fs::rename(&partial, output).map_err(|e| e.to_string())?;
+    println!("{} ({} bytes) -> {}", file.name, file.size, output.display());
+    Ok(())
+}
+
+async fn ls(state: &AppState, owner: Option<String>) -> CliResult {
+    let scope = match owner {
+        Some(name) => Some(state.db.user_by_name(&name).await.map_err(|e| e.to_string())?.ok_or(format!("no user named {name}"))?.id),
+        None => None,
+    };
+    let mut offset = 0;
+    loop {
+        let (files, total) = state.db.files(scope.as_deref(), 500, offset).await.map_err(|e| e.to_string())?;
+        for (f, owner) in &files {
+            println!("{}\t{owner}\t{}\t{}\t{}\t{}", f.id, f.size, f.content_type, crate::api::rfc3339(f.created), f.name);
+        }
+        offset += files.len() as i64;
+        if files.is_empty() || offset >= total {
+            return Ok(());
+        }
+    }
+}
+
+async fn share(state: &AppState, args: ShareArgs) -> CliResult {
+    if args.target == "revoke" {
+        let link_id = args.link.ok_or("share revoke LINK_ID")?;
+        let link = state.db.link(&link_id).await.map_err(|e| e.to_string())?.ok_or(format!("no link {link_id}"))?;
+        state.db.revoke_link(&link.link_id, link.expires).await.map_err(|e| e.to_string())?;
+        println!("revoked link {link_id}");
+        return Ok(());
+    }
+    let file = match state.db.file(&args.target, None).await.map_err(|e| e.to_string())? {
+        Some(file) => file,
+        None => state.db.file_by_key(&args.target).await.map_err(|e| e.to_string())?.ok_or(format!("no file with id or key {}", args.target))?,
+    };
+    let request = ShareRequest { expires: args.expires, attachment: args.attachment, user: args.user };
+    let (url, row) = issue_link(state, "cli", &file, &request).await.map_err(|r| r.message)?;
+    let base = state.config.public_url.clone().unwrap_or_else(|| format!("http://{}", state.config.bind));
+    eprintln!("link {} to {} until {}", row.link_id, file.name, crate::api::rfc3339(row.expires));
+    println!("{}{url}", base.trim_end_matches('/'));
+    Ok(())
+}

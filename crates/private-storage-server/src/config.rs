@@ -1,0 +1,503 @@
+//! The server's configuration: defaults, then a TOML file, then `PRIVATE_STORAGE_<KEY>`
+//! environment variables, then flags (the last wins). Every key is validated at start; an
+//! unknown key is an error that names it and where it came from.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The environment prefix of every setting (`PRIVATE_STORAGE_BIND`, `PRIVATE_STORAGE_S3_BUCKET`).
+pub const ENV_PREFIX: &str = "PRIVATE_STORAGE_";
+
+/// Every top-level key, with its default (`None`: derived or unset) and what it does.
+pub const KEYS: &[(&str, Option<&str>, &str)] = &[
+    ("data_dir", Some("./private-storage-data"), "folder for the SQLite database, the media folder and generated keys"),
+    ("bind", Some("127.0.0.1:8000"), "address to listen on"),
+    ("database_url", None, "sqlite://… or postgres://… (default: SQLite in data_dir)"),
+    ("storage", None, "a local folder, or s3://bucket/prefix with [s3] settings (default: data_dir/media)"),
+    ("auth_function", Some("allow_superuser"), "rule of /private-media/: allow_authenticated | allow_staff | allow_superuser"),
+    ("max_file_size", Some("100MiB"), "largest upload: bytes, or 10MB / 1GiB"),
+    ("content_types", Some(""), "allowed upload types, comma-separated (image/*, application/pdf); empty: any sniffable type"),
+    ("delivery", Some("stream"), "stream | nginx | apache | s3-redirect"),
+    ("internal_url", Some("/_private"), "nginx internal location prefix (delivery = nginx)"),
+    ("on_denied", Some("403"), "answer to a denied download: 403 | 404 | login"),
+    ("public_url", None, "the URL users reach the server at (https://… turns on Secure cookies)"),
+    ("share_keys", None, "share-link signing keys, id=base64,… newest first (default: one generated into data_dir)"),
+    ("share_max_lifetime", Some("7d"), "longest share link"),
+    ("session_ttl", Some("12h"), "how long a login lasts"),
+    ("log_format", Some("text"), "text | json"),
+    ("header_read_timeout", Some("10s"), "a client must send its request headers within this"),
+    ("request_timeout", Some("60s"), "limit on pages and API calls (downloads and uploads are not cut)"),
+    ("shutdown_grace", Some("30s"), "on SIGTERM, how long in-flight requests may finish"),
+    ("max_uploads_per_user", Some("4"), "concurrent uploads one user may run"),
+];
+
+/// The names of settings whose values are never printed.
+const SECRETS: &[&str] = &["share_keys", "s3.secret_access_key", "s3.session_token", "s3.customer_key"];
+
+/// Which access rule guards `/private-media/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleName {
+    /// Any logged-in user.
+    Authenticated,
+    /// Staff.
+    Staff,
+    /// Superusers (the default, as in the reference).
+    Superuser,
+}
+
+/// How downloads are delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryName {
+    /// Through the app.
+    Stream,
+    /// nginx `X-Accel-Redirect` (local storage: alias; S3: proxied presigned URL).
+    Nginx,
+    /// Apache `X-Sendfile`.
+    Apache,
+    /// `307` to a presigned S3 URL.
+    S3Redirect,
+}
+
+/// What a denied download gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeniedName {
+    /// `403`.
+    Forbidden,
+    /// `404`.
+    NotFound,
+    /// Anonymous visitors go to `/login`; others get `403`.
+    Login,
+}
+
+/// Where the files live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageConfig {
+    /// A local folder.
+    Local(PathBuf),
+    /// An S3 bucket and prefix (`s3://…`) with the `[s3]` settings.
+    S3 {
+        /// The `s3://bucket/prefix` URL.
+        url: String,
+        /// The `[s3]` settings, by name.
+        settings: BTreeMap<String, String>,
+    },
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+#[allow(missing_docs)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub bind: SocketAddr,
+    pub database_url: String,
+    pub storage: StorageConfig,
+    pub auth_function: RuleName,
+    pub max_file_size: u64,
+    pub content_types: Vec<String>,
+    pub delivery: DeliveryName,
+    pub internal_url: String,
+    pub on_denied: DeniedName,
+    pub public_url: Option<String>,
+    pub share_keys: Option<String>,
+    pub share_max_lifetime: Duration,
+    pub session_ttl: Duration,
+    pub log_json: bool,
+    pub header_read_timeout: Duration,
+    pub request_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub max_uploads_per_user: usize,
+    /// Every effective raw value and where it came from, for `config check`.
+    pub sources: BTreeMap<String, (String, Source)>,
+}
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The built-in default.
+    Default,
+    /// The TOML file.
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+    /// A command-line flag.
+    Flag,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::File(p) => write!(f, "file {}", p.display()),
+            Source::Env(v) => write!(f, "env {v}"),
+            Source::Flag => f.write_str("flag"),
+        }
+    }
+}
+
+/// A configuration that cannot be used, with what to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+fn err(message: impl Into<String>) -> ConfigError {
+    ConfigError(message.into())
+}
+
+/// Gathers raw values layer by layer.
+#[derive(Debug, Default)]
+pub struct Loader {
+    values: BTreeMap<String, (String, Source)>,
+}
+
+impl Loader {
+    /// Starts from the defaults.
+    pub fn new() -> Self {
+        let mut loader = Self::default();
+        for (key, default, _) in KEYS {
+            if let Some(value) = default {
+                loader.values.insert((*key).to_owned(), ((*value).to_owned(), Source::Default));
+            }
+        }
+        loader
+    }
+
+    fn set(&mut self, key: &str, value: String, source: Source) -> Result<(), ConfigError> {
+        let known = KEYS.iter().any(|(k, _, _)| *k == key)
+            || key.strip_prefix("s3.").is_some_and(|s| private_storage::S3_SETTINGS.contains(&s));
+        if !known {
+            let hint = if key.starts_with("s3.") {
+                format!("known S3 settings: {}", private_storage::S3_SETTINGS.join(", "))
+            } else {
+                format!("known keys: {}", KEYS.iter().map(|(k, _, _)| *k).collect::<Vec<_>>().join(", "))
+            };
+            return Err(err(format!("unknown setting `{key}` ({source}); {hint}")));
+        }
+        self.values.insert(key.to_owned(), (value, source));
+        Ok(())
+    }
+
+    /// Reads a TOML file: top-level keys plus an `[s3]` table.
+    pub fn file(mut self, path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+        let table: toml::Table = toml::from_str(&text).map_err(|e| err(format!("{}: {e}", path.display())))?;
+        for (key, value) in table {
+            match (key.as_str(), value) {
+                ("s3", toml::Value::Table(s3)) => {
+                    for (name, value) in s3 {
+                        self.set(&format!("s3.{name}"), scalar(&value), Source::File(path.to_owned()))?;
+                    }
+                }
+                (_, value) => self.set(&key, scalar(&value), Source::File(path.to_owned()))?,
+            }
+        }
+        Ok(self)
+    }
+
+    /// Reads every `PRIVATE_STORAGE_*` variable of `vars`.
+    pub fn env(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut vars: Vec<_> = vars.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        vars.sort();
+        for (var, value) in vars {
+            let name = var[ENV_PREFIX.len()..].to_ascii_lowercase();
+            let key = match name.strip_prefix("s3_") {
+                Some(s3) => format!("s3.{s3}"),
+                None => name,
+            };
+            self.set(&key, value, Source::Env(var.clone()))?;
+        }
+        Ok(self)
+    }
+
+    /// Applies `key=value` flags.
+    pub fn flags(mut self, flags: &[(String, String)]) -> Result<Self, ConfigError> {
+        for (key, value) in flags {
+            self.set(key, value.clone(), Source::Flag)?;
+        }
+        Ok(self)
+    }
+
+    /// Validates everything and derives the defaults that depend on `data_dir`.
+    pub fn build(self) -> Result<Config, ConfigError> {
+        let v = &self.values;
+        let get = |key: &str| v.get(key).map(|(value, _)| value.as_str());
+        let named = |key: &str, message: String| {
+            let source = v.get(key).map(|(_, s)| s.to_string()).unwrap_or_else(|| "default".into());
+            err(format!("`{key}` ({source}): {message}"))
+        };
+        let data_dir = PathBuf::from(get("data_dir").unwrap_or_default());
+        if data_dir.as_os_str().is_empty() {
+            return Err(named("data_dir", "must not be empty".into()));
+        }
+        let bind: SocketAddr = get("bind").unwrap_or_default().parse().map_err(|e| named("bind", format!("not an address such as 127.0.0.1:8000 ({e})")))?;
+        let database_url = match get("database_url") {
+            Some(url) if url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://") => url.to_owned(),
+            Some(other) => return Err(named("database_url", format!("{} is neither sqlite:… nor postgres://…", redact_url(other)))),
+            None => format!("sqlite://{}?mode=rwc", data_dir.join("private-storage.db").display()),
+        };
+        let storage = match get("storage") {
+            Some(url) if url.starts_with("s3://") => {
+                let settings = v.iter().filter_map(|(k, (value, _))| k.strip_prefix("s3.").map(|s| (s.to_owned(), value.clone()))).collect();
+                StorageConfig::S3 { url: url.to_owned(), settings }
+            }
+            Some(path) if path.contains("://") => return Err(named("storage", format!("{path:?}: expected a folder or s3://bucket/prefix"))),
+            Some(path) => StorageConfig::Local(PathBuf::from(path)),
+            None => StorageConfig::Local(data_dir.join("media")),
+        };
+        if matches!(storage, StorageConfig::Local(_)) && v.keys().any(|k| k.starts_with("s3.")) {
+            return Err(named("storage", "[s3] settings are given but storage is not s3://bucket/prefix".into()));
+        }
+        let auth_function = match get("auth_function").unwrap_or_default() {
+            "allow_authenticated" => RuleName::Authenticated,
+            "allow_staff" => RuleName::Staff,
+            "allow_superuser" => RuleName::Superuser,
+            other => return Err(named("auth_function", format!("{other:?}: expected allow_authenticated, allow_staff or allow_superuser"))),
+        };
+        let max_file_size = parse_size(get("max_file_size").unwrap_or_default()).ok_or_else(|| named("max_file_size", "expected bytes or a size such as 10MB or 1GiB".into()))?;
+        let content_types: Vec<String> = get("content_types").unwrap_or_default().split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
+        for t in &content_types {
+            if !t.contains('/') {
+                return Err(named("content_types", format!("{t:?} is not a media type such as image/png or image/*")));
+            }
+        }
+        let delivery = match get("delivery").unwrap_or_default() {
+            "stream" => DeliveryName::Stream,
+            "nginx" => DeliveryName::Nginx,
+            "apache" => DeliveryName::Apache,
+            "s3-redirect" => DeliveryName::S3Redirect,
+            other => return Err(named("delivery", format!("{other:?}: expected stream, nginx, apache or s3-redirect"))),
+        };
+        match (&storage, delivery) {
+            (StorageConfig::S3 { .. }, DeliveryName::Apache) => return Err(named("delivery", "apache (X-Sendfile) needs local storage".into())),
+            (StorageConfig::Local(_), DeliveryName::S3Redirect) => return Err(named("delivery", "s3-redirect needs storage = s3://bucket/prefix".into())),
+            _ => {}
+        }
+        let internal_url = get("internal_url").unwrap_or_default().to_owned();
+        private_storage::Delivery::nginx(&internal_url).map_err(|e| named("internal_url", e.to_string()))?;
+        let on_denied = match get("on_denied").unwrap_or_default() {
+            "403" => DeniedName::Forbidden,
+            "404" => DeniedName::NotFound,
+            "login" => DeniedName::Login,
+            other => return Err(named("on_denied", format!("{other:?}: expected 403, 404 or login"))),
+        };
+        let public_url = get("public_url").map(str::to_owned);
+        if let Some(url) = &public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(named("public_url", format!("{url:?}: expected http://… or https://…")));
+        }
+        let share_keys = get("share_keys").map(str::to_owned);
+        if let Some(keys) = &share_keys {
+            private_storage::ShareKeys::parse(keys).map_err(|e| named("share_keys", e.to_string()))?;
+        }
+        let duration = |key: &str| parse_duration(get(key).unwrap_or_default()).ok_or_else(|| named(key, "expected a duration such as 30s, 10m, 12h or 7d".into()));
+        let max_uploads_per_user = get("max_uploads_per_user").unwrap_or_default().parse().ok().filter(|n| *n > 0).ok_or_else(|| named("max_uploads_per_user", "expected a positive number".into()))?;
+        let log_json = match get("log_format").unwrap_or_default() {
+            "text" => false,
+            "json" => true,
+            other => return Err(named("log_format", format!("{other:?}: expected text or json"))),
+        };
+        Ok(Config {
+            data_dir,
+            bind,
+            database_url,
+            storage,
+            auth_function,
+            max_file_size,
+            content_types,
+            delivery,
+            internal_url,
+            on_denied,
+            public_url,
+            share_keys,
+            share_max_lifetime: duration("share_max_lifetime")?,
+            session_ttl: duration("session_ttl")?,
+            log_json,
+            header_read_timeout: duration("header_read_timeout")?,
+            request_timeout: duration("request_timeout")?,
+            shutdown_grace: duration("shutdown_grace")?,
+            max_uploads_per_user,
+            sources: self.values,
+        })
+    }
+}
+
+impl Config {
+    /// Cookies get `Secure` when users reach the server over TLS.
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.as_deref().is_some_and(|u| u.starts_with("https://"))
+    }
+
+    /// The effective configuration as TOML-ish lines with sources, secrets redacted.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        let mut effective: BTreeMap<String, (String, String)> =
+            self.sources.iter().map(|(k, (v, s))| (k.clone(), (v.clone(), s.to_string()))).collect();
+        effective.entry("database_url".into()).or_insert_with(|| (self.database_url.clone(), "derived from data_dir".into()));
+        if let StorageConfig::Local(path) = &self.storage {
+            effective.entry("storage".into()).or_insert_with(|| (path.display().to_string(), "derived from data_dir".into()));
+        }
+        for (key, (value, source)) in effective {
+            let shown = if SECRETS.contains(&key.as_str()) {
+                "<redacted>".to_owned()
+            } else if key == "database_url" {
+                redact_url(&value)
+            } else {
+                value
+            };
+            out.push_str(&format!("{key} = {shown:?}  # {source}\n"));
+        }
+        out
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:<redacted>@host/db`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:<redacted>{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn scalar(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Array(items) => items.iter().map(scalar).collect::<Vec<_>>().join(","),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Datetime(d) => d.to_string(),
+        toml::Value::Table(_) => String::new(),
+    }
+}
+
+/// `1048576`, `10MB`, `10 MiB`, `1GiB`, `512k`.
+pub fn parse_size(value: &str) -> Option<u64> {
+    let value = value.trim();
+    let split = value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1000 * 1000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1000 * 1000 * 1000,
+        "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
+/// `90`, `90s`, `10m`, `12h`, `7d`.
+pub fn parse_duration(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    let split = value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let seconds = match unit.trim() {
+        "" | "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn the_defaults_are_the_embedded_server() {
+        let config = Loader::new().build().unwrap();
+        assert_eq!(config.bind.to_string(), "127.0.0.1:8000");
+        assert_eq!(config.storage, StorageConfig::Local(PathBuf::from("./private-storage-data/media")));
+        assert!(config.database_url.starts_with("sqlite://./private-storage-data/"));
+        assert_eq!(config.auth_function, RuleName::Superuser);
+        assert_eq!(config.max_file_size, 100 << 20);
+    }
+
+    #[test]
+    fn flags_beat_env_which_beats_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "bind = \"127.0.0.1:1\"\nmax_file_size = \"1MB\"\ncontent_types = [\"image/*\", \"application/pdf\"]\ndelivery = \"nginx\"\n").unwrap();
+        let config = Loader::new()
+            .file(&file)
+            .unwrap()
+            .env(env(&[("PRIVATE_STORAGE_BIND", "127.0.0.1:2"), ("PRIVATE_STORAGE_MAX_FILE_SIZE", "2MiB"), ("OTHER", "x")]))
+            .unwrap()
+            .flags(&[("bind".into(), "127.0.0.1:3".into())])
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(config.bind.port(), 3);
+        assert_eq!(config.max_file_size, 2 << 20);
+        assert_eq!(config.content_types, ["image/*", "application/pdf"]);
+        assert_eq!(config.delivery, DeliveryName::Nginx);
+        assert!(matches!(&config.sources["bind"].1, Source::Flag));
+    }
+
+    #[test]
+    fn unknown_or_bad_settings_are_refused_with_their_name_and_source() {
+        let e = Loader::new().env(env(&[("PRIVATE_STORAGE_BINDD", "x")])).unwrap_err();
+        assert!(e.0.contains("`bindd`") && e.0.contains("PRIVATE_STORAGE_BINDD"), "{e}");
+        let e = Loader::new().env(env(&[("PRIVATE_STORAGE_S3_BUKET", "x")])).unwrap_err();
+        assert!(e.0.contains("s3.buket"), "{e}");
+        for (key, value, expect) in [
+            ("max_file_size", "ten", "max_file_size"),
+            ("auth_function", "allow_everyone", "auth_function"),
+            ("delivery", "s3-redirect", "delivery"),
+            ("on_denied", "401", "on_denied"),
+            ("internal_url", "relative", "internal_url"),
+            ("database_url", "mysql://u:pw@h/db", "database_url"),
+            ("content_types", "pdf", "content_types"),
+        ] {
+            let e = Loader::new().flags(&[(key.into(), value.into())]).unwrap().build().unwrap_err();
+            assert!(e.0.contains(expect), "{key}: {e}");
+            assert!(!e.0.contains("pw@"), "secrets stay out of messages: {e}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted_when_printed() {
+        let config = Loader::new()
+            .flags(&[
+                ("database_url".into(), "postgres://ps:hunter2@db/ps".into()),
+                ("storage".into(), "s3://media/files".into()),
+                ("s3.secret_access_key".into(), "topsecret".into()),
+                ("share_keys".into(), format!("k1={}", "A".repeat(43))),
+            ])
+            .unwrap()
+            .build()
+            .unwrap();
+        let text = config.describe();
+        assert!(!text.contains("hunter2") && !text.contains("topsecret") && !text.contains("AAAA"), "{text}");
+        assert!(text.contains("postgres://ps:<redacted>@db/ps"), "{text}");
+    }
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!(parse_size("10MB"), Some(10_000_000));
+        assert_eq!(parse_size("1GiB"), Some(1 << 30));
+        assert_eq!(parse_size("512"), Some(512));
+        assert_eq!(parse_size("1 TB"), None);
+        assert_eq!(parse_duration("12h"), Some(Duration::from_secs(43_200)));
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(604_800)));
+    }
+}

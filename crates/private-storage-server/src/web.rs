@@ -1,0 +1,400 @@
+//! Server-rendered pages: login, the file list with the upload form, a file's page with its
+//! share links, and deletion with confirmation. Every form post carries the session's CSRF
+//! token; everything works without JavaScript except the upload progress bar.
+
+use std::net::SocketAddr;
+
+use axum::Extension;
+use axum::extract::connect_info::ConnectInfo;
+use axum::extract::{Form, Path, Query, State};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use http::header::SET_COOKIE;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use minijinja::context;
+use private_storage::{UploadForm, human_size};
+use serde::Deserialize;
+
+use crate::api::{Refused, ShareRequest, delete_file, issue_link, rfc3339, save_upload};
+use crate::auth::{Authed, SESSION_COOKIE, cookie, dummy_hash, random_token, sha256_hex, verify_password};
+use crate::db::{FileRow, now};
+use crate::AppState;
+
+/// The cookie that carries the login form's CSRF token (there is no session yet).
+const LOGIN_CSRF_COOKIE: &str = "ps_login_csrf";
+
+/// The page templates, compiled in.
+pub fn templates() -> minijinja::Environment<'static> {
+    let mut env = minijinja::Environment::new();
+    for (name, source) in [
+        ("base.html", include_str!("../templates/base.html")),
+        ("login.html", include_str!("../templates/login.html")),
+        ("index.html", include_str!("../templates/index.html")),
+        ("file.html", include_str!("../templates/file.html")),
+        ("confirm_delete.html", include_str!("../templates/confirm_delete.html")),
+        ("error.html", include_str!("../templates/error.html")),
+    ] {
+        env.add_template(name, source).expect("the templates compile");
+    }
+    env
+}
+
+fn render(state: &AppState, status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
+    match state.templates.get_template(name).and_then(|t| t.render(ctx)) {
+        Ok(html) => {
+            let mut response = (status, Html(html)).into_response();
+            let headers = response.headers_mut();
+            headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
+            headers.insert(http::header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+            headers.insert(
+                http::header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'"),
+            );
+            response
+        }
+        Err(e) => {
+            tracing::error!(error = %e, template = name, "template failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "The page could not be shown.").into_response()
+        }
+    }
+}
+
+fn error_page(state: &AppState, user: Option<&Authed>, status: StatusCode, message: &str) -> Response {
+    let title = status.canonical_reason().unwrap_or("Error");
+    render(state, status, "error.html", context! { title, message, user => user.map(user_ctx), csrf => csrf_of(user) })
+}
+
+fn user_ctx(authed: &Authed) -> minijinja::Value {
+    context! { username => authed.user.username.clone(), is_staff => authed.is_staff() }
+}
+
+fn csrf_of(authed: Option<&Authed>) -> String {
+    authed.and_then(|a| a.session.as_ref()).map(|s| s.csrf.clone()).unwrap_or_default()
+}
+
+fn cookie_header(state: &AppState, name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
+    let secure = if state.config.secure_cookies() { "; Secure" } else { "" };
+    let age = max_age.map(|a| format!("; Max-Age={a}")).unwrap_or_default();
+    HeaderValue::from_str(&format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax{age}{secure}")).expect("cookie values are ASCII")
+}
+
+/// A local path to go back to after login (never another site).
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") && !n.contains(['\r', '\n']) => n.to_owned(),
+        _ => "/".to_owned(),
+    }
+}
+
+fn file_ctx(file: &FileRow, owner: Option<&str>) -> minijinja::Value {
+    context! {
+        id => file.id.clone(), name => file.name.clone(), size => human_size(file.size as u64),
+        content_type => file.content_type.clone(), sha256 => file.sha256.clone(),
+        created => rfc3339(file.created), created_text => rfc3339(file.created).replace('T', " ").replace('Z', " UTC"),
+        owner => owner.map(str::to_owned),
+    }
+}
+
+/// `?page=&uploaded=`
+#[derive(Debug, Deserialize)]
+pub struct IndexQuery {
+    page: Option<i64>,
+    uploaded: Option<String>,
+}
+
+const PER_PAGE: i64 = 50;
+
+async fn index_page(state: &AppState, authed: &Authed, page: i64, notice: Option<String>, error: Option<(StatusCode, String)>) -> Response {
+    let scope = (!authed.is_staff()).then_some(authed.user.id.as_str());
+    let page = page.max(1);
+    let (files, total) = match state.db.files(scope, PER_PAGE, (page - 1) * PER_PAGE).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::error!(error = %e, "database error");
+            return error_page(state, Some(authed), StatusCode::SERVICE_UNAVAILABLE, "The service is temporarily unavailable.");
+        }
+    };
+    let files: Vec<_> = files.iter().map(|(f, owner)| file_ctx(f, Some(owner))).collect();
+    let types = state.config.content_types.join(", ");
+    let (status, error) = error.map_or((StatusCode::OK, None), |(s, m)| (s, Some(m)));
+    render(
+        state,
+        status,
+        "index.html",
+        context! {
+            user => user_ctx(authed), csrf => csrf_of(Some(authed)), files, total,
+            prev => (page > 1).then_some(page - 1), next => (page * PER_PAGE < total).then_some(page + 1),
+            max_size => human_size(state.config.max_file_size), types, notice, error,
+        },
+    )
+}
+
+/// `GET /`: the file list and the upload form; anonymous visitors go to the login page.
+pub async fn index(State(state): State<AppState>, user: Option<Extension<Authed>>, Query(query): Query<IndexQuery>) -> Response {
+    let Some(Extension(authed)) = user else { return Redirect::to("/login").into_response() };
+    let notice = query.uploaded.map(|name| format!("Uploaded {name}."));
+    index_page(&state, &authed, query.page.unwrap_or(1), notice, None).await
+}
+
+/// `?next=`
+#[derive(Debug, Deserialize)]
+pub struct LoginQuery {
+    next: Option<String>,
+}
+
+fn login_form(state: &AppState, status: StatusCode, next: &str, username: &str, error: Option<&str>) -> Response {
+    let csrf = random_token(24);
+    let mut response = render(state, status, "login.html", context! { csrf => csrf.clone(), next, username, error });
+    response.headers_mut().append(SET_COOKIE, cookie_header(state, LOGIN_CSRF_COOKIE, &csrf, Some(3600)));
+    response
+}
+
+/// `GET /login`.
+pub async fn login_page(State(state): State<AppState>, user: Option<Extension<Authed>>, Query(query): Query<LoginQuery>) -> Response {
+    let next = safe_next(query.next.as_deref());
+    if user.is_some() {
+        return Redirect::to(&next).into_response();
+    }
+    login_form(&state, StatusCode::OK, &next, "", None)
+}
+
+/// The login form.
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    username: String,
+    password: String,
+    csrf: String,
+    next: Option<String>,
+}
+
+/// `POST /login`: checks the form's CSRF token, the rate limit and the password, then starts a
+/// new session (a new id: any earlier session cookie is replaced).
+pub async fn login(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    request_parts: RequestCookies,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let next = safe_next(form.next.as_deref());
+    let ip = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+    let cookie_csrf = request_parts.login_csrf;
+    let csrf_ok = cookie_csrf.as_deref().is_some_and(|c| !c.is_empty() && subtle::ConstantTimeEq::ct_eq(c.as_bytes(), form.csrf.as_bytes()).into());
+    if !csrf_ok {
+        state.metrics.denied("csrf");
+        return login_form(&state, StatusCode::FORBIDDEN, &next, &form.username, Some("The form has expired: please try again."));
+    }
+    if !state.limiter.allowed(&form.username, ip) {
+        state.metrics.denied("login_rate");
+        return login_form(&state, StatusCode::TOO_MANY_REQUESTS, &next, &form.username, Some("Too many failed attempts: wait a few minutes and try again."));
+    }
+    let user = match state.db.user_by_name(&form.username).await {
+        Ok(user) => user,
+        Err(e) => {
+            tracing::error!(error = %e, "database error at login");
+            return login_form(&state, StatusCode::SERVICE_UNAVAILABLE, &next, &form.username, Some("The service is temporarily unavailable."));
+        }
+    };
+    // The same work whether or not the user exists.
+    let verified = verify_password(&form.password, user.as_ref().map_or(dummy_hash(), |u| u.password_hash.as_str()));
+    let Some(user) = user.filter(|_| verified) else {
+        state.limiter.failed(&form.username, ip);
+        state.metrics.denied("login");
+        tracing::info!(username = %form.username, "failed login");
+        return login_form(&state, StatusCode::UNAUTHORIZED, &next, &form.username, Some("Wrong user name or password."));
+    };
+    state.limiter.succeeded(&form.username, ip);
+    if let Some(old) = request_parts.session {
+        let _ = state.db.delete_session(&sha256_hex(&old)).await;
+    }
+    let session_id = random_token(32);
+    let ttl = state.config.session_ttl.as_secs();
+    if let Err(e) = state.db.create_session(&sha256_hex(&session_id), &user.id, &random_token(24), now() + ttl as i64).await {
+        tracing::error!(error = %e, "could not store a session");
+        return login_form(&state, StatusCode::SERVICE_UNAVAILABLE, &next, &form.username, Some("The service is temporarily unavailable."));
+    }
+    tracing::info!(username = %user.username, "logged in");
+    let mut response = Redirect::to(&next).into_response();
+    response.headers_mut().append(SET_COOKIE, cookie_header(&state, SESSION_COOKIE, &session_id, Some(ttl)));
+    response.headers_mut().append(SET_COOKIE, cookie_header(&state, LOGIN_CSRF_COOKIE, "", Some(0)));
+    response
+}
+
+/// The cookies the login handler needs.
+#[derive(Debug)]
+pub struct RequestCookies {
+    login_csrf: Option<String>,
+    session: Option<String>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestCookies {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut http::request::Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self { login_csrf: cookie(parts, LOGIN_CSRF_COOKIE).map(str::to_owned), session: cookie(parts, SESSION_COOKIE).map(str::to_owned) })
+    }
+}
+
+/// A form with only the CSRF token.
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+/// `POST /logout`.
+pub async fn logout(State(state): State<AppState>, user: Option<Extension<Authed>>, Form(form): Form<CsrfForm>) -> Response {
+    let Some(Extension(authed)) = user else { return Redirect::to("/login").into_response() };
+    if !authed.csrf_ok(Some(&form.csrf)) {
+        return error_page(&state, Some(&authed), StatusCode::FORBIDDEN, "The form has expired: reload the page and try again.");
+    }
+    if let Some(session) = &authed.session {
+        let _ = state.db.delete_session(&session.id_hash).await;
+    }
+    let mut response = Redirect::to("/login").into_response();
+    response.headers_mut().append(SET_COOKIE, cookie_header(&state, SESSION_COOKIE, "", Some(0)));
+    response
+}
+
+/// `POST /upload`: the upload form without JavaScript.
+pub async fn upload(State(state): State<AppState>, user: Option<Extension<Authed>>, headers: HeaderMap, form: Result<UploadForm, private_storage::Error>) -> Response {
+    let Some(Extension(authed)) = user else { return Redirect::to("/login").into_response() };
+    let saved = match form {
+        Ok(form) => save_upload(&state, &authed, &headers, form).await,
+        Err(e) => Err(Refused::from(e)),
+    };
+    match saved {
+        Ok(row) => Redirect::to(&format!("/?uploaded={}", percent_encode(&row.name))).into_response(),
+        Err(refused) => index_page(&state, &authed, 1, None, Some((refused.status, refused.message))).await,
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
+
+async fn owned_file(state: &AppState, authed: &Authed, id: &str) -> Result<FileRow, Response> {
+    let scope = (!authed.is_staff()).then_some(authed.user.id.as_str());
+    match state.db.file(id, scope).await {
+        Ok(Some(file)) => Ok(file),
+        Ok(None) => Err(error_page(state, Some(authed), StatusCode::NOT_FOUND, "There is no such file.")),
+        Err(e) => {
+            tracing::error!(error = %e, "database error");
+            Err(error_page(state, Some(authed), StatusCode::SERVICE_UNAVAILABLE, "The service is temporarily unavailable."))
+        }
+    }
+}
+
+async fn file_view(state: &AppState, authed: &Authed, file: &FileRow, status: StatusCode, new_link: Option<String>, error: Option<String>) -> Response {
+    let links = match state.db.live_links(&file.id).await {
+        Ok(links) => links,
+        Err(e) => {
+            tracing::error!(error = %e, "database error");
+            Vec::new()
+        }
+    };
+    let links: Vec<_> = links
+        .iter()
+        .map(|l| context! { link_id => l.link_id.clone(), expires_text => rfc3339(l.expires).replace('T', " ").replace('Z', " UTC"), bound_to => l.bound_to.clone() })
+        .collect();
+    let owner = if file.owner_id == authed.user.id { None } else { state.db.user_by_id(&file.owner_id).await.ok().flatten().map(|u| u.username) };
+    let new_link = new_link.map(|path| match &state.config.public_url {
+        Some(base) => format!("{}{path}", base.trim_end_matches('/')),
+        None => path,
+    });
+    render(
+        state,
+        status,
+        "file.html",
+        context! { user => user_ctx(authed), csrf => csrf_of(Some(authed)), file => file_ctx(file, None), owner, links, new_link, error },
+    )
+}
+
+/// `GET /files/{id}`: a file, its share form and live links.
+pub async fn file_page(State(state): State<AppState>, user: Option<Extension<Authed>>, Path(id): Path<String>) -> Response {
+    let Some(Extension(authed)) = user else { return Redirect::to(&format!("/login?next=/files/{id}")).into_response() };
+    match owned_file(&state, &authed, &id).await {
+        Ok(file) => file_view(&state, &authed, &file, StatusCode::OK, None, None).await,
+        Err(response) => response,
+    }
+}
+
+/// `GET /files/{id}/delete`: asks first.
+pub async fn confirm_delete(State(state): State<AppState>, user: Option<Extension<Authed>>, Path(id): Path<String>) -> Response {
+    let Some(Extension(authed)) = user else { return Redirect::to("/login").into_response() };
+    match owned_file(&state, &authed, &id).await {
+        Ok(file) => render(&state, StatusCode::OK, "confirm_delete.html", context! { user => user_ctx(&authed), csrf => csrf_of(Some(&authed)), file => file_ctx(&file, None) }),
+        Err(response) => response,
+    }
+}
+
+/// `POST /files/{id}/delete`.
+pub async fn delete(State(state): State<AppState>, user: Option<Extension<Authed>>, Path(id): Path<String>, Form(form): Form<CsrfForm>) -> Response {
+    let Some(Extension(authed)) = user else { return Redirect::to("/login").into_response() };
+    if !authed.csrf_ok(Some(&form.csrf)) {
+        return error_page(&state, Some(&authed), StatusCode::FORBIDDEN, "The form has expired: reload the page and try again.");
+    }
+    let file = match owned_file(&state, &authed, &id).await {
+        Ok(file) => file,
+        Err(response) => return response,
+    };
+    match delete_file(&state, &file).await {
+        Ok(()) => Redirect::to("/").into_response(),
+        Err(refused) => error_page(&state, Some(&authed), refused.status, &refused.message),
+    }
+}
+
+/// The share form.
+#[derive(Debug, Deserialize)]
+pub struct ShareForm {
+    csrf: String,
+    expires: String,
+    attachment: Option<String>,
+    user: Option<String>,
+}
+
+/// `POST /files/{id}/share`: issues a link and shows it once.
+pub async fn share(State(state): State<AppState>, user: Option<Extension<Authed>>, Path(id): Path<String>, Form(form): Form<ShareForm>) -> Response {
+    let Some(Extension(authed)) = user else { return Redirect::to("/login").into_response() };
+    if !authed.csrf_ok(Some(&form.csrf)) {
+        return error_page(&state, Some(&authed), StatusCode::FORBIDDEN, "The form has expired: reload the page and try again.");
+    }
+    let file = match owned_file(&state, &authed, &id).await {
+        Ok(file) => file,
+        Err(response) => return response,
+    };
+    let request = ShareRequest { expires: form.expires, attachment: form.attachment.is_some(), user: form.user };
+    match issue_link(&state, &authed.user.username, &file, &request).await {
+        Ok((url, _)) => file_view(&state, &authed, &file, StatusCode::OK, Some(url), None).await,
+        Err(refused) => file_view(&state, &authed, &file, refused.status, None, Some(refused.message)).await,
+    }
+}
+
+/// `POST /links/{link_id}/revoke`.
+pub async fn revoke(State(state): State<AppState>, user: Option<Extension<Authed>>, Path(link_id): Path<String>, Form(form): Form<CsrfForm>) -> Response {
+    let Some(Extension(authed)) = user else { return Redirect::to("/login").into_response() };
+    if !authed.csrf_ok(Some(&form.csrf)) {
+        return error_page(&state, Some(&authed), StatusCode::FORBIDDEN, "The form has expired: reload the page and try again.");
+    }
+    let link = match state.db.link(&link_id).await {
+        Ok(Some(link)) => link,
+        Ok(None) => return error_page(&state, Some(&authed), StatusCode::NOT_FOUND, "There is no such link."),
+        Err(e) => {
+            tracing::error!(error = %e, "database error");
+            return error_page(&state, Some(&authed), StatusCode::SERVICE_UNAVAILABLE, "The service is temporarily unavailable.");
+        }
+    };
+    // Only whoever may see the file may revoke its links.
+    if let Err(response) = owned_file(&state, &authed, &link.file_id).await {
+        return response;
+    }
+    if let Err(e) = state.db.revoke_link(&link.link_id, link.expires).await {
+        tracing::error!(error = %e, "database error");
+        return error_page(&state, Some(&authed), StatusCode::SERVICE_UNAVAILABLE, "The service is temporarily unavailable.");
+    }
+    tracing::info!(link_id = %link.link_id, user = %authed.user.username, "share link revoked");
+    Redirect::to(&format!("/files/{}", link.file_id)).into_response()
+}
+
+/// `GET /static/style.css`.
+pub async fn stylesheet() -> Response {
+    ([(http::header::CONTENT_TYPE, "text/css; charset=utf-8"), (http::header::CACHE_CONTROL, "public, max-age=3600")], include_str!("../templates/style.css")).into_response()
+}
