@@ -224,6 +224,12 @@ impl Db {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
     }
 
+    /// Closes every connection; later queries fail (used at shutdown, and by tests of a
+    /// database that went away).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     /// Whether this is PostgreSQL.
     pub fn is_postgres(&self) -> bool {
         self.postgres
