@@ -127,6 +127,7 @@ impl AppState {
     /// # Errors
     /// A [`StartError`] saying what to fix.
     pub async fn build(config: Config) -> Result<Self, StartError> {
+        private_storage::install_tls_provider();
         let derived_media = matches!(&config.storage, StorageConfig::Local(p) if *p == config.data_dir.join("media"));
         let sqlite_in_data_dir = config.database_url.starts_with("sqlite:") && !config.sources.contains_key("database_url");
         if derived_media || sqlite_in_data_dir || config.share_keys.is_none() {

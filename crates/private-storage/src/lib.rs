@@ -220,4 +220,4 @@ pub use storage::{
     MigrationProgress, MigrationReport, PresignedGet, PutMode, PutOptions, PutStream, Storage, StorageExt, migrate,
 };
 #[cfg(feature = "s3")]
-pub use storage::{DEFAULT_PRESIGN_EXPIRY, Encryption, PostPolicy, PresignedPost, S3_SETTINGS, S3Builder, S3Storage};
+pub use storage::{DEFAULT_PRESIGN_EXPIRY, Encryption, PostPolicy, PresignedPost, S3_SETTINGS, S3Builder, S3Storage, install_tls_provider};

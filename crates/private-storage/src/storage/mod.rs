@@ -27,7 +27,7 @@ pub use local::LocalStorage;
 pub use memory::{Fault, MemoryStorage};
 pub use migrate::{MigrationProgress, MigrationReport, migrate};
 #[cfg(feature = "s3")]
-pub use s3::{DEFAULT_PRESIGN_EXPIRY, Encryption, PostPolicy, PresignedPost, S3Builder, S3_SETTINGS, S3Storage};
+pub use s3::{DEFAULT_PRESIGN_EXPIRY, Encryption, PostPolicy, PresignedPost, S3Builder, S3_SETTINGS, S3Storage, install_tls_provider};
 
 use crate::{Error, ObjectKey, Result};
 

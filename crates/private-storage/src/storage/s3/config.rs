@@ -360,7 +360,7 @@ impl S3Builder {
             Encryption::Kms { key_id } => os.with_sse_kms_encryption(key_id),
             Encryption::Customer { key } => os.with_ssec_encryption(base64::engine::general_purpose::STANDARD.encode(key)),
         };
-        super::install_crypto_provider();
+        super::install_tls_provider();
         let store = os
             .build()
             .map_err(|e| Error::config("s3", e.to_string()))?;

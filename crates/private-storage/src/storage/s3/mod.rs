@@ -75,8 +75,12 @@ pub(crate) struct Parts {
     pub(crate) virtual_hosted: bool,
 }
 
-/// reqwest is built without a TLS crypto provider of its own: install ring's once per process.
-fn install_crypto_provider() {
+/// Installs ring as the process's default TLS crypto provider, unless one is installed already.
+///
+/// The `s3` feature builds reqwest without a provider of its own (to avoid a second, C-built
+/// crypto library): [`S3Builder::build`] calls this, and so must an application that builds
+/// other reqwest clients before its first `S3Storage`.
+pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
