@@ -14,6 +14,8 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 [ -e /usr/lib/apache2/modules/mod_xsendfile.so ] || missing+=(libapache2-mod-xsendfile)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
+[ -d /usr/lib/postgresql ] || missing+=(postgresql)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"
@@ -26,6 +28,9 @@ command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 # ~20 minutes; the tests fail, never skip, without it).
 command -v garage >/dev/null 2>&1 || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/garage" ] ||
   cargo install garage@2.5.0 --locked --no-default-features --features bundled-libs,sqlite
+
+# playwright-core (no browser download: it drives Debian's chromium) for the server's page test.
+npm ci --prefix crates/private-storage-server/tests/browser --no-audit --no-fund --silent
 
 echo "==> clippy"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
