@@ -131,7 +131,8 @@ async fn a_user_may_run_only_so_many_uploads_at_once() {
     socket.write_all(&body[..100_000]).await.unwrap();
     // Wait until the server holds the slot (the upload is in progress), then try a second one.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while s.state.uploads.lock().unwrap().get(&s.state.db.user_by_name("ada").await.unwrap().unwrap().id).copied().unwrap_or(0) == 0 {
+    let ada_id = s.state.db.user_by_name("ada").await.unwrap().unwrap().id;
+    while s.state.uploads.lock().unwrap().get(&ada_id).copied().unwrap_or(0) == 0 {
         assert!(std::time::Instant::now() < deadline, "the first upload never started");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
