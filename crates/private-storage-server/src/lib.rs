@@ -303,7 +303,34 @@ pub fn app(state: AppState) -> Router {
         .merge(transfers)
         .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), metrics::count))
+        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(NewRequestId))
         .with_state(state)
+}
+
+/// A random id for each request without one, echoed in `x-request-id` and in every log line
+/// of the request.
+#[derive(Debug, Clone, Copy)]
+struct NewRequestId;
+
+impl tower_http::request_id::MakeRequestId for NewRequestId {
+    fn make_request_id<B>(&mut self, _request: &http::Request<B>) -> Option<tower_http::request_id::RequestId> {
+        http::HeaderValue::from_str(&auth::random_token(9)).ok().map(tower_http::request_id::RequestId::new)
+    }
+}
+
+/// The span of a request: method, path and request id. Share-link tokens are capabilities:
+/// their path is logged as `/s/<token>`.
+fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
+    let path = request.uri().path();
+    let path = if path.starts_with("/s/") { "/s/<token>" } else { path };
+    let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+    tracing::info_span!("request", method = %request.method(), path, request_id = id)
 }
 
 async fn download(

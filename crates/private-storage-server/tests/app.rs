@@ -265,7 +265,8 @@ async fn share_links_work_without_login_until_revoked_and_are_audited() {
     assert_eq!(got.header("referrer-policy"), Some("no-referrer"));
     let ranged = s.send(Request::get(&url).header("range", "bytes=0-3").body(Body::empty()).unwrap()).await;
     assert_eq!((ranged.status.as_u16(), &ranged.body[..]), (206, &b"%PDF"[..]));
-    let tampered = format!("{}A", &url[..url.len() - 1]);
+    let last = if url.ends_with('A') { 'B' } else { 'A' };
+    let tampered = format!("{}{last}", &url[..url.len() - 1]);
     assert_eq!(s.get(&tampered, &Auth::None).await.status, 403);
 
     // The file's page lists the live link; revoking it there ends it.
@@ -334,4 +335,15 @@ async fn a_database_that_goes_away_fails_closed() {
         assert!(!reply.text().contains("%PDF"));
     }
     assert_eq!(s.get(&format!("/private-media/{key}"), &Auth::None).await.status, 403);
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id() {
+    let s = server(&[]).await;
+    let a = s.get("/healthz", &Auth::None).await;
+    let b = s.get("/healthz", &Auth::None).await;
+    let (a, b) = (a.header("x-request-id").unwrap().to_owned(), b.header("x-request-id").unwrap().to_owned());
+    assert!(a.len() >= 12 && a != b, "{a} {b}");
+    let given = s.send(Request::get("/healthz").header("x-request-id", "from-the-proxy").body(Body::empty()).unwrap()).await;
+    assert_eq!(given.header("x-request-id"), Some("from-the-proxy"), "an id from the proxy in front is kept");
 }

@@ -66,7 +66,7 @@ XSendFilePath {root}
     let peer = Peer::start("apache", start, stop, base.path().join("error.log"));
     wait_for_port(port).await;
 
-    let client = reqwest::Client::new();
+    let client = common::http().build().unwrap();
     let url = |key: &str| format!("http://127.0.0.1:{port}/private-media/{}", ObjectKey::new(key).unwrap().to_url_path());
 
     let r = client.get(url("hello.txt")).bearer_auth("root").send().await.unwrap();

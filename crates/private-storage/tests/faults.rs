@@ -113,7 +113,7 @@ async fn a_read_failing_mid_stream_breaks_the_transfer_for_a_real_client() {
     let addr = common::serve(common::app(private_storage::ServePrivate::new(storage.clone()))).await;
     storage.inject(private_storage::Fault::GetStreamAfter(1024 * 1024));
 
-    let response = reqwest::Client::new()
+    let response = common::http().build().unwrap()
         .get(format!("http://{addr}/private-media/big.bin"))
         .bearer_auth("root")
         .send()
@@ -142,7 +142,7 @@ async fn two_hundred_concurrent_downloads_all_arrive_intact() {
     storage.put_bytes(&ObjectKey::new("five.bin").unwrap(), data.clone()).await.unwrap();
     let expected = common::sha256(&data);
     let addr = common::serve(common::app(private_storage::ServePrivate::new(storage))).await;
-    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let client = common::http().pool_max_idle_per_host(0).build().unwrap();
     let downloads = (0..200).map(|_| {
         let client = client.clone();
         async move {

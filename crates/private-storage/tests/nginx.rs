@@ -69,7 +69,7 @@ http {{
     // nginx binds its sockets before it daemonizes: once `start` returns, it listens.
     let peer = Peer::start("nginx", start, stop, base.path().join("error.log"));
 
-    let client = reqwest::Client::new();
+    let client = common::http().build().unwrap();
     let url = |key: &str| format!("http://127.0.0.1:{port}/private-media/{}", ObjectKey::new(key).unwrap().to_url_path());
 
     let r = client.get(url("hello.txt")).bearer_auth("root").send().await.unwrap();

@@ -21,7 +21,7 @@ async fn a_file_far_larger_than_a_chunk_downloads_intact(backend: Backend) {
     let key = ObjectKey::new("videos/large.bin").unwrap();
     storage.put_bytes(&key, data.clone()).await.unwrap();
     let addr = serve(app(ServePrivate::from_arc(storage))).await;
-    let client = reqwest::Client::new();
+    let client = common::http().build().unwrap();
     let url = format!("http://{addr}/private-media/videos/large.bin");
 
     let response = client.get(&url).bearer_auth("root").send().await.unwrap();

@@ -321,3 +321,11 @@ pub fn entries(top: &std::path::Path) -> Vec<String> {
 pub fn files(top: &std::path::Path) -> Vec<String> {
     entries(top).into_iter().filter(|p| top.join(p).is_file()).collect()
 }
+
+/// A reqwest client builder. With the `s3` feature (as in `--all-features` runs), reqwest is
+/// built without a TLS provider of its own and needs the process default installed first.
+pub fn http() -> reqwest::ClientBuilder {
+    #[cfg(feature = "s3")]
+    private_storage::install_tls_provider();
+    reqwest::Client::builder()
+}
