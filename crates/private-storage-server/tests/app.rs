@@ -347,3 +347,41 @@ async fn every_response_carries_a_request_id() {
     let given = s.send(Request::get("/healthz").header("x-request-id", "from-the-proxy").body(Body::empty()).unwrap()).await;
     assert_eq!(given.header("x-request-id"), Some("from-the-proxy"), "an id from the proxy in front is kept");
 }
+
+#[tokio::test]
+async fn the_configured_delivery_mode_hands_off_after_the_rule() {
+    let s = server(&[("delivery", "nginx"), ("internal_url", "/_files")]).await;
+    let ada = s.user("ada", false, false).await;
+    let id = s.upload("/api/files", &Auth::Bearer(&ada), &[], "a.pdf", &pdf(100)).await.json()["id"].as_str().unwrap().to_owned();
+    let key = s.state.db.file(&id, None).await.unwrap().unwrap().object_key;
+    let reply = s.get(&format!("/files/{id}/download"), &Auth::Bearer(&ada)).await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.body.is_empty(), "nginx sends the bytes");
+    assert_eq!(reply.header("x-accel-redirect"), Some(format!("/_files/{key}").as_str()));
+    let denied = s.get(&format!("/files/{id}/download"), &Auth::None).await;
+    assert!(denied.header("x-accel-redirect").is_none());
+
+    let s = server(&[("delivery", "apache")]).await;
+    let ada = s.user("ada", false, false).await;
+    let id = s.upload("/api/files", &Auth::Bearer(&ada), &[], "a.pdf", &pdf(100)).await.json()["id"].as_str().unwrap().to_owned();
+    let reply = s.get(&format!("/files/{id}/download"), &Auth::Bearer(&ada)).await;
+    let path = reply.header("x-sendfile").unwrap();
+    assert!(path.starts_with('/') && std::path::Path::new(path).is_file(), "{path}");
+    assert!(reply.header("etag").is_some(), "Apache gets our validators");
+}
+
+#[tokio::test]
+async fn staging_files_of_a_crashed_upload_are_removed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let flags = vec![("data_dir".to_owned(), data.display().to_string())];
+    let config = private_storage_server::Loader::new().flags(&flags).unwrap().build().unwrap();
+    drop(private_storage_server::AppState::build(config.clone()).await.unwrap());
+    // What a process killed mid-upload leaves: a staging file, never visible as a file.
+    let folder = data.join("media/files/2026/11/someone");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join(".ps-tmp-abc123"), b"half an upload").unwrap();
+    let state = private_storage_server::AppState::build(config).await.unwrap();
+    assert!(!folder.join(".ps-tmp-abc123").exists(), "cleaned at start");
+    assert!(futures_util::TryStreamExt::try_collect::<Vec<_>>(state.storage.list(None)).await.unwrap().is_empty());
+}
