@@ -87,6 +87,12 @@ enum Command {
     },
     /// Prints a share link for a file (`share ID --expires 1h`), or revokes one (`share revoke LINK_ID`).
     Share(ShareArgs),
+    /// Copies every file of the configured storage to another one (local folder ↔ S3),
+    /// verifying each by SHA-256; re-running resumes. Switch `storage` over afterwards.
+    CopyStorage {
+        /// The target: a folder (must exist) or s3://bucket/prefix (with the `[s3]` settings).
+        to: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -251,6 +257,7 @@ async fn execute(command: Command, config: Config) -> CliResult {
             Ok(())
         }
         Command::Share(args) => share(&state, args).await,
+        Command::CopyStorage { to } => copy_storage(&state, &to).await,
     }
 }
 
@@ -506,6 +513,33 @@ async fn ls(state: &AppState, owner: Option<String>) -> CliResult {
             return Ok(());
         }
     }
+}
+
+async fn copy_storage(state: &AppState, to: &str) -> CliResult {
+    let target: std::sync::Arc<dyn Storage> = if to.starts_with("s3://") {
+        let mut builder = private_storage::S3Builder::from_url(to).map_err(|e| e.to_string())?;
+        if let StorageConfig::S3 { settings, .. } = &state.config.storage {
+            for (name, value) in settings {
+                builder = builder.set(name, value).map_err(|e| e.to_string())?;
+            }
+        }
+        builder = builder.from_env("PRIVATE_STORAGE_S3_").map_err(|e| e.to_string())?;
+        std::sync::Arc::new(builder.build().map_err(|e| e.to_string())?)
+    } else {
+        crate::check_local_root(std::path::Path::new(to)).map_err(|e| e.to_string())?;
+        std::sync::Arc::new(private_storage::LocalStorage::new(to).map_err(|e| format!("{to}: {e}"))?)
+    };
+    let (_, total) = state.db.files(None, 1, 0).await.map_err(|e| e.to_string())?;
+    let bar = if std::io::stderr().is_terminal() { indicatif::ProgressBar::new(total as u64) } else { indicatif::ProgressBar::hidden() };
+    let report = private_storage::migrate(&*state.storage, &*target, None, |p| {
+        bar.inc(1);
+        bar.set_message(p.key.to_string());
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
+    println!("copied {} file(s) ({} bytes), {} already in place; all verified", report.copied, report.bytes, report.skipped);
+    Ok(())
 }
 
 async fn share(state: &AppState, args: ShareArgs) -> CliResult {

@@ -69,9 +69,12 @@ pub fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-/// A random URL-safe id (96 bits).
+/// A random id (80 bits) in lower-case hex: safe in URLs, and never taken for a flag on a
+/// command line (a base64 id may start with `-`).
 pub fn new_id() -> String {
-    crate::auth::random_token(12)
+    let mut bytes = [0u8; 10];
+    getrandom::fill(&mut bytes).expect("the OS random source works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A user account.

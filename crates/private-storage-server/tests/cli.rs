@@ -102,3 +102,30 @@ fn configuration_is_checked_and_printed_without_secrets() {
     let nginx = ok(&cli(&data, &["config", "nginx", "-s", "delivery=nginx"], None, &[]));
     assert!(nginx.contains("location /_private/ {") && nginx.contains("internal;") && nginx.contains("/media/;"), "{nginx}");
 }
+
+#[test]
+fn copy_storage_copies_verified_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&cli(&data, &["user", "add", "ada", "--password-stdin"], Some("a long password\n"), &[]));
+    let mut originals = Vec::new();
+    for i in 0..3 {
+        let file = dir.path().join(format!("doc {i}.pdf"));
+        let bytes = [b"%PDF-1.7\n".as_slice(), &vec![b'a' + i as u8; 10_000 * (i + 1)]].concat();
+        std::fs::write(&file, &bytes).unwrap();
+        ok(&cli(&data, &["put", file.to_str().unwrap()], None, &[]));
+        originals.push(bytes);
+    }
+    let target = dir.path().join("new-media");
+    std::fs::create_dir(&target).unwrap();
+    let first = ok(&cli(&data, &["copy-storage", target.to_str().unwrap()], None, &[]));
+    assert!(first.contains("copied 3 file(s)"), "{first}");
+    let again = ok(&cli(&data, &["copy-storage", target.to_str().unwrap()], None, &[]));
+    assert!(again.contains("copied 0 file(s)") && again.contains("3 already in place"), "{again}");
+    // Switched over, the server reads the same files from the new folder.
+    let out = dir.path().join("back.pdf");
+    let id = ok(&cli(&data, &["ls"], None, &[])).lines().next().unwrap().split('\t').next().unwrap().to_owned();
+    ok(&cli(&data, &["--storage", target.to_str().unwrap(), "get", &id, "-o", out.to_str().unwrap()], None, &[]));
+    assert!(originals.contains(&std::fs::read(&out).unwrap()));
+    assert!(failed(&cli(&data, &["copy-storage", "/nonexistent/target"], None, &[]), 1).contains("/nonexistent/target"));
+}
