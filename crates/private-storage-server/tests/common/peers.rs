@@ -108,6 +108,21 @@ impl GarageNode {
         }
     }
 
+    /// Starts the node again on its data (after [`GarageNode::stop`]).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the node is running");
+        let log = std::fs::OpenOptions::new().append(true).open(self.config.with_file_name("log")).unwrap();
+        self.child = Some(Command::new(garage_program()).arg("-c").arg(&self.config).arg("server").env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(log).spawn().unwrap());
+    }
+
+    /// The bucket's `unfinishedMultipartUploads` counter, once the node answers.
+    pub async fn unfinished_uploads(&self, bucket: &str) -> i64 {
+        let request = format!("{{\"globalAlias\":\"{bucket}\"}}");
+        let out = retry(|| self.cli().args(["json-api", "GetBucketInfo", &request]).output().ok().filter(|o| o.status.success())).await;
+        let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        info["unfinishedMultipartUploads"].as_i64().unwrap()
+    }
+
     fn cli(&self) -> Command {
         let mut c = Command::new(garage_program());
         c.arg("-c").arg(&self.config).env("RUST_LOG", "warn");

@@ -319,7 +319,12 @@ impl S3Builder {
             .or_else(|| std::env::var("AWS_REGION").ok())
             .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
             .unwrap_or_else(|| "us-east-1".to_owned());
-        let mut os = AmazonS3Builder::from_env().with_bucket_name(&bucket).with_region(&region);
+        // No overall request timeout (object_store's default of 30 s would cut a long download
+        // to a slow client: the body is read as fast as the client takes it); a connect timeout
+        // and a bounded retry instead, so an unreachable server is reported in seconds.
+        let client = object_store::ClientOptions::new().with_timeout_disabled().with_connect_timeout(Duration::from_secs(5));
+        let retry = object_store::RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(20), ..Default::default() };
+        let mut os = AmazonS3Builder::from_env().with_client_options(client).with_retry(retry).with_bucket_name(&bucket).with_region(&region);
         let mut allow_http = self.allow_http;
         if let Some(endpoint) = &self.endpoint {
             let parsed = url::Url::parse(endpoint).map_err(|e| Error::config("endpoint", format!("{endpoint:?} is not a URL: {e}")))?;

@@ -533,7 +533,8 @@ impl Upload {
         if let Some(mut upload) = self.inner.take() {
             self.in_flight.shutdown().await;
             if let Err(e) = upload.abort().await {
-                tracing::warn!(error = %e, "could not abort a failed multipart upload; a bucket lifecycle rule should remove it");
+                tracing::warn!(error = %e, "could not abort a failed multipart upload; retrying in the background");
+                abort_later(upload);
             }
         }
     }
@@ -564,17 +565,38 @@ impl Upload {
 
 impl Drop for Upload {
     fn drop(&mut self) {
-        if let Some(mut upload) = self.inner.take() {
+        if let Some(upload) = self.inner.take() {
             self.in_flight.abort_all();
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move {
-                    if let Err(e) = upload.abort().await {
-                        tracing::warn!(error = %e, "could not abort an unfinished multipart upload; a bucket lifecycle rule should remove it");
-                    }
-                });
-            }
+            abort_later(upload);
         }
     }
+}
+
+/// How long a multipart upload that could not be aborted (the S3 server was unreachable) is
+/// retried in the background before it is left to the bucket's lifecycle rule.
+const ABORT_RETRY_FOR: Duration = Duration::from_secs(15 * 60);
+
+/// Aborts `upload` in the background, retrying with backoff while the server is unreachable,
+/// so that an upload cut off by an outage leaves no parts once the server is back.
+fn abort_later(mut upload: Box<dyn MultipartUpload>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+    runtime.spawn(async move {
+        let started = std::time::Instant::now();
+        let mut wait = Duration::from_millis(200);
+        loop {
+            match upload.abort().await {
+                Ok(()) => return,
+                Err(e) if started.elapsed() > ABORT_RETRY_FOR => {
+                    tracing::error!(error = %e, "gave up aborting an unfinished multipart upload; a bucket lifecycle rule (AbortIncompleteMultipartUpload) removes its parts");
+                    return;
+                }
+                Err(_) => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    });
 }
 
 /// A staged object, deleted once it was copied into place (or the copy failed).
