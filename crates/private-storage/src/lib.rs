@@ -149,6 +149,13 @@
 //!   nest, never climb. Refused, failed and abandoned uploads leave nothing, not even a
 //!   staging file. Image dimensions can be capped (decompression bombs).
 //! - **Enumeration.** Downloads by record answer an unknown id exactly like a denied one.
+//! - **S3** (feature `s3`). Presigned URLs are signed only after the rule allowed the request,
+//!   live a minute unless configured, never outlive the share link they serve, and carry this
+//!   crate's `Content-Type` and `Content-Disposition`; storages with customer keys (SSE-C)
+//!   refuse to presign rather than hand out a broken link. The nginx location for S3 drops the
+//!   client's `Authorization` and cookies and re-adds the security headers. Multipart uploads
+//!   that fail are aborted, and retried until the server answers. Tested against s3s-fs and
+//!   Garage (`tests/s3.rs`).
 //! - **Share links.** The signature is checked first, in constant time; a tampered, revoked,
 //!   retired-key or wrong-user link gets the service's denial with no hint of which check failed
 //!   (only an authentic expired link is told `410 Gone`). Revocation is checked on every use and
