@@ -5,6 +5,9 @@ Targets, all pinned to core 0 (the load generator runs on core 1):
   nginx-static  nginx, sendfile on, no access check: the ceiling
   stream        serve-bench (ServePrivate, bearer-token lookup + rule per request), stream mode
   xaccel        nginx in front of serve-bench in X-Accel-Redirect mode (our check, nginx's bytes)
+  server        the private-storage server itself (not in --smoke): /files/{id}/download with an
+                API token, so each request is a token lookup and a record lookup in SQLite, the
+                owner-or-staff rule, then the file streamed
 
 Per round (targets alternate within each test), for 4 KiB at c=1 and c=64 (wrk), 1 MiB and
 100 MiB (bench/src/bin/fetch.rs, 1 MiB reads): throughput, latency, server CPU (from /proc),
@@ -47,6 +50,10 @@ def ensure_tools():
     run(["cargo", "build", "--release", "-q", "-p", "private-storage-bench", "--bin", "serve-bench", "--bin", "fetch"], cwd=REPO)
 
 
+def build_server():
+    run(["cargo", "build", "--release", "-q", "-p", "private-storage-server", "--bin", "private-storage"], cwd=REPO)
+
+
 def cpu_seconds(pids):
     total = 0
     for pid in pids:
@@ -75,6 +82,23 @@ def start_app(root, mode, env=None, presigned=None):
     if not line.startswith("listening "):
         raise SystemExit(f"serve-bench {mode} did not start: {line!r}")
     return proc, line.split()[1]
+
+
+def start_server(work, root):
+    """The real server on its embedded default, with the bench files put in through its CLI."""
+    binary = os.path.join(RELEASE, "private-storage")
+    data = os.path.join(work, "server-data")
+    env = dict(os.environ, RUST_LOG="warn")  # no access log: measure serving, not logging
+    base = [binary, "--data-dir", data, "-s", "max_file_size=200MiB"]
+    subprocess.run(base + ["user", "add", "bench", "--password-stdin"], input="bench password\n", text=True, check=True, capture_output=True, env=env)
+    token = run(base + ["token", "create", "bench"], env=env).strip()
+    ids = {}
+    for name in os.listdir(root):
+        ids[name] = run(base + ["put", os.path.join(root, name), "--owner", "bench"], env=env).split("\t")[0]
+    port = free_port()
+    proc = subprocess.Popen(["taskset", "-c", SERVER_CORE] + base + ["serve", "--bind", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, env=env)
+    wait_port(port, proc)
+    return proc, f"127.0.0.1:{port}", token, ids
 
 
 def start_nginx(work, root, app_nginx_addr):
@@ -194,27 +218,33 @@ def main():
         procs.append(app_nginx)
         nginx, static_addr, front_addr = start_nginx(work, root, app_nginx_addr)
         procs.append(nginx)
+        media = lambda name: f"/private-media/{name}"
         targets = {
-            "nginx-static": (static_addr, [nginx.pid]),
-            "stream": (stream_addr, [app_stream.pid]),
-            "xaccel": (front_addr, [nginx.pid, app_nginx.pid]),
+            "nginx-static": (static_addr, [nginx.pid], media, TOKEN),
+            "stream": (stream_addr, [app_stream.pid], media, TOKEN),
+            "xaccel": (front_addr, [nginx.pid, app_nginx.pid], media, TOKEN),
         }
         if args.smoke:
             del targets["xaccel"]
+        else:
+            build_server()
+            server, server_addr, server_token, ids = start_server(work, root)
+            procs.append(server)
+            targets["server"] = (server_addr, [server.pid], lambda name: f"/files/{ids[name]}/download", server_token)
         tests = [("4k-c1", "4k.bin", "wrk", 1), ("4k-c64", "4k.bin", "wrk", 64)]
         if not args.smoke:
             tests += [("1m-c4", "1m.bin", "fetch", 4), ("100m-c2", "100m.bin", "fetch", 2)]
         # Warm the page cache and the servers.
-        for addr, _ in targets.values():
+        for addr, _, path, token in targets.values():
             for name in sizes:
-                fetch(addr, f"/private-media/{name}", 1, "once")
+                fetch(addr, path(name), 1, "once", token=token)
 
         results = {t[0]: {name: [] for name in targets} for t in tests}
         for r in range(rounds):
             for test, name, tool, conns in tests:
-                for target, (addr, pids) in targets.items():
+                for target, (addr, pids, path, token) in targets.items():
                     before = cpu_seconds(pids)
-                    res = (wrk if tool == "wrk" else fetch)(addr, f"/private-media/{name}", conns, seconds)
+                    res = (wrk if tool == "wrk" else fetch)(addr, path(name), conns, seconds, token=token)
                     res["cpu_s"] = cpu_seconds(pids) - before
                     results[test][target].append(res)
                     print(f"round {r + 1} {test:8} {target:13} " + (f"{res['rps']:9.0f} req/s" if tool == "wrk" else f"{res['mbps']:9.0f} MB/s") + f"  cpu {res['cpu_s']:.2f}s", flush=True)

@@ -431,3 +431,15 @@ mod naming_properties {
         }
     }
 }
+
+#[tokio::test]
+async fn a_file_shorter_than_the_sniffing_head_from_a_stream_that_must_not_be_polled_after_its_end() {
+    // `unfold` panics when polled after it ended: the policy reads such a body to its end
+    // while sniffing, and must not poll it again.
+    let storage = private_storage::MemoryStorage::new();
+    let policy: UploadPolicy = UploadPolicy::new(storage.clone());
+    let body = futures_util::stream::unfold(Some(Bytes::from_static(b"%PDF-1.7\nsmall")), |chunk| async move { chunk.map(|c| (Ok(c), None)) });
+    let saved = policy.save(&(), Upload::new("small.pdf", body.boxed())).await.unwrap();
+    assert_eq!((saved.size, saved.content_type.as_str()), (14, "application/pdf"));
+    assert_eq!(storage.read(&saved.key).await.unwrap(), "%PDF-1.7\nsmall");
+}

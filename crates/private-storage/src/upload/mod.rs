@@ -315,7 +315,10 @@ impl<R: ?Sized> UploadPolicy<R> {
     /// # Errors
     /// As [`UploadPolicy::save`].
     pub async fn save_as(&self, key: ObjectKey, upload: Upload<'_>) -> Result<SavedFile> {
-        let Upload { filename, declared_type, content_length, mut data } = upload;
+        let Upload { filename, declared_type, content_length, data } = upload;
+        // Fused: a body shorter than the sniffing head has ended before the guard reads on,
+        // and some streams (`unfold`) must not be polled after their end.
+        let mut data = data.fuse().boxed();
         if let (Some(limit), Some(len)) = (self.max_file_size, content_length)
             && len > limit
         {
