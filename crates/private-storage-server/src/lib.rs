@@ -290,6 +290,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(api::ready))
         .route("/metrics", get(api::metrics))
         .route("/static/style.css", get(web::stylesheet))
+        .route("/static/upload.js", get(web::upload_script))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(http::StatusCode::REQUEST_TIMEOUT, timeout));
     // Transfers are not cut by the request timeout: they may take as long as the bytes do.
     let transfers = Router::new()

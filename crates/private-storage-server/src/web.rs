@@ -48,7 +48,7 @@ fn render(state: &AppState, status: StatusCode, name: &str, ctx: minijinja::Valu
             headers.insert(http::header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
             headers.insert(
                 http::header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'"),
+                HeaderValue::from_static("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'"),
             );
             response
         }
@@ -392,6 +392,11 @@ pub async fn revoke(State(state): State<AppState>, user: Option<Extension<Authed
     }
     tracing::info!(link_id = %link.link_id, user = %authed.user.username, "share link revoked");
     Redirect::to(&format!("/files/{}", link.file_id)).into_response()
+}
+
+/// `GET /static/upload.js`: the upload form's progress bar (the page's only script).
+pub async fn upload_script() -> Response {
+    ([(http::header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (http::header::CACHE_CONTROL, "public, max-age=3600")], include_str!("../templates/upload.js")).into_response()
 }
 
 /// `GET /static/style.css`.

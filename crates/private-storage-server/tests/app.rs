@@ -17,7 +17,8 @@ async fn anonymous_visitors_are_sent_to_the_login_page_which_protects_itself() {
     let cookie = page.header("set-cookie").unwrap();
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
     assert_eq!(page.header("x-frame-options"), Some("DENY"));
-    assert!(page.header("content-security-policy").unwrap().contains("frame-ancestors 'none'"));
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self';") && !csp.contains("unsafe-inline"), "{csp}");
 }
 
 #[tokio::test]
