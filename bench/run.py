@@ -84,12 +84,14 @@ def start_app(root, mode, env=None, presigned=None):
     return proc, line.split()[1]
 
 
-def start_server(work, root):
+def start_server(work, root, settings=()):
     """The real server on its embedded default, with the bench files put in through its CLI."""
     binary = os.path.join(RELEASE, "private-storage")
     data = os.path.join(work, "server-data")
     env = dict(os.environ, RUST_LOG="warn")  # no access log: measure serving, not logging
     base = [binary, "--data-dir", data, "-s", "max_file_size=200MiB"]
+    for setting in settings:
+        base += ["-s", setting]
     subprocess.run(base + ["user", "add", "bench", "--password-stdin"], input="bench password\n", text=True, check=True, capture_output=True, env=env)
     token = run(base + ["token", "create", "bench"], env=env).strip()
     ids = {}
