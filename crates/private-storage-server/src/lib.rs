@@ -133,10 +133,9 @@ impl AppState {
         if derived_media || sqlite_in_data_dir || config.share_keys.is_none() {
             create_private_dir(&config.data_dir)?;
         }
-        let db = Db::connect(&config.database_url)
+        let db = Db::open(&config.database_url)
             .await
             .map_err(|source| StartError::Database { url: config::redact_url(&config.database_url), source })?;
-        db.migrate().await.map_err(|source| StartError::Database { url: config::redact_url(&config.database_url), source })?;
 
         let storage: Arc<dyn Storage> = match &config.storage {
             StorageConfig::Local(path) => {
