@@ -24,10 +24,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 command -v cargo-nextest >/dev/null 2>&1 || cargo install cargo-nextest --locked
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
-# Garage: a production S3-compatible store the S3 tests start on loopback (a one-time build of
-# ~20 minutes; the tests fail, never skip, without it).
+# Garage: a production S3-compatible store the S3 tests start on loopback (the tests fail, never
+# skip, without it). Built once, at opt-level 1: ~7 minutes here instead of ~20, fast enough
+# for tests (bench/s3.sh figures come from a full release build).
 command -v garage >/dev/null 2>&1 || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/garage" ] ||
-  cargo install garage@2.5.0 --locked --no-default-features --features bundled-libs,sqlite
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=false \
+    cargo install garage@2.5.0 --locked --no-default-features --features bundled-libs,sqlite
 
 # playwright-core (no browser download: it drives Debian's chromium) for the server's page test.
 npm ci --prefix crates/private-storage-server/tests/browser --no-audit --no-fund --silent
