@@ -8,6 +8,8 @@ Targets, all pinned to core 0 (the load generator runs on core 1):
   server        the private-storage server itself (not in --smoke): /files/{id}/download with an
                 API token, so each request is a token lookup and a record lookup in SQLite, the
                 owner-or-staff rule, then the file streamed
+  reference     with --with-reference: Django + django-private-storage (PyPI, in a venv made
+                here) under gunicorn (2 sync workers), a logged-in session cookie, the same files
 
 Per round (targets alternate within each test), for 4 KiB at c=1 and c=64 (wrk), 1 MiB and
 100 MiB (bench/src/bin/fetch.rs, 1 MiB reads): throughput, latency, server CPU (from /proc),
@@ -103,6 +105,24 @@ def start_server(work, root, settings=()):
     return proc, f"127.0.0.1:{port}", token, ids
 
 
+REFERENCE_PACKAGES = ["django==5.2.19", "django-private-storage==3.1.3", "gunicorn==27.0.1"]
+
+
+def start_reference(work, root):
+    """Django + django-private-storage under gunicorn, and a logged-in session cookie."""
+    venv = os.path.join(work, "ref-venv")
+    subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+    subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q", *REFERENCE_PACKAGES], check=True)
+    cookie = run([os.path.join(venv, "bin", "python"), os.path.join(REPO, "bench", "reference", "setup.py"), work, root]).strip()
+    port = free_port()
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="refsite.settings", PYTHONPATH=work)
+    gunicorn = [os.path.join(venv, "bin", "gunicorn"), "refsite.wsgi", "-b", f"127.0.0.1:{port}", "--workers", "2", "--log-level", "warning"]
+    proc = subprocess.Popen(["taskset", "-c", SERVER_CORE, *gunicorn], env=env, stdout=subprocess.DEVNULL)
+    wait_port(port, proc)
+    workers = [int(p) for p in run(["pgrep", "-P", str(proc.pid)]).split()]
+    return proc, f"127.0.0.1:{port}", [proc.pid, *workers], "cookie:" + cookie
+
+
 def start_nginx(work, root, app_nginx_addr):
     static_port, front_port = free_port(), free_port()
     conf = os.path.join(work, "nginx.conf")
@@ -174,8 +194,13 @@ def wait_port(port, proc):
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
+def auth_header(token):
+    """`cookie:<name>=<value>` (the reference's session) or a bearer token."""
+    return f"Cookie: {token[len('cookie:'):]}" if token.startswith("cookie:") else f"Authorization: Bearer {token}"
+
+
 def wrk(addr, path, conns, seconds, token=TOKEN):
-    auth = ["-H", f"Authorization: Bearer {token}"] if token else []
+    auth = ["-H", auth_header(token)] if token else []
     out = run(["taskset", "-c", CLIENT_CORE, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", *auth, f"http://{addr}{path}"])
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = {p: float(v) * UNITS[u] for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
@@ -197,6 +222,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--with-reference", action="store_true")
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--seconds", type=float)
     args = ap.parse_args()
@@ -233,6 +259,10 @@ def main():
             server, server_addr, server_token, ids = start_server(work, root)
             procs.append(server)
             targets["server"] = (server_addr, [server.pid], lambda name: f"/files/{ids[name]}/download", server_token)
+        if args.with_reference:
+            reference, reference_addr, reference_pids, cookie = start_reference(work, root)
+            procs.append(reference)
+            targets["reference"] = (reference_addr, reference_pids, media, cookie)
         tests = [("4k-c1", "4k.bin", "wrk", 1), ("4k-c64", "4k.bin", "wrk", 64)]
         if not args.smoke:
             tests += [("1m-c4", "1m.bin", "fetch", 4), ("100m-c2", "100m.bin", "fetch", 2)]

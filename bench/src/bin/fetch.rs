@@ -3,7 +3,8 @@
 //!
 //! Each connection requests `path` over keep-alive, reading bodies into a 1 MiB buffer, until
 //! the time is up (or once, with `once`). Prints `bytes=<n> requests=<n> seconds=<s>`. The
-//! token `-` sends no `Authorization` (for presigned S3 URLs, whose `Host` is `addr`).
+//! token `-` sends no `Authorization` (for presigned S3 URLs, whose `Host` is `addr`); a token
+//! `cookie:<name>=<value>` is sent as a `Cookie` (the Django reference's session).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -44,7 +45,11 @@ fn main() {
     };
     let connections: usize = connections.parse().expect("connections");
     let deadline = (duration != "once").then(|| Duration::from_secs_f64(duration.parse().expect("seconds")));
-    let auth = if token == "-" { String::new() } else { format!("Authorization: Bearer {token}\r\n") };
+    let auth = match token.as_str() {
+        "-" => String::new(),
+        t if t.starts_with("cookie:") => format!("Cookie: {}\r\n", &t["cookie:".len()..]),
+        t => format!("Authorization: Bearer {t}\r\n"),
+    };
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}\r\n").into_bytes();
     let start = Instant::now();
     let workers: Vec<_> = (0..connections)
