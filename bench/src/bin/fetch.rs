@@ -10,9 +10,12 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-fn fetch_one(reader: &mut BufReader<TcpStream>, request: &[u8], buf: &mut [u8]) -> std::io::Result<u64> {
+/// One request on `reader`'s connection: the body's length, and whether the server closes the
+/// connection after it (gunicorn's sync workers do), so the caller reconnects.
+fn fetch_one(reader: &mut BufReader<TcpStream>, request: &[u8], buf: &mut [u8]) -> std::io::Result<(u64, bool)> {
     reader.get_mut().write_all(request)?;
     let mut len = None;
+    let mut close = false;
     let mut line = String::new();
     loop {
         line.clear();
@@ -20,11 +23,27 @@ fn fetch_one(reader: &mut BufReader<TcpStream>, request: &[u8], buf: &mut [u8]) 
         if line == "\r\n" || line.is_empty() {
             break;
         }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
             len = v.trim().parse::<u64>().ok();
         }
+        if lower.starts_with("connection:") && lower.contains("close") {
+            close = true;
+        }
     }
-    let len = len.ok_or_else(|| std::io::Error::other("no content-length"))?;
+    let Some(len) = len else {
+        // No length: the body runs to the end of the connection.
+        if !close {
+            return Err(std::io::Error::other("no content-length"));
+        }
+        let mut total = 0;
+        loop {
+            match reader.read(buf)? {
+                0 => return Ok((total, true)),
+                n => total += n as u64,
+            }
+        }
+    };
     let mut left = len;
     while left > 0 {
         let want = buf.len().min(left as usize);
@@ -34,7 +53,7 @@ fn fetch_one(reader: &mut BufReader<TcpStream>, request: &[u8], buf: &mut [u8]) 
         }
         left -= n as u64;
     }
-    Ok(len)
+    Ok((len, close))
 }
 
 fn main() {
@@ -56,13 +75,17 @@ fn main() {
         .map(|_| {
             let (addr, request) = (addr.clone(), request.clone());
             std::thread::spawn(move || {
-                let stream = TcpStream::connect(&addr).expect("connect");
-                let mut reader = BufReader::with_capacity(1 << 20, stream);
+                let connect = || BufReader::with_capacity(1 << 20, TcpStream::connect(&addr).expect("connect"));
+                let mut reader = connect();
                 let mut buf = vec![0u8; 1 << 20];
                 let (mut bytes, mut requests) = (0u64, 0u64);
                 loop {
-                    bytes += fetch_one(&mut reader, &request, &mut buf).expect("fetch");
+                    let (len, close) = fetch_one(&mut reader, &request, &mut buf).expect("fetch");
+                    bytes += len;
                     requests += 1;
+                    if close {
+                        reader = connect();
+                    }
                     if deadline.is_none_or(|d| start.elapsed() >= d) {
                         break (bytes, requests);
                     }
