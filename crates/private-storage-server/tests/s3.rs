@@ -1,6 +1,7 @@
-//! The S3 server going away under the server: a download in flight is aborted (never a clean
-//! short 200), readiness reports it, an upload in flight fails without a record and leaves no
-//! multipart parts once S3 is back, and everything works again after the restart.
+//! The server on S3 (Garage): the presigned-redirect delivery, and the S3 server going away
+//! under it — a download in flight is aborted (never a clean short 200), readiness reports it,
+//! an upload in flight fails without a record and leaves no multipart parts once S3 is back,
+//! and everything works again after the restart.
 
 mod common;
 #[path = "common/peers.rs"]
@@ -118,4 +119,45 @@ async fn an_s3_outage_aborts_transfers_cleanly_and_the_server_recovers() {
     assert_eq!(got.status(), 200);
     assert_eq!(sha256(&got.bytes().await.unwrap()), sha256(&bytes));
     assert_eq!(upload(pdf(5000)).await.unwrap().status(), 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_redirects_allowed_downloads_to_presigned_s3_urls() {
+    let garage = peers::GarageCluster::start(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let flags: Vec<(String, String)> = [
+        ("data_dir", dir.path().display().to_string()),
+        ("storage", "s3://media/files".to_owned()),
+        ("delivery", "s3-redirect".to_owned()),
+        ("s3.endpoint", garage.nodes[0].endpoint.clone()),
+        ("s3.region", "garage".to_owned()),
+        ("s3.access_key_id", peers::ACCESS_KEY.to_owned()),
+        ("s3.secret_access_key", peers::SECRET_KEY.to_owned()),
+        ("s3.conditional_writes", "false".to_owned()),
+        ("s3.presign_expiry", "30s".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let state = AppState::build(Loader::new().flags(&flags).unwrap().build().unwrap()).await.unwrap();
+    let app = private_storage_server::app(state.clone());
+    let s = common::TestServer { state, app, dir };
+    let (ada, bob) = (s.user("ada", false, false).await, s.user("bob", false, false).await);
+    let bytes = pdf(300_000);
+    let id = s.upload("/api/files", &common::Auth::Bearer(&ada), &[], "Angebot.pdf", &bytes).await.json()["id"].as_str().unwrap().to_owned();
+
+    let denied = s.get(&format!("/files/{id}/download"), &common::Auth::Bearer(&bob)).await;
+    assert_eq!(denied.status, 403);
+    assert!(denied.header("location").is_none(), "no URL for a denied user");
+    let reply = s.get(&format!("/files/{id}/download"), &common::Auth::Bearer(&ada)).await;
+    assert_eq!(reply.status, 307);
+    let location = reply.header("location").unwrap();
+    assert!(location.starts_with(&garage.nodes[0].endpoint) && location.contains("X-Amz-Expires=30"), "{location}");
+    let got = reqwest::get(location).await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.headers()["content-type"], "application/pdf");
+    assert_eq!(sha256(&got.bytes().await.unwrap()), sha256(&bytes));
+    // HEAD is answered by the server itself.
+    let head = s.send(http::Request::head(format!("/files/{id}/download")).header("authorization", format!("Bearer {ada}")).body(axum::body::Body::empty()).unwrap()).await;
+    assert_eq!((head.status.as_u16(), head.header("content-length")), (200, Some("300000")));
 }
