@@ -153,6 +153,24 @@ fn unavailable(e: sqlx::Error) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, [(http::header::RETRY_AFTER, "5")], "The service is temporarily unavailable.").into_response()
 }
 
+/// The client's address: the peer, or — when the peer is a trusted reverse proxy — the nearest
+/// untrusted address in `X-Forwarded-For` (proxies append to it, so the right end is theirs).
+pub fn client_ip(peer: Option<IpAddr>, headers: &http::HeaderMap, trusted: &[IpAddr]) -> Option<IpAddr> {
+    let mut ip = peer?;
+    if !trusted.contains(&ip) {
+        return Some(ip);
+    }
+    let forwarded = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).collect::<Vec<_>>();
+    for hop in forwarded.into_iter().rev() {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(hop) if trusted.contains(&hop) => ip = hop,
+            Ok(hop) => return Some(hop),
+            Err(_) => break, // garbage: stop at the last address we could trust
+        }
+    }
+    Some(ip)
+}
+
 /// Failed logins per (name, address) in a sliding window: after `max` failures, further
 /// attempts are refused until the window has passed. Per instance.
 #[derive(Debug)]
@@ -217,6 +235,23 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 43);
         assert_eq!(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn the_client_address_comes_from_trusted_proxies_only() {
+        let proxy: IpAddr = "127.0.0.1".parse().unwrap();
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-forwarded-for", "6.6.6.6, 203.0.113.7".parse().unwrap());
+        assert_eq!(client_ip(Some(proxy), &headers, &[proxy]), Some("203.0.113.7".parse().unwrap()), "the proxy's own entry, not the client's claim");
+        assert_eq!(client_ip(Some(proxy), &headers, &[]), Some(proxy), "an untrusted peer's header is ignored");
+        let direct: IpAddr = "198.51.100.1".parse().unwrap();
+        assert_eq!(client_ip(Some(direct), &headers, &[proxy]), Some(direct));
+        headers.insert("x-forwarded-for", "203.0.113.7, 10.0.0.2".parse().unwrap());
+        let inner: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(client_ip(Some(proxy), &headers, &[proxy, inner]), Some("203.0.113.7".parse().unwrap()), "two proxies deep");
+        headers.insert("x-forwarded-for", "not an address".parse().unwrap());
+        assert_eq!(client_ip(Some(proxy), &headers, &[proxy]), Some(proxy));
+        assert_eq!(client_ip(None, &headers, &[proxy]), None);
     }
 
     #[test]

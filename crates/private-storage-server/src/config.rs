@@ -32,6 +32,7 @@ pub const KEYS: &[(&str, Option<&str>, &str)] = &[
     ("request_timeout", Some("60s"), "limit on pages and API calls (downloads and uploads are not cut)"),
     ("shutdown_grace", Some("30s"), "on SIGTERM, how long in-flight requests may finish"),
     ("max_uploads_per_user", Some("4"), "concurrent uploads one user may run"),
+    ("trusted_proxies", Some(""), "addresses of reverse proxies whose X-Forwarded-For is believed (for the login limit), comma-separated"),
 ];
 
 /// The names of settings whose values are never printed.
@@ -109,6 +110,7 @@ pub struct Config {
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
     pub max_uploads_per_user: usize,
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Every effective raw value and where it came from, for `config check`.
     pub sources: BTreeMap<String, (String, Source)>,
 }
@@ -294,6 +296,13 @@ impl Loader {
         }
         let duration = |key: &str| parse_duration(get(key).unwrap_or_default()).ok_or_else(|| named(key, "expected a duration such as 30s, 10m, 12h or 7d".into()));
         let max_uploads_per_user = get("max_uploads_per_user").unwrap_or_default().parse().ok().filter(|n| *n > 0).ok_or_else(|| named("max_uploads_per_user", "expected a positive number".into()))?;
+        let trusted_proxies = get("trusted_proxies")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| p.parse().map_err(|_| named("trusted_proxies", format!("{p:?} is not an IP address"))))
+            .collect::<Result<Vec<std::net::IpAddr>, _>>()?;
         let log_json = match get("log_format").unwrap_or_default() {
             "text" => false,
             "json" => true,
@@ -319,6 +328,7 @@ impl Loader {
             request_timeout: duration("request_timeout")?,
             shutdown_grace: duration("shutdown_grace")?,
             max_uploads_per_user,
+            trusted_proxies,
             sources: self.values,
         })
     }
@@ -467,6 +477,7 @@ mod tests {
             ("internal_url", "relative", "internal_url"),
             ("database_url", "mysql://u:pw@h/db", "database_url"),
             ("content_types", "pdf", "content_types"),
+            ("trusted_proxies", "127.0.0.1, nginx", "trusted_proxies"),
         ] {
             let e = Loader::new().flags(&[(key.into(), value.into())]).unwrap().build().unwrap_err();
             assert!(e.0.contains(expect), "{key}: {e}");

@@ -172,11 +172,13 @@ pub struct LoginForm {
 pub async fn login(
     State(state): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
     request_parts: RequestCookies,
     Form(form): Form<LoginForm>,
 ) -> Response {
     let next = safe_next(form.next.as_deref());
-    let ip = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+    let ip = crate::auth::client_ip(peer, &headers, &state.config.trusted_proxies);
     let cookie_csrf = request_parts.login_csrf;
     let csrf_ok = cookie_csrf.as_deref().is_some_and(|c| !c.is_empty() && subtle::ConstantTimeEq::ct_eq(c.as_bytes(), form.csrf.as_bytes()).into());
     if !csrf_ok {
