@@ -236,6 +236,17 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestCookies {
     }
 }
 
+/// The user posting a form, if logged in and the form carries the session's CSRF token;
+/// otherwise the answer: to the login page, or a 403 page.
+#[allow(clippy::result_large_err)] // the error is the response itself, returned at once
+fn form_user(state: &AppState, user: Option<Extension<Authed>>, csrf: &str) -> Result<Authed, Response> {
+    let Some(Extension(authed)) = user else { return Err(Redirect::to("/login").into_response()) };
+    if !authed.csrf_ok(Some(csrf)) {
+        return Err(error_page(state, Some(&authed), StatusCode::FORBIDDEN, "The form has expired: reload the page and try again."));
+    }
+    Ok(authed)
+}
+
 /// A form with only the CSRF token.
 #[derive(Debug, Deserialize)]
 pub struct CsrfForm {
@@ -244,10 +255,10 @@ pub struct CsrfForm {
 
 /// `POST /logout`.
 pub async fn logout(State(state): State<AppState>, user: Option<Extension<Authed>>, Form(form): Form<CsrfForm>) -> Response {
-    let Some(Extension(authed)) = user else { return Redirect::to("/login").into_response() };
-    if !authed.csrf_ok(Some(&form.csrf)) {
-        return error_page(&state, Some(&authed), StatusCode::FORBIDDEN, "The form has expired: reload the page and try again.");
-    }
+    let authed = match form_user(&state, user, &form.csrf) {
+        Ok(authed) => authed,
+        Err(response) => return response,
+    };
     if let Some(session) = &authed.session {
         let _ = state.db.delete_session(&session.id_hash).await;
     }
@@ -330,10 +341,10 @@ pub async fn confirm_delete(State(state): State<AppState>, user: Option<Extensio
 
 /// `POST /files/{id}/delete`.
 pub async fn delete(State(state): State<AppState>, user: Option<Extension<Authed>>, Path(id): Path<String>, Form(form): Form<CsrfForm>) -> Response {
-    let Some(Extension(authed)) = user else { return Redirect::to("/login").into_response() };
-    if !authed.csrf_ok(Some(&form.csrf)) {
-        return error_page(&state, Some(&authed), StatusCode::FORBIDDEN, "The form has expired: reload the page and try again.");
-    }
+    let authed = match form_user(&state, user, &form.csrf) {
+        Ok(authed) => authed,
+        Err(response) => return response,
+    };
     let file = match owned_file(&state, &authed, &id).await {
         Ok(file) => file,
         Err(response) => return response,
@@ -355,10 +366,10 @@ pub struct ShareForm {
 
 /// `POST /files/{id}/share`: issues a link and shows it once.
 pub async fn share(State(state): State<AppState>, user: Option<Extension<Authed>>, Path(id): Path<String>, Form(form): Form<ShareForm>) -> Response {
-    let Some(Extension(authed)) = user else { return Redirect::to("/login").into_response() };
-    if !authed.csrf_ok(Some(&form.csrf)) {
-        return error_page(&state, Some(&authed), StatusCode::FORBIDDEN, "The form has expired: reload the page and try again.");
-    }
+    let authed = match form_user(&state, user, &form.csrf) {
+        Ok(authed) => authed,
+        Err(response) => return response,
+    };
     let file = match owned_file(&state, &authed, &id).await {
         Ok(file) => file,
         Err(response) => return response,
@@ -372,10 +383,10 @@ pub async fn share(State(state): State<AppState>, user: Option<Extension<Authed>
 
 /// `POST /links/{link_id}/revoke`.
 pub async fn revoke(State(state): State<AppState>, user: Option<Extension<Authed>>, Path(link_id): Path<String>, Form(form): Form<CsrfForm>) -> Response {
-    let Some(Extension(authed)) = user else { return Redirect::to("/login").into_response() };
-    if !authed.csrf_ok(Some(&form.csrf)) {
-        return error_page(&state, Some(&authed), StatusCode::FORBIDDEN, "The form has expired: reload the page and try again.");
-    }
+    let authed = match form_user(&state, user, &form.csrf) {
+        Ok(authed) => authed,
+        Err(response) => return response,
+    };
     let link = match state.db.link(&link_id).await {
         Ok(Some(link)) => link,
         Ok(None) => return error_page(&state, Some(&authed), StatusCode::NOT_FOUND, "There is no such link."),

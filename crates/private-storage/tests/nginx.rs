@@ -3,12 +3,11 @@
 
 mod common;
 
-use common::{Peer, app, free_port, pattern, program, serve};
+use common::{app, free_port, pattern, serve};
 use private_storage::{
     Delivery, LocalStorage, MemoryRevocations, ObjectKey, ServePrivate, ServeShared, Share, ShareKeys, ShareLinks, Storage,
     nginx_internal_location,
 };
-use std::process::Command;
 
 const NAME: &str = "docs/Grüße an alle.txt";
 
@@ -30,44 +29,11 @@ async fn nginx_serves_allowed_files_through_x_accel_redirect_and_nothing_else() 
     let backend = serve(app(service.clone()).nest_service("/s", ServeShared::new(links.clone(), service))).await;
 
     let port = free_port();
-    let prefix = base.path().display().to_string();
-    let conf = base.path().join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon on;
-user root;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    include /etc/nginx/mime.types;
-    access_log off;
-    client_body_temp_path {prefix}/body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        location /private-media/ {{ proxy_pass http://{backend}; }}
-        location /s/ {{ proxy_pass http://{backend}; }}
-{internal}
-    }}
-}}
-",
-            internal = nginx_internal_location("/_internal", storage.root(), 16)
-        ),
-    )
-    .unwrap();
-    let nginx = program("nginx");
-    let mut start = Command::new(&nginx);
-    start.arg("-c").arg(&conf).arg("-p").arg(base.path());
-    let mut stop = Command::new(&nginx);
-    stop.arg("-c").arg(&conf).arg("-p").arg(base.path()).args(["-s", "stop"]);
-    // nginx binds its sockets before it daemonizes: once `start` returns, it listens.
-    let peer = Peer::start("nginx", start, stop, base.path().join("error.log"));
+    let locations = format!(
+        "        location /private-media/ {{ proxy_pass http://{backend}; }}\n        location /s/ {{ proxy_pass http://{backend}; }}\n{}",
+        nginx_internal_location("/_internal", storage.root(), 16)
+    );
+    let peer = common::nginx(base.path(), port, &locations);
 
     let client = common::http().build().unwrap();
     let url = |key: &str| format!("http://127.0.0.1:{port}/private-media/{}", ObjectKey::new(key).unwrap().to_url_path());

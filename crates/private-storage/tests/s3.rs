@@ -365,42 +365,9 @@ async fn nginx_streams_from_s3_after_the_rule_without_the_client_seeing_a_presig
     let backend = common::serve(common::app(service)).await;
 
     let base = tempfile::tempdir().unwrap();
-    let prefix = base.path().display().to_string();
     let port = common::free_port();
-    let conf = base.path().join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon on;
-user root;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        location /private-media/ {{ proxy_pass http://{backend}; }}
-{internal}
-    }}
-}}
-",
-            internal = private_storage::nginx_s3_location("/_s3", &server.endpoint)
-        ),
-    )
-    .unwrap();
-    let nginx = common::program("nginx");
-    let mut start = std::process::Command::new(&nginx);
-    start.arg("-c").arg(&conf).arg("-p").arg(base.path());
-    let mut stop = std::process::Command::new(&nginx);
-    stop.arg("-c").arg(&conf).arg("-p").arg(base.path()).args(["-s", "stop"]);
-    let peer = common::Peer::start("nginx", start, stop, base.path().join("error.log"));
+    let locations = format!("        location /private-media/ {{ proxy_pass http://{backend}; }}\n{}", private_storage::nginx_s3_location("/_s3", &server.endpoint));
+    let peer = common::nginx(base.path(), port, &locations);
     let url = format!("http://127.0.0.1:{port}/private-media/{}", key(name).to_url_path());
     let http = reqwest::Client::new();
 

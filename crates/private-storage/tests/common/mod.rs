@@ -329,3 +329,43 @@ pub fn http() -> reqwest::ClientBuilder {
     private_storage::install_tls_provider();
     reqwest::Client::builder()
 }
+
+/// nginx in the folder `dir`, listening on `port`, with `locations` inside its `server` block
+/// (and the mime types, temp paths and logs of a test instance); stopped when dropped.
+pub fn nginx(dir: &std::path::Path, port: u16, locations: &str) -> Peer {
+    let prefix = dir.display();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon on;
+user root;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    include /etc/nginx/mime.types;
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+{locations}
+    }}
+}}
+"
+        ),
+    )
+    .unwrap();
+    let nginx = program("nginx");
+    let mut start = std::process::Command::new(&nginx);
+    start.arg("-c").arg(&conf).arg("-p").arg(dir);
+    let mut stop = std::process::Command::new(&nginx);
+    stop.arg("-c").arg(&conf).arg("-p").arg(dir).args(["-s", "stop"]);
+    // nginx binds its sockets before it daemonizes: once `start` returns, it listens.
+    Peer::start("nginx", start, stop, dir.join("error.log"))
+}
