@@ -11,7 +11,7 @@ use private_storage::{ContentDisposition, Share, UploadForm};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Authed;
-use crate::db::{FileRow, LinkRow, new_id, now};
+use crate::db::{FileRow, LinkRow, now};
 use crate::{AppState, Owner};
 
 /// `{"error": message}` with `status`.
@@ -159,24 +159,7 @@ pub async fn save_upload(state: &AppState, authed: &Authed, headers: &HeaderMap,
                     }
                     let name = field.file_name().unwrap_or("upload").to_owned();
                     let saved = state.policy.save(&Owner(authed.user.id.clone()), field.into_upload()).await?;
-                    let row = FileRow {
-                        id: new_id(),
-                        owner_id: authed.user.id.clone(),
-                        object_key: saved.key.to_string(),
-                        name: if saved.original_name.is_empty() { name } else { saved.original_name.clone() },
-                        size: saved.size as i64,
-                        content_type: saved.content_type.clone(),
-                        sha256: saved.sha256.clone(),
-                        created: now(),
-                    };
-                    if let Err(e) = state.db.insert_file(&row).await {
-                        // No record, no file: take the bytes back out.
-                        let _ = state.storage.delete(&saved.key).await;
-                        return Err(Refused::database(e));
-                    }
-                    state.metrics.uploaded();
-                    tracing::info!(id = %row.id, key = %row.object_key, size = row.size, user = %authed.user.username, "file uploaded");
-                    return Ok(row);
+                    return state.record_upload(&authed.user.id, &saved, &name).await.map_err(Refused::database);
                 }
                 _ => {}
             }

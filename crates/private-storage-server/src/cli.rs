@@ -11,7 +11,6 @@ use private_storage::{ObjectKey, Storage, Upload};
 use crate::api::{ShareRequest, delete_file, issue_link};
 use crate::auth::{hash_password, random_token, sha256_hex};
 use crate::config::{DeliveryName, StorageConfig};
-use crate::db::{FileRow, new_id, now};
 use crate::{AppState, Config, Loader, Owner};
 
 /// A private file server: people log in, upload, and download what the rules allow.
@@ -431,20 +430,7 @@ async fn put(state: &AppState, path: PathBuf, owner: Option<String>) -> CliResul
     let upload = Upload::new(name.clone(), stream.boxed()).content_length(len);
     let saved = state.policy.save(&Owner(owner.id.clone()), upload).await.map_err(|e| e.public_message())?;
     bar.finish_and_clear();
-    let row = FileRow {
-        id: new_id(),
-        owner_id: owner.id.clone(),
-        object_key: saved.key.to_string(),
-        name: saved.original_name.clone(),
-        size: saved.size as i64,
-        content_type: saved.content_type.clone(),
-        sha256: saved.sha256.clone(),
-        created: now(),
-    };
-    if let Err(e) = state.db.insert_file(&row).await {
-        let _ = state.storage.delete(&saved.key).await;
-        return Err(e.to_string());
-    }
+    let row = state.record_upload(&owner.id, &saved, &name).await.map_err(|e| e.to_string())?;
     println!("{}\t{}\t{}\t{}", row.id, row.size, row.content_type, row.name);
     Ok(())
 }

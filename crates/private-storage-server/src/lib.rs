@@ -225,6 +225,33 @@ impl AppState {
         })
     }
 
+    /// Records a file the upload policy stored for `owner_id`; if the record cannot be written,
+    /// the bytes are deleted again (no file without a record).
+    ///
+    /// # Errors
+    /// The database's.
+    pub async fn record_upload(&self, owner_id: &str, saved: &private_storage::SavedFile, fallback_name: &str) -> Result<FileRow, sqlx::Error> {
+        let row = FileRow {
+            id: db::new_id(),
+            owner_id: owner_id.to_owned(),
+            object_key: saved.key.to_string(),
+            name: if saved.original_name.is_empty() { fallback_name.to_owned() } else { saved.original_name.clone() },
+            size: saved.size as i64,
+            content_type: saved.content_type.clone(),
+            sha256: saved.sha256.clone(),
+            created: db::now(),
+        };
+        if let Err(e) = self.db.insert_file(&row).await {
+            if let Err(delete) = self.storage.delete(&saved.key).await {
+                tracing::error!(key = %saved.key, error = %delete, "could not delete the bytes of an unrecorded upload");
+            }
+            return Err(e);
+        }
+        self.metrics.uploaded();
+        tracing::info!(id = %row.id, key = %row.object_key, size = row.size, owner = owner_id, "file uploaded");
+        Ok(row)
+    }
+
     /// Whether the database and the storage answer.
     pub async fn ready(&self) -> Result<(), String> {
         self.db.ping().await.map_err(|e| format!("database: {e}"))?;
