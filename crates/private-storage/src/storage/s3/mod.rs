@@ -233,7 +233,15 @@ impl S3Storage {
         let mut candidate = key.clone();
         for _ in 0..attempts {
             let path = self.path(&candidate);
-            let taken = !self.conditional_writes && self.store.head(&path).await.is_ok();
+            let taken = match self.conditional_writes {
+                true => false, // the write itself refuses a taken key
+                false => match self.store.head(&path).await {
+                    Ok(_) => true,
+                    Err(object_store::Error::NotFound { .. }) => false,
+                    // Unknown is not free: never risk overwriting.
+                    Err(e) => return Err(map_err(&candidate, e)),
+                },
+            };
             if !taken {
                 match write(path, self.conditional_writes).await {
                     Ok(etag) => return Ok((candidate, etag)),
