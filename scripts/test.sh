@@ -38,7 +38,7 @@ echo "==> clippy"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 echo "==> server smoke test (the README's run command: private-storage serve, user add, login)"
-cargo build -p private-storage-server -p private-storage --example demo --locked
+cargo build -p private-storage-server --bin private-storage --locked
 bin="$PWD/target/debug/private-storage"
 work=$(mktemp -d)
 log="$work/serve.log"
