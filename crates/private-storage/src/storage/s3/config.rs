@@ -369,8 +369,9 @@ impl S3Builder {
         let store = os
             .build()
             .map_err(|e| Error::config("s3", e.to_string()))?;
-        Ok(S3Storage::from_parts(super::Parts {
-            store,
+        // A child module of `s3`, so the storage's private fields are in reach.
+        Ok(S3Storage {
+            store: std::sync::Arc::new(store),
             bucket,
             prefix,
             base_url: crate::storage::normalise_base_url(self.base_url.unwrap_or_else(|| crate::DEFAULT_BASE_URL.to_owned())),
@@ -382,7 +383,7 @@ impl S3Builder {
             endpoint: self.endpoint.map(|e| e.trim_end_matches('/').to_owned()),
             region,
             virtual_hosted: self.virtual_hosted_style.unwrap_or(false),
-        }))
+        })
     }
 
     fn resolve_encryption(&self) -> Result<Encryption> {

@@ -60,21 +60,6 @@ pub struct S3Storage {
     virtual_hosted: bool,
 }
 
-pub(crate) struct Parts {
-    pub(crate) store: AmazonS3,
-    pub(crate) bucket: String,
-    pub(crate) prefix: Option<ObjectKey>,
-    pub(crate) base_url: String,
-    pub(crate) presign_expiry: Duration,
-    pub(crate) cache_control: Option<String>,
-    pub(crate) storage_class: Option<String>,
-    pub(crate) encryption: Encryption,
-    pub(crate) conditional_writes: bool,
-    pub(crate) endpoint: Option<String>,
-    pub(crate) region: String,
-    pub(crate) virtual_hosted: bool,
-}
-
 /// Installs ring as the process's default TLS crypto provider, unless one is installed already.
 ///
 /// The `s3` feature builds reqwest without a provider of its own (to avoid a second, C-built
@@ -88,23 +73,6 @@ impl S3Storage {
     /// A builder; see [`S3Builder`].
     pub fn builder() -> S3Builder {
         S3Builder::default()
-    }
-
-    pub(crate) fn from_parts(p: Parts) -> Self {
-        Self {
-            store: Arc::new(p.store),
-            bucket: p.bucket,
-            prefix: p.prefix,
-            base_url: p.base_url,
-            presign_expiry: p.presign_expiry,
-            cache_control: p.cache_control,
-            storage_class: p.storage_class,
-            encryption: p.encryption,
-            conditional_writes: p.conditional_writes,
-            endpoint: p.endpoint,
-            region: p.region,
-            virtual_hosted: p.virtual_hosted,
-        }
     }
 
     /// The bucket.
