@@ -373,7 +373,5 @@ async fn shared(
     axum::extract::Path(token): axum::extract::Path<String>,
     request: axum::extract::Request,
 ) -> axum::response::Response {
-    let mut response = state.shared.serve(&token, request).await.map(axum::body::Body::new);
-    response.headers_mut().insert(http::header::REFERRER_POLICY, http::HeaderValue::from_static("no-referrer"));
-    response
+    state.shared.serve(&token, request).await.map(axum::body::Body::new)
 }

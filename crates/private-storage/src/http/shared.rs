@@ -68,7 +68,7 @@ impl ServeShared {
         let range = parts.headers.get(http::header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let user = parts.extensions.get::<CurrentUser>().cloned();
         let verified = self.links.verify(token, user.as_deref()).await;
-        let (response, link_id, target, outcome) = match verified {
+        let (mut response, link_id, target, outcome) = match verified {
             Ok(link) => {
                 let key = match &link.target {
                     ShareTarget::Key(key) => Some(key.clone()),
@@ -98,6 +98,8 @@ impl ServeShared {
         };
         let bytes = response.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
         self.links.audit_use(&LinkUsed { link_id, target, status: response.status().as_u16(), bytes, range, outcome });
+        // A link is a capability: keep it out of Referer headers sent from the file.
+        response.headers_mut().insert(http::header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
         response
     }
 
@@ -126,10 +128,7 @@ impl<B: Send + 'static> tower_service::Service<Request<B>> for ServeShared {
         let service = self.clone();
         Box::pin(async move {
             let token = request.uri().path().trim_start_matches('/').split('/').next().unwrap_or_default().to_owned();
-            let mut response = service.serve(&token, request).await;
-            // A link is a capability: keep it out of Referer headers sent from the file.
-            response.headers_mut().insert(http::header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-            Ok(response)
+            Ok(service.serve(&token, request).await)
         })
     }
 }
