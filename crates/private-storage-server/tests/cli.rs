@@ -72,7 +72,13 @@ fn users_tokens_and_files_from_the_command_line() {
     assert!(!ok(&cli(&data, &["ls"], None, &[])).contains(&id));
     assert!(ok(&cli(&data, &["check"], None, &[])).contains("ready"));
     ok(&cli(&data, &["user", "passwd", "ada", "--password-stdin"], Some("a new password\n"), &[]));
+    let db_url = format!("sqlite://{}", data.join("private-storage.db").display());
+    let token_hash = private_storage_server::auth::sha256_hex(&token);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let db = runtime.block_on(private_storage_server::db::Db::open(&db_url)).unwrap();
+    assert!(runtime.block_on(db.user_by_token(&token_hash)).unwrap().is_some(), "the token works before it is revoked");
     ok(&cli(&data, &["token", "revoke", "ada"], None, &[]));
+    assert!(runtime.block_on(db.user_by_token(&token_hash)).unwrap().is_none(), "a revoked token no longer authenticates");
     ok(&cli(&data, &["user", "rm", "ada"], None, &[]));
     assert!(!ok(&cli(&data, &["user", "list"], None, &[])).contains("ada"));
 }

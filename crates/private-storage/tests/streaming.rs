@@ -9,7 +9,6 @@ use std::time::Duration;
 use common::{Backend, app, pattern, serve, sha256, storage};
 use futures_util::StreamExt;
 use private_storage::{ObjectKey, ServePrivate, StorageExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LARGE: usize = 48 * 1024 * 1024;
 
@@ -52,18 +51,7 @@ async fn a_client_that_disconnects_stops_the_server_side_read(backend: Backend) 
     let (yielded, mut open_reads) = (tracking.yielded.clone(), tracking.open_reads());
     let addr = serve(app(ServePrivate::new(tracking))).await;
 
-    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
-    socket
-        .write_all(b"GET /private-media/large.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer root\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut received = 0;
-    while received < 1024 * 1024 {
-        let n = socket.read(&mut buf).await.unwrap();
-        assert!(n > 0, "the server closed early");
-        received += n;
-    }
+    let socket = common::get_partly(addr, "/private-media/large.bin", "root", 1024 * 1024).await;
     open_reads.wait_for(|n| *n == 1).await.unwrap();
     drop(socket);
 

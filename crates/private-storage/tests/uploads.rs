@@ -10,7 +10,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::post;
 use bytes::Bytes;
-use common::{pattern, sha256};
+use common::{pattern, png, sha256};
 use futures_util::StreamExt;
 use http::StatusCode;
 use http_body_util::BodyExt;
@@ -24,16 +24,6 @@ const EXE_HEAD: &[u8] = b"MZ\x90\0\x03\0\0\0\x04\0\0\0\xff\xff\0\0\xb8\0\0\0\0\0
 fn pdf(len: usize, seed: u32) -> Vec<u8> {
     let mut bytes = PDF_HEAD.to_vec();
     bytes.extend(pattern(len.saturating_sub(PDF_HEAD.len()), seed).iter().map(|b| b'a' + b % 26));
-    bytes
-}
-
-/// A PNG header (signature + IHDR) for an image of `width`×`height`.
-fn png(width: u32, height: u32) -> Vec<u8> {
-    let mut bytes = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
-    bytes.extend(width.to_be_bytes());
-    bytes.extend(height.to_be_bytes());
-    bytes.extend([8, 6, 0, 0, 0, 0x1f, 0x15, 0xc4, 0x89]);
-    bytes.extend(b"\0\0\0\0IEND\xaeB`\x82");
     bytes
 }
 

@@ -369,3 +369,29 @@ http {{
     // nginx binds its sockets before it daemonizes: once `start` returns, it listens.
     Peer::start("nginx", start, stop, dir.join("error.log"))
 }
+
+/// A PNG header (signature + IHDR + IEND) for an image of `width`×`height`.
+pub fn png(width: u32, height: u32) -> Vec<u8> {
+    let mut bytes = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+    bytes.extend(width.to_be_bytes());
+    bytes.extend(height.to_be_bytes());
+    bytes.extend([8, 6, 0, 0, 0, 0x1f, 0x15, 0xc4, 0x89]);
+    bytes.extend(b"\0\0\0\0IEND\xaeB`\x82");
+    bytes
+}
+
+/// Sends `GET path` as `user` on a raw socket and reads at least `at_least` bytes of the
+/// answer, then returns the socket still open (for tests of what a disconnect stops).
+pub async fn get_partly(addr: SocketAddr, path: &str, user: &str, at_least: usize) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {user}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut received = 0;
+    while received < at_least {
+        let n = socket.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the server closed early");
+        received += n;
+    }
+    socket
+}
