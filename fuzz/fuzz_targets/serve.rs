@@ -19,8 +19,10 @@ fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let storage = MemoryStorage::new().with_chunk_size(1000);
-        let objects: Vec<(String, Vec<u8>)> =
-            [0usize, 1, 100, 5000].iter().map(|&n| (format!("f{n}"), (0..n).map(|i| (i * 31 % 251) as u8).collect())).collect();
+        let objects: Vec<(String, Vec<u8>)> = [0usize, 1, 100, 5000]
+            .iter()
+            .map(|&n| (format!("f{n}"), (0..n).map(|i| (i * 31 % 251) as u8).collect()))
+            .collect();
         for (name, bytes) in &objects {
             runtime.block_on(storage.put_bytes(&ObjectKey::new(name).unwrap(), bytes.clone())).unwrap();
         }
@@ -39,7 +41,12 @@ fuzz_target!(|input: (u8, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>)| {
     let f = fixture();
     let (name, object) = &f.objects[which as usize % f.objects.len()];
     let mut builder = http::Request::get(format!("/{name}"));
-    for (header, value) in [("range", range), ("if-range", if_range), ("if-none-match", if_none_match), ("if-modified-since", if_modified_since)] {
+    for (header, value) in [
+        ("range", range),
+        ("if-range", if_range),
+        ("if-none-match", if_none_match),
+        ("if-modified-since", if_modified_since),
+    ] {
         if let Ok(v) = http::HeaderValue::from_bytes(&value) {
             builder = builder.header(header, v);
         }
@@ -60,7 +67,8 @@ fuzz_target!(|input: (u8, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>)| {
                 let mut parts_seen = 0;
                 for chunk in String::from_utf8_lossy(text).split(&delimiter).skip(1) {
                     let header_end = chunk.find("\r\n\r\n").unwrap();
-                    let range_line = chunk[..header_end].lines().find_map(|l| l.strip_prefix("Content-Range: ")).unwrap();
+                    let range_line =
+                        chunk[..header_end].lines().find_map(|l| l.strip_prefix("Content-Range: ")).unwrap();
                     let (a, b, total) = content_range(range_line);
                     assert!(a <= b && b < len && total == len, "part {range_line} inside {len}");
                     parts_seen += 1;

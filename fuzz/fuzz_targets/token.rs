@@ -3,7 +3,9 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use private_storage::{MemoryRevocations, MemoryStorage, ObjectKey, ServePrivate, ServeShared, ShareKeys, ShareLinks, StorageExt};
+use private_storage::{
+    MemoryRevocations, MemoryStorage, ObjectKey, ServePrivate, ServeShared, ShareKeys, ShareLinks, StorageExt,
+};
 
 fn fixture() -> &'static (tokio::runtime::Runtime, ServeShared) {
     static FIXTURE: OnceLock<(tokio::runtime::Runtime, ServeShared)> = OnceLock::new();

@@ -93,6 +93,7 @@ fn main() {
             })
         })
         .collect();
-    let (bytes, requests) = workers.into_iter().map(|w| w.join().expect("worker")).fold((0, 0), |(b, r), (wb, wr)| (b + wb, r + wr));
+    let (bytes, requests) =
+        workers.into_iter().map(|w| w.join().expect("worker")).fold((0, 0), |(b, r), (wb, wr)| (b + wb, r + wr));
     println!("bytes={bytes} requests={requests} seconds={:.6}", start.elapsed().as_secs_f64());
 }

@@ -20,7 +20,8 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::serve::ListenerExt;
 use private_storage::{
-    CurrentUser, Delivery, LocalStorage, MemoryStorage, ObjectKey, ServePrivate, Storage, StorageExt, User, allow_authenticated,
+    CurrentUser, Delivery, LocalStorage, MemoryStorage, ObjectKey, ServePrivate, Storage, StorageExt, User,
+    allow_authenticated,
 };
 
 type Sessions = Arc<HashMap<String, CurrentUser>>;
@@ -50,9 +51,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "nginx" => Delivery::nginx(args.next().as_deref().unwrap_or("/_internal"))?,
         other => return Err(format!("unknown mode {other}; {usage}").into()),
     };
-    let sessions: Sessions = Arc::new(
-        (0..10_000).map(|i| (format!("token-{i}"), CurrentUser::new(User::new(i.to_string())))).collect(),
-    );
+    let sessions: Sessions =
+        Arc::new((0..10_000).map(|i| (format!("token-{i}"), CurrentUser::new(User::new(i.to_string())))).collect());
     // One runtime for loading and serving: the S3 client's connections live on it.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {

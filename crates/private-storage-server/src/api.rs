@@ -145,17 +145,26 @@ fn reason(status: StatusCode) -> &'static str {
 /// Reads a multipart form whose `file` field goes through the upload policy, and records the
 /// file. With a cookie session the CSRF token must come first: as the `X-CSRF-Token` header or
 /// a `csrf` field before the file. Nothing is stored when anything fails.
-pub async fn save_upload(state: &AppState, authed: &Authed, headers: &HeaderMap, mut form: UploadForm) -> Result<FileRow, Refused> {
+pub async fn save_upload(
+    state: &AppState,
+    authed: &Authed,
+    headers: &HeaderMap,
+    mut form: UploadForm,
+) -> Result<FileRow, Refused> {
     let result = async {
-        let _slot = UploadSlot::take(state, &authed.user.id)
-            .ok_or_else(|| Refused::new(StatusCode::TOO_MANY_REQUESTS, "Too many uploads at once: wait for one to finish."))?;
+        let _slot = UploadSlot::take(state, &authed.user.id).ok_or_else(|| {
+            Refused::new(StatusCode::TOO_MANY_REQUESTS, "Too many uploads at once: wait for one to finish.")
+        })?;
         let mut csrf_ok = authed.csrf_ok(headers.get("x-csrf-token").and_then(|v| v.to_str().ok()));
         while let Some(field) = form.next_field().await? {
             match field.name() {
                 Some("csrf") => csrf_ok = csrf_ok || authed.csrf_ok(Some(&field.text().await?)),
                 Some("file") => {
                     if !csrf_ok {
-                        return Err(Refused::new(StatusCode::FORBIDDEN, "The form has expired: reload the page and try again."));
+                        return Err(Refused::new(
+                            StatusCode::FORBIDDEN,
+                            "The form has expired: reload the page and try again.",
+                        ));
                     }
                     let name = field.file_name().unwrap_or("upload").to_owned();
                     let saved = state.policy.save(&Owner(authed.user.id.clone()), field.into_upload()).await?;
@@ -174,11 +183,19 @@ pub async fn save_upload(state: &AppState, authed: &Authed, headers: &HeaderMap,
 }
 
 /// `POST /api/files`.
-pub async fn upload(State(state): State<AppState>, user: Option<axum::Extension<Authed>>, headers: HeaderMap, form: Result<UploadForm, private_storage::Error>) -> Result<Response, Refused> {
+pub async fn upload(
+    State(state): State<AppState>,
+    user: Option<axum::Extension<Authed>>,
+    headers: HeaderMap,
+    form: Result<UploadForm, private_storage::Error>,
+) -> Result<Response, Refused> {
     let authed = authed(user)?;
     let row = save_upload(&state, &authed, &headers, form?).await?;
     let mut response = (StatusCode::CREATED, Json(FileJson::new(&row, None))).into_response();
-    response.headers_mut().insert(http::header::LOCATION, http::HeaderValue::from_str(&format!("/api/files/{}", row.id)).expect("ASCII id"));
+    response.headers_mut().insert(
+        http::header::LOCATION,
+        http::HeaderValue::from_str(&format!("/api/files/{}", row.id)).expect("ASCII id"),
+    );
     Ok(response)
 }
 
@@ -190,14 +207,20 @@ pub struct Page {
 }
 
 /// `GET /api/files`: the user's files (staff: everyone's, with owners), newest first.
-pub async fn list(State(state): State<AppState>, user: Option<axum::Extension<Authed>>, Query(page): Query<Page>) -> Result<Response, Refused> {
+pub async fn list(
+    State(state): State<AppState>,
+    user: Option<axum::Extension<Authed>>,
+    Query(page): Query<Page>,
+) -> Result<Response, Refused> {
     let authed = authed(user)?;
     let per_page = page.per_page.unwrap_or(50).clamp(1, 500);
     let number = page.page.unwrap_or(1).max(1);
     let scope = (!authed.is_staff()).then_some(authed.user.id.as_str());
     let (files, total) = state.db.files(scope, per_page, (number - 1) * per_page).await.map_err(Refused::database)?;
-    let files: Vec<FileJson> = files.iter().map(|(f, owner)| FileJson::new(f, authed.is_staff().then(|| owner.clone()))).collect();
-    Ok(Json(serde_json::json!({ "files": files, "page": number, "per_page": per_page, "total": total })).into_response())
+    let files: Vec<FileJson> =
+        files.iter().map(|(f, owner)| FileJson::new(f, authed.is_staff().then(|| owner.clone()))).collect();
+    Ok(Json(serde_json::json!({ "files": files, "page": number, "per_page": per_page, "total": total }))
+        .into_response())
 }
 
 async fn own_file(state: &AppState, authed: &Authed, id: &str) -> Result<FileRow, Refused> {
@@ -206,7 +229,11 @@ async fn own_file(state: &AppState, authed: &Authed, id: &str) -> Result<FileRow
 }
 
 /// `GET /api/files/{id}`.
-pub async fn show(State(state): State<AppState>, user: Option<axum::Extension<Authed>>, Path(id): Path<String>) -> Result<Response, Refused> {
+pub async fn show(
+    State(state): State<AppState>,
+    user: Option<axum::Extension<Authed>>,
+    Path(id): Path<String>,
+) -> Result<Response, Refused> {
     let authed = authed(user)?;
     let file = own_file(&state, &authed, &id).await?;
     Ok(Json(FileJson::new(&file, None)).into_response())
@@ -215,7 +242,8 @@ pub async fn show(State(state): State<AppState>, user: Option<axum::Extension<Au
 /// Deletes a file's record, its share links, and its bytes.
 pub async fn delete_file(state: &AppState, file: &FileRow) -> Result<(), Refused> {
     state.db.delete_file(&file.id).await.map_err(Refused::database)?;
-    let key = private_storage::ObjectKey::new(&file.object_key).map_err(|e| Refused::from(private_storage::Error::from(e)))?;
+    let key = private_storage::ObjectKey::new(&file.object_key)
+        .map_err(|e| Refused::from(private_storage::Error::from(e)))?;
     if let Err(e) = state.storage.delete(&key).await {
         // The record is gone, so nothing links to the bytes any more; log for cleanup.
         tracing::error!(key = %key, error = %e, "could not delete the bytes of a deleted file");
@@ -225,7 +253,12 @@ pub async fn delete_file(state: &AppState, file: &FileRow) -> Result<(), Refused
 }
 
 /// `DELETE /api/files/{id}`.
-pub async fn delete(State(state): State<AppState>, user: Option<axum::Extension<Authed>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Refused> {
+pub async fn delete(
+    State(state): State<AppState>,
+    user: Option<axum::Extension<Authed>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Refused> {
     let authed = authed(user)?;
     if !authed.csrf_ok(headers.get("x-csrf-token").and_then(|v| v.to_str().ok())) {
         return Err(Refused::new(StatusCode::FORBIDDEN, "Missing or wrong X-CSRF-Token."));
@@ -248,12 +281,21 @@ pub struct ShareRequest {
 }
 
 /// Issues a share link to a file; returns the link's path and record.
-pub async fn issue_link(state: &AppState, issuer: &str, file: &FileRow, request: &ShareRequest) -> Result<(String, LinkRow), Refused> {
-    let lifetime = crate::config::parse_duration(&request.expires)
-        .filter(|d| *d >= Duration::from_secs(60))
-        .ok_or_else(|| Refused::new(StatusCode::BAD_REQUEST, "expires: a duration of at least a minute, such as 1h or 7d."))?;
+pub async fn issue_link(
+    state: &AppState,
+    issuer: &str,
+    file: &FileRow,
+    request: &ShareRequest,
+) -> Result<(String, LinkRow), Refused> {
+    let lifetime =
+        crate::config::parse_duration(&request.expires).filter(|d| *d >= Duration::from_secs(60)).ok_or_else(|| {
+            Refused::new(StatusCode::BAD_REQUEST, "expires: a duration of at least a minute, such as 1h or 7d.")
+        })?;
     if lifetime > state.config.share_max_lifetime {
-        return Err(Refused::new(StatusCode::BAD_REQUEST, format!("expires: links may live at most {}.", humantime(state.config.share_max_lifetime))));
+        return Err(Refused::new(
+            StatusCode::BAD_REQUEST,
+            format!("expires: links may live at most {}.", humantime(state.config.share_max_lifetime)),
+        ));
     }
     let mut share = Share::record(&file.id).expires_in(lifetime).issued_by(issuer);
     if request.attachment {
@@ -261,7 +303,12 @@ pub async fn issue_link(state: &AppState, issuer: &str, file: &FileRow, request:
     }
     let mut bound = None;
     if let Some(name) = request.user.as_deref().filter(|n| !n.is_empty()) {
-        let user = state.db.user_by_name(name).await.map_err(Refused::database)?.ok_or_else(|| Refused::new(StatusCode::BAD_REQUEST, format!("No user is named {name}.")))?;
+        let user = state
+            .db
+            .user_by_name(name)
+            .await
+            .map_err(Refused::database)?
+            .ok_or_else(|| Refused::new(StatusCode::BAD_REQUEST, format!("No user is named {name}.")))?;
         share = share.bound_to(&user.id);
         bound = Some(user.username);
     }
@@ -290,14 +337,24 @@ pub fn humantime(d: Duration) -> String {
 }
 
 /// `POST /api/files/{id}/links`.
-pub async fn share(State(state): State<AppState>, user: Option<axum::Extension<Authed>>, headers: HeaderMap, Path(id): Path<String>, Json(request): Json<ShareRequest>) -> Result<Response, Refused> {
+pub async fn share(
+    State(state): State<AppState>,
+    user: Option<axum::Extension<Authed>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(request): Json<ShareRequest>,
+) -> Result<Response, Refused> {
     let authed = authed(user)?;
     if !authed.csrf_ok(headers.get("x-csrf-token").and_then(|v| v.to_str().ok())) {
         return Err(Refused::new(StatusCode::FORBIDDEN, "Missing or wrong X-CSRF-Token."));
     }
     let file = own_file(&state, &authed, &id).await?;
     let (url, row) = issue_link(&state, &authed.user.username, &file, &request).await?;
-    Ok((StatusCode::CREATED, Json(serde_json::json!({ "url": url, "link_id": row.link_id, "expires": rfc3339(row.expires) }))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "url": url, "link_id": row.link_id, "expires": rfc3339(row.expires) })),
+    )
+        .into_response())
 }
 
 /// `GET /readyz`: 200 when the database and the storage answer, 503 otherwise.

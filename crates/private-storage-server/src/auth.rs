@@ -6,20 +6,20 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use http::header::{AUTHORIZATION, COOKIE};
 use http::StatusCode;
+use http::header::{AUTHORIZATION, COOKIE};
 use private_storage::{CurrentUser, User};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::db::UserRow;
 use crate::AppState;
+use crate::db::UserRow;
 
 /// The session cookie.
 pub const SESSION_COOKIE: &str = "ps_session";
@@ -119,7 +119,13 @@ pub fn cookie<'a>(request: &'a http::request::Parts, name: &str) -> Option<&'a s
 /// outright (401); a database that cannot answer fails the request closed (503).
 pub async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
-    let bearer = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim).map(str::to_owned);
+    let bearer = parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .map(str::to_owned);
     let found = if let Some(token) = bearer {
         match state.db.user_by_token(&sha256_hex(&token)).await {
             Ok(Some(user)) => Some(Authed { user: Arc::new(user), session: None }),
@@ -134,7 +140,9 @@ pub async fn authenticate(State(state): State<AppState>, request: Request, next:
     } else if let Some(id) = cookie(&parts, SESSION_COOKIE) {
         let id_hash = sha256_hex(id);
         match state.db.session(&id_hash).await {
-            Ok(Some((user, csrf))) => Some(Authed { user: Arc::new(user), session: Some(SessionInfo { id_hash, csrf }) }),
+            Ok(Some((user, csrf))) => {
+                Some(Authed { user: Arc::new(user), session: Some(SessionInfo { id_hash, csrf }) })
+            }
             Ok(None) => None, // expired or logged out: anonymous
             Err(e) => return unavailable(e),
         }
@@ -150,7 +158,8 @@ pub async fn authenticate(State(state): State<AppState>, request: Request, next:
 
 fn unavailable(e: sqlx::Error) -> Response {
     tracing::error!(error = %e, "database unavailable: request refused");
-    (StatusCode::SERVICE_UNAVAILABLE, [(http::header::RETRY_AFTER, "5")], "The service is temporarily unavailable.").into_response()
+    (StatusCode::SERVICE_UNAVAILABLE, [(http::header::RETRY_AFTER, "5")], "The service is temporarily unavailable.")
+        .into_response()
 }
 
 /// The client's address: the peer, or — when the peer is a trusted reverse proxy — the nearest
@@ -160,7 +169,12 @@ pub fn client_ip(peer: Option<IpAddr>, headers: &http::HeaderMap, trusted: &[IpA
     if !trusted.contains(&ip) {
         return Some(ip);
     }
-    let forwarded = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).collect::<Vec<_>>();
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect::<Vec<_>>();
     for hop in forwarded.into_iter().rev() {
         match hop.trim().parse::<IpAddr>() {
             Ok(hop) if trusted.contains(&hop) => ip = hop,
@@ -242,13 +256,21 @@ mod tests {
         let proxy: IpAddr = "127.0.0.1".parse().unwrap();
         let mut headers = http::HeaderMap::new();
         headers.insert("x-forwarded-for", "6.6.6.6, 203.0.113.7".parse().unwrap());
-        assert_eq!(client_ip(Some(proxy), &headers, &[proxy]), Some("203.0.113.7".parse().unwrap()), "the proxy's own entry, not the client's claim");
+        assert_eq!(
+            client_ip(Some(proxy), &headers, &[proxy]),
+            Some("203.0.113.7".parse().unwrap()),
+            "the proxy's own entry, not the client's claim"
+        );
         assert_eq!(client_ip(Some(proxy), &headers, &[]), Some(proxy), "an untrusted peer's header is ignored");
         let direct: IpAddr = "198.51.100.1".parse().unwrap();
         assert_eq!(client_ip(Some(direct), &headers, &[proxy]), Some(direct));
         headers.insert("x-forwarded-for", "203.0.113.7, 10.0.0.2".parse().unwrap());
         let inner: IpAddr = "10.0.0.2".parse().unwrap();
-        assert_eq!(client_ip(Some(proxy), &headers, &[proxy, inner]), Some("203.0.113.7".parse().unwrap()), "two proxies deep");
+        assert_eq!(
+            client_ip(Some(proxy), &headers, &[proxy, inner]),
+            Some("203.0.113.7".parse().unwrap()),
+            "two proxies deep"
+        );
         headers.insert("x-forwarded-for", "not an address".parse().unwrap());
         assert_eq!(client_ip(Some(proxy), &headers, &[proxy]), Some(proxy));
         assert_eq!(client_ip(None, &headers, &[proxy]), None);

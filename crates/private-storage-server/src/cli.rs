@@ -218,7 +218,8 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
 
 fn init_logging(json: bool, serving: bool) {
     let default = if serving { "info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -262,12 +263,15 @@ async fn execute(command: Command, config: Config) -> CliResult {
 
 async fn serve(state: AppState) -> CliResult {
     let bind = state.config.bind;
-    let listener = tokio::net::TcpListener::bind(bind).await.map_err(|e| format!("cannot listen on {bind}: {e} (set `bind`)"))?;
+    let listener =
+        tokio::net::TcpListener::bind(bind).await.map_err(|e| format!("cannot listen on {bind}: {e} (set `bind`)"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let users = state.db.users().await.map_err(|e| e.to_string())?;
     println!("private-storage listening on http://{addr}/");
     match &state.config.storage {
-        StorageConfig::Local(path) => println!("  files:    {} (private; served only through the access rules)", path.display()),
+        StorageConfig::Local(path) => {
+            println!("  files:    {} (private; served only through the access rules)", path.display())
+        }
         StorageConfig::S3 { url, .. } => println!("  files:    {url}"),
     }
     println!("  database: {}", crate::config::redact_url(&state.config.database_url));
@@ -341,20 +345,36 @@ async fn user(state: &AppState, command: UserCommand) -> CliResult {
     let db = &state.db;
     match command {
         UserCommand::Add { name, staff, superuser, password_stdin } => {
-            if name.is_empty() || name.len() > 150 || name.chars().any(|c| c.is_control() || c.is_whitespace() || c == '/') {
+            if name.is_empty()
+                || name.len() > 150
+                || name.chars().any(|c| c.is_control() || c.is_whitespace() || c == '/')
+            {
                 return Err(format!("{name:?} is not a valid user name (no spaces, slashes or control characters)"));
             }
             if db.user_by_name(&name).await.map_err(|e| e.to_string())?.is_some() {
                 return Err(format!("a user named {name} exists already"));
             }
             let password = read_password(password_stdin)?;
-            let user = db.create_user(&name, &hash_password(&password), staff, superuser).await.map_err(|e| e.to_string())?;
-            let role = if user.is_superuser { "superuser" } else if user.is_staff { "staff" } else { "user" };
+            let user =
+                db.create_user(&name, &hash_password(&password), staff, superuser).await.map_err(|e| e.to_string())?;
+            let role = if user.is_superuser {
+                "superuser"
+            } else if user.is_staff {
+                "staff"
+            } else {
+                "user"
+            };
             println!("created {role} {name}; log in at http://{}/login", state.config.bind);
         }
         UserCommand::List => {
             for u in db.users().await.map_err(|e| e.to_string())? {
-                let role = if u.is_superuser { "superuser" } else if u.is_staff { "staff" } else { "user" };
+                let role = if u.is_superuser {
+                    "superuser"
+                } else if u.is_staff {
+                    "staff"
+                } else {
+                    "user"
+                };
                 println!("{}\t{role}\t{}", u.username, crate::api::rfc3339(u.created));
             }
         }
@@ -379,14 +399,19 @@ async fn token(state: &AppState, command: TokenCommand) -> CliResult {
     let db = &state.db;
     match command {
         TokenCommand::Create { user, name } => {
-            let user = db.user_by_name(&user).await.map_err(|e| e.to_string())?.ok_or(format!("no user named {user}"))?;
+            let user =
+                db.user_by_name(&user).await.map_err(|e| e.to_string())?.ok_or(format!("no user named {user}"))?;
             let token = format!("ps_{}", random_token(32));
             db.create_token(&user.id, &name, &sha256_hex(&token)).await.map_err(|e| e.to_string())?;
-            eprintln!("API token {name} for {} (shown once; send it as `Authorization: Bearer <token>`):", user.username);
+            eprintln!(
+                "API token {name} for {} (shown once; send it as `Authorization: Bearer <token>`):",
+                user.username
+            );
             println!("{token}");
         }
         TokenCommand::Revoke { user, name } => {
-            let user = db.user_by_name(&user).await.map_err(|e| e.to_string())?.ok_or(format!("no user named {user}"))?;
+            let user =
+                db.user_by_name(&user).await.map_err(|e| e.to_string())?.ok_or(format!("no user named {user}"))?;
             let n = db.revoke_tokens(&user.id, name.as_deref()).await.map_err(|e| e.to_string())?;
             println!("revoked {n} token(s) of {}", user.username);
         }
@@ -400,14 +425,19 @@ fn progress(len: u64) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(len);
-    bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}").expect("a valid template"));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+            .expect("a valid template"),
+    );
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
 }
 
 async fn put(state: &AppState, path: PathBuf, owner: Option<String>) -> CliResult {
     let owner = match owner {
-        Some(name) => state.db.user_by_name(&name).await.map_err(|e| e.to_string())?.ok_or(format!("no user named {name}"))?,
+        Some(name) => {
+            state.db.user_by_name(&name).await.map_err(|e| e.to_string())?.ok_or(format!("no user named {name}"))?
+        }
         None => {
             let mut users = state.db.users().await.map_err(|e| e.to_string())?;
             if users.len() != 1 {
@@ -436,7 +466,9 @@ async fn put(state: &AppState, path: PathBuf, owner: Option<String>) -> CliResul
 }
 
 /// A file as a stream of 256 KiB chunks.
-fn tokio_util_stream(file: tokio::fs::File) -> impl futures_util::Stream<Item = private_storage::Result<bytes::Bytes>> + Send + 'static {
+fn tokio_util_stream(
+    file: tokio::fs::File,
+) -> impl futures_util::Stream<Item = private_storage::Result<bytes::Bytes>> + Send + 'static {
     use tokio::io::AsyncReadExt;
     futures_util::stream::unfold(Some(file), |file| async move {
         let mut file = file?;
@@ -447,7 +479,9 @@ fn tokio_util_stream(file: tokio::fs::File) -> impl futures_util::Stream<Item = 
                 buf.truncate(n);
                 Some((Ok(bytes::Bytes::from(buf)), Some(file)))
             }
-            Err(e) => Some((Err(private_storage::Error::BadUpload { message: format!("cannot read the file: {e}") }), None)),
+            Err(e) => {
+                Some((Err(private_storage::Error::BadUpload { message: format!("cannot read the file: {e}") }), None))
+            }
         }
     })
 }
@@ -455,13 +489,19 @@ fn tokio_util_stream(file: tokio::fs::File) -> impl futures_util::Stream<Item = 
 async fn get(state: &AppState, target: &str, output: &std::path::Path) -> CliResult {
     let file = match state.db.file(target, None).await.map_err(|e| e.to_string())? {
         Some(file) => file,
-        None => state.db.file_by_key(target).await.map_err(|e| e.to_string())?.ok_or(format!("no file with id or key {target}"))?,
+        None => state
+            .db
+            .file_by_key(target)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or(format!("no file with id or key {target}"))?,
     };
     let key = ObjectKey::new(&file.object_key).map_err(|e| e.to_string())?;
     let got = state.storage.get(&key, private_storage::GetOptions::default()).await.map_err(|e| e.to_string())?;
     let bar = progress(got.meta.size);
     // Written next to the target and renamed into place: no half-written output file.
-    let partial = output.with_file_name(format!(".{}.part", output.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+    let partial =
+        output.with_file_name(format!(".{}.part", output.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
     let mut out = std::fs::File::create(&partial).map_err(|e| format!("{}: {e}", partial.display()))?;
     let mut body = got.into_stream();
     let written = async {
@@ -485,14 +525,23 @@ async fn get(state: &AppState, target: &str, output: &std::path::Path) -> CliRes
 
 async fn ls(state: &AppState, owner: Option<String>) -> CliResult {
     let scope = match owner {
-        Some(name) => Some(state.db.user_by_name(&name).await.map_err(|e| e.to_string())?.ok_or(format!("no user named {name}"))?.id),
+        Some(name) => Some(
+            state.db.user_by_name(&name).await.map_err(|e| e.to_string())?.ok_or(format!("no user named {name}"))?.id,
+        ),
         None => None,
     };
     let mut offset = 0;
     loop {
         let (files, total) = state.db.files(scope.as_deref(), 500, offset).await.map_err(|e| e.to_string())?;
         for (f, owner) in &files {
-            println!("{}\t{owner}\t{}\t{}\t{}\t{}", f.id, f.size, f.content_type, crate::api::rfc3339(f.created), f.name);
+            println!(
+                "{}\t{owner}\t{}\t{}\t{}\t{}",
+                f.id,
+                f.size,
+                f.content_type,
+                crate::api::rfc3339(f.created),
+                f.name
+            );
         }
         offset += files.len() as i64;
         if files.is_empty() || offset >= total {
@@ -516,7 +565,11 @@ async fn copy_storage(state: &AppState, to: &str) -> CliResult {
         std::sync::Arc::new(private_storage::LocalStorage::new(to).map_err(|e| format!("{to}: {e}"))?)
     };
     let (_, total) = state.db.files(None, 1, 0).await.map_err(|e| e.to_string())?;
-    let bar = if std::io::stderr().is_terminal() { indicatif::ProgressBar::new(total as u64) } else { indicatif::ProgressBar::hidden() };
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(total as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     let report = private_storage::migrate(&*state.storage, &*target, None, |p| {
         bar.inc(1);
         bar.set_message(p.key.to_string());
@@ -524,7 +577,10 @@ async fn copy_storage(state: &AppState, to: &str) -> CliResult {
     .await
     .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
-    println!("copied {} file(s) ({} bytes), {} already in place; all verified", report.copied, report.bytes, report.skipped);
+    println!(
+        "copied {} file(s) ({} bytes), {} already in place; all verified",
+        report.copied, report.bytes, report.skipped
+    );
     Ok(())
 }
 
@@ -538,7 +594,12 @@ async fn share(state: &AppState, args: ShareArgs) -> CliResult {
     }
     let file = match state.db.file(&args.target, None).await.map_err(|e| e.to_string())? {
         Some(file) => file,
-        None => state.db.file_by_key(&args.target).await.map_err(|e| e.to_string())?.ok_or(format!("no file with id or key {}", args.target))?,
+        None => state
+            .db
+            .file_by_key(&args.target)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or(format!("no file with id or key {}", args.target))?,
     };
     let request = ShareRequest { expires: args.expires, attachment: args.attachment, user: args.user };
     let (url, row) = issue_link(state, "cli", &file, &request).await.map_err(|r| r.message)?;

@@ -17,9 +17,17 @@ pub const KEYS: &[(&str, Option<&str>, &str)] = &[
     ("bind", Some("127.0.0.1:8000"), "address to listen on"),
     ("database_url", None, "sqlite://… or postgres://… (default: SQLite in data_dir)"),
     ("storage", None, "a local folder, or s3://bucket/prefix with [s3] settings (default: data_dir/media)"),
-    ("auth_function", Some("allow_superuser"), "rule of /private-media/: allow_authenticated | allow_staff | allow_superuser"),
+    (
+        "auth_function",
+        Some("allow_superuser"),
+        "rule of /private-media/: allow_authenticated | allow_staff | allow_superuser",
+    ),
     ("max_file_size", Some("100MiB"), "largest upload: bytes, or 10MB / 1GiB"),
-    ("content_types", Some(""), "allowed upload types, comma-separated (image/*, application/pdf); empty: any sniffable type"),
+    (
+        "content_types",
+        Some(""),
+        "allowed upload types, comma-separated (image/*, application/pdf); empty: any sniffable type",
+    ),
     ("delivery", Some("stream"), "stream | nginx | apache | s3-redirect"),
     ("internal_url", Some("/_private"), "nginx internal location prefix (delivery = nginx)"),
     ("on_denied", Some("403"), "answer to a denied download: 403 | 404 | login"),
@@ -32,7 +40,11 @@ pub const KEYS: &[(&str, Option<&str>, &str)] = &[
     ("request_timeout", Some("60s"), "limit on pages and API calls (downloads and uploads are not cut)"),
     ("shutdown_grace", Some("30s"), "on SIGTERM, how long in-flight requests may finish"),
     ("max_uploads_per_user", Some("4"), "concurrent uploads one user may run"),
-    ("trusted_proxies", Some(""), "addresses of reverse proxies whose X-Forwarded-For is believed (for the login limit), comma-separated"),
+    (
+        "trusted_proxies",
+        Some(""),
+        "addresses of reverse proxies whose X-Forwarded-For is believed (for the login limit), comma-separated",
+    ),
 ];
 
 /// The names of settings whose values are never printed.
@@ -233,18 +245,35 @@ impl Loader {
         if data_dir.as_os_str().is_empty() {
             return Err(named("data_dir", "must not be empty".into()));
         }
-        let bind: SocketAddr = get("bind").unwrap_or_default().parse().map_err(|e| named("bind", format!("not an address such as 127.0.0.1:8000 ({e})")))?;
+        let bind: SocketAddr = get("bind")
+            .unwrap_or_default()
+            .parse()
+            .map_err(|e| named("bind", format!("not an address such as 127.0.0.1:8000 ({e})")))?;
         let database_url = match get("database_url") {
-            Some(url) if url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://") => url.to_owned(),
-            Some(other) => return Err(named("database_url", format!("{} is neither sqlite:… nor postgres://…", redact_url(other)))),
+            Some(url)
+                if url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://") =>
+            {
+                url.to_owned()
+            }
+            Some(other) => {
+                return Err(named(
+                    "database_url",
+                    format!("{} is neither sqlite:… nor postgres://…", redact_url(other)),
+                ));
+            }
             None => format!("sqlite://{}?mode=rwc", data_dir.join("private-storage.db").display()),
         };
         let storage = match get("storage") {
             Some(url) if url.starts_with("s3://") => {
-                let settings = v.iter().filter_map(|(k, (value, _))| k.strip_prefix("s3.").map(|s| (s.to_owned(), value.clone()))).collect();
+                let settings = v
+                    .iter()
+                    .filter_map(|(k, (value, _))| k.strip_prefix("s3.").map(|s| (s.to_owned(), value.clone())))
+                    .collect();
                 StorageConfig::S3 { url: url.to_owned(), settings }
             }
-            Some(path) if path.contains("://") => return Err(named("storage", format!("{path:?}: expected a folder or s3://bucket/prefix"))),
+            Some(path) if path.contains("://") => {
+                return Err(named("storage", format!("{path:?}: expected a folder or s3://bucket/prefix")));
+            }
             Some(path) => StorageConfig::Local(PathBuf::from(path)),
             None => StorageConfig::Local(data_dir.join("media")),
         };
@@ -255,10 +284,22 @@ impl Loader {
             "allow_authenticated" => RuleName::Authenticated,
             "allow_staff" => RuleName::Staff,
             "allow_superuser" => RuleName::Superuser,
-            other => return Err(named("auth_function", format!("{other:?}: expected allow_authenticated, allow_staff or allow_superuser"))),
+            other => {
+                return Err(named(
+                    "auth_function",
+                    format!("{other:?}: expected allow_authenticated, allow_staff or allow_superuser"),
+                ));
+            }
         };
-        let max_file_size = parse_size(get("max_file_size").unwrap_or_default()).ok_or_else(|| named("max_file_size", "expected bytes or a size such as 10MB or 1GiB".into()))?;
-        let content_types: Vec<String> = get("content_types").unwrap_or_default().split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
+        let max_file_size = parse_size(get("max_file_size").unwrap_or_default())
+            .ok_or_else(|| named("max_file_size", "expected bytes or a size such as 10MB or 1GiB".into()))?;
+        let content_types: Vec<String> = get("content_types")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect();
         for t in &content_types {
             if !t.contains('/') {
                 return Err(named("content_types", format!("{t:?} is not a media type such as image/png or image/*")));
@@ -269,11 +310,17 @@ impl Loader {
             "nginx" => DeliveryName::Nginx,
             "apache" => DeliveryName::Apache,
             "s3-redirect" => DeliveryName::S3Redirect,
-            other => return Err(named("delivery", format!("{other:?}: expected stream, nginx, apache or s3-redirect"))),
+            other => {
+                return Err(named("delivery", format!("{other:?}: expected stream, nginx, apache or s3-redirect")));
+            }
         };
         match (&storage, delivery) {
-            (StorageConfig::S3 { .. }, DeliveryName::Apache) => return Err(named("delivery", "apache (X-Sendfile) needs local storage".into())),
-            (StorageConfig::Local(_), DeliveryName::S3Redirect) => return Err(named("delivery", "s3-redirect needs storage = s3://bucket/prefix".into())),
+            (StorageConfig::S3 { .. }, DeliveryName::Apache) => {
+                return Err(named("delivery", "apache (X-Sendfile) needs local storage".into()));
+            }
+            (StorageConfig::Local(_), DeliveryName::S3Redirect) => {
+                return Err(named("delivery", "s3-redirect needs storage = s3://bucket/prefix".into()));
+            }
             _ => {}
         }
         let internal_url = get("internal_url").unwrap_or_default().to_owned();
@@ -294,8 +341,16 @@ impl Loader {
         if let Some(keys) = &share_keys {
             private_storage::ShareKeys::parse(keys).map_err(|e| named("share_keys", e.to_string()))?;
         }
-        let duration = |key: &str| parse_duration(get(key).unwrap_or_default()).ok_or_else(|| named(key, "expected a duration such as 30s, 10m, 12h or 7d".into()));
-        let max_uploads_per_user = get("max_uploads_per_user").unwrap_or_default().parse().ok().filter(|n| *n > 0).ok_or_else(|| named("max_uploads_per_user", "expected a positive number".into()))?;
+        let duration = |key: &str| {
+            parse_duration(get(key).unwrap_or_default())
+                .ok_or_else(|| named(key, "expected a duration such as 30s, 10m, 12h or 7d".into()))
+        };
+        let max_uploads_per_user = get("max_uploads_per_user")
+            .unwrap_or_default()
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| named("max_uploads_per_user", "expected a positive number".into()))?;
         let trusted_proxies = get("trusted_proxies")
             .unwrap_or_default()
             .split(',')
@@ -345,9 +400,13 @@ impl Config {
         let mut out = String::new();
         let mut effective: BTreeMap<String, (String, String)> =
             self.sources.iter().map(|(k, (v, s))| (k.clone(), (v.clone(), s.to_string()))).collect();
-        effective.entry("database_url".into()).or_insert_with(|| (self.database_url.clone(), "derived from data_dir".into()));
+        effective
+            .entry("database_url".into())
+            .or_insert_with(|| (self.database_url.clone(), "derived from data_dir".into()));
         if let StorageConfig::Local(path) = &self.storage {
-            effective.entry("storage".into()).or_insert_with(|| (path.display().to_string(), "derived from data_dir".into()));
+            effective
+                .entry("storage".into())
+                .or_insert_with(|| (path.display().to_string(), "derived from data_dir".into()));
         }
         for (key, (value, source)) in effective {
             let shown = if SECRETS.contains(&key.as_str()) {
@@ -450,7 +509,11 @@ mod tests {
         let config = Loader::new()
             .file(&file)
             .unwrap()
-            .env(env(&[("PRIVATE_STORAGE_BIND", "127.0.0.1:2"), ("PRIVATE_STORAGE_MAX_FILE_SIZE", "2MiB"), ("OTHER", "x")]))
+            .env(env(&[
+                ("PRIVATE_STORAGE_BIND", "127.0.0.1:2"),
+                ("PRIVATE_STORAGE_MAX_FILE_SIZE", "2MiB"),
+                ("OTHER", "x"),
+            ]))
             .unwrap()
             .flags(&[("bind".into(), "127.0.0.1:3".into())])
             .unwrap()

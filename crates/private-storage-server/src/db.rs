@@ -243,7 +243,9 @@ impl Db {
     pub async fn connect(url: &str) -> DbResult<Self> {
         sqlx::any::install_default_drivers();
         let postgres = url.starts_with("postgres");
-        let options = AnyPoolOptions::new().max_connections(if postgres { 16 } else { 4 }).acquire_timeout(std::time::Duration::from_secs(5));
+        let options = AnyPoolOptions::new()
+            .max_connections(if postgres { 16 } else { 4 })
+            .acquire_timeout(std::time::Duration::from_secs(5));
         let pool = if postgres {
             options.connect(url).await?
         } else {
@@ -252,7 +254,10 @@ impl Db {
                 .after_connect(|conn, _| {
                     Box::pin(async move {
                         use sqlx::Executor;
-                        conn.execute("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL;").await?;
+                        conn.execute(
+                            "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL;",
+                        )
+                        .await?;
                         Ok(())
                     })
                 })
@@ -293,7 +298,11 @@ impl Db {
             sqlx::query("SELECT pg_advisory_lock(7245119)").execute(&mut *conn).await?;
         }
         let result = async {
-            sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied BIGINT NOT NULL)").execute(&mut *conn).await?;
+            sqlx::query(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied BIGINT NOT NULL)",
+            )
+            .execute(&mut *conn)
+            .await?;
             let done: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
                 .fetch_all(&mut *conn)
                 .await?
@@ -309,7 +318,11 @@ impl Db {
                 for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
                     sqlx::query(statement).execute(&mut *tx).await?;
                 }
-                sqlx::query("INSERT INTO schema_migrations (version, applied) VALUES ($1, $2)").bind(version).bind(now()).execute(&mut *tx).await?;
+                sqlx::query("INSERT INTO schema_migrations (version, applied) VALUES ($1, $2)")
+                    .bind(version)
+                    .bind(now())
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 applied.push(*version);
             }
@@ -344,7 +357,13 @@ impl Db {
     // Users.
 
     /// Creates a user.
-    pub async fn create_user(&self, username: &str, password_hash: &str, staff: bool, superuser: bool) -> DbResult<UserRow> {
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        staff: bool,
+        superuser: bool,
+    ) -> DbResult<UserRow> {
         let row = UserRow {
             id: new_id(),
             username: username.to_owned(),
@@ -367,30 +386,56 @@ impl Db {
 
     /// A user by name.
     pub async fn user_by_name(&self, username: &str) -> DbResult<Option<UserRow>> {
-        sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE username = $1")).bind(username).fetch_optional(&self.pool).await?.as_ref().map(user).transpose()
+        sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE username = $1"))
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(user)
+            .transpose()
     }
 
     /// A user by id.
     pub async fn user_by_id(&self, id: &str) -> DbResult<Option<UserRow>> {
-        sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?.as_ref().map(user).transpose()
+        sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(user)
+            .transpose()
     }
 
     /// Every user, by name.
     pub async fn users(&self) -> DbResult<Vec<UserRow>> {
-        sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY username")).fetch_all(&self.pool).await?.iter().map(user).collect()
+        sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY username"))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(user)
+            .collect()
     }
 
     /// Sets a user's password hash and ends their sessions. `false` if no such user.
     pub async fn set_password(&self, username: &str, password_hash: &str) -> DbResult<bool> {
         let Some(u) = self.user_by_name(username).await? else { return Ok(false) };
-        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2").bind(password_hash).bind(&u.id).execute(&self.pool).await?;
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(&u.id)
+            .execute(&self.pool)
+            .await?;
         sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(&u.id).execute(&self.pool).await?;
         Ok(true)
     }
 
     /// Deletes a user with their sessions, tokens and file records. `false` if no such user.
     pub async fn delete_user(&self, username: &str) -> DbResult<bool> {
-        Ok(sqlx::query("DELETE FROM users WHERE username = $1").bind(username).execute(&self.pool).await?.rows_affected() > 0)
+        Ok(sqlx::query("DELETE FROM users WHERE username = $1")
+            .bind(username)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+            > 0)
     }
 
     // API tokens (only their SHA-256 is stored).
@@ -421,7 +466,13 @@ impl Db {
     /// Revokes a user's token by name, or every token of the user with `None`. Returns how many.
     pub async fn revoke_tokens(&self, user_id: &str, name: Option<&str>) -> DbResult<u64> {
         let done = match name {
-            Some(name) => sqlx::query("DELETE FROM tokens WHERE user_id = $1 AND name = $2").bind(user_id).bind(name).execute(&self.pool).await?,
+            Some(name) => {
+                sqlx::query("DELETE FROM tokens WHERE user_id = $1 AND name = $2")
+                    .bind(user_id)
+                    .bind(name)
+                    .execute(&self.pool)
+                    .await?
+            }
             None => sqlx::query("DELETE FROM tokens WHERE user_id = $1").bind(user_id).execute(&self.pool).await?,
         };
         Ok(done.rows_affected())
@@ -447,7 +498,9 @@ impl Db {
         if let Some(fast) = &self.fast {
             return fast.with(|c| {
                 c.prepare_cached(sql)?
-                    .query_row(rusqlite::params![id_hash, now()], |row| Ok((user_of(row)?, row.get::<_, String>("csrf")?)))
+                    .query_row(rusqlite::params![id_hash, now()], |row| {
+                        Ok((user_of(row)?, row.get::<_, String>("csrf")?))
+                    })
                     .optional()
             });
         }
@@ -491,20 +544,43 @@ impl Db {
     pub async fn file(&self, id: &str, owner: Option<&str>) -> DbResult<Option<FileRow>> {
         if let Some(fast) = &self.fast {
             return fast.with(|c| match owner {
-                Some(owner) => c.prepare_cached(&format!("SELECT {FILE_COLUMNS} FROM files WHERE id = ?1 AND owner_id = ?2"))?.query_row([id, owner], file_of).optional(),
-                None => c.prepare_cached(&format!("SELECT {FILE_COLUMNS} FROM files WHERE id = ?1"))?.query_row([id], file_of).optional(),
+                Some(owner) => c
+                    .prepare_cached(&format!("SELECT {FILE_COLUMNS} FROM files WHERE id = ?1 AND owner_id = ?2"))?
+                    .query_row([id, owner], file_of)
+                    .optional(),
+                None => c
+                    .prepare_cached(&format!("SELECT {FILE_COLUMNS} FROM files WHERE id = ?1"))?
+                    .query_row([id], file_of)
+                    .optional(),
             });
         }
         let row = match owner {
-            Some(owner) => sqlx::query(&format!("SELECT {FILE_COLUMNS} FROM files WHERE id = $1 AND owner_id = $2")).bind(id).bind(owner).fetch_optional(&self.pool).await?,
-            None => sqlx::query(&format!("SELECT {FILE_COLUMNS} FROM files WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?,
+            Some(owner) => {
+                sqlx::query(&format!("SELECT {FILE_COLUMNS} FROM files WHERE id = $1 AND owner_id = $2"))
+                    .bind(id)
+                    .bind(owner)
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query(&format!("SELECT {FILE_COLUMNS} FROM files WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
         };
         row.as_ref().map(file).transpose()
     }
 
     /// A file by its storage key.
     pub async fn file_by_key(&self, key: &str) -> DbResult<Option<FileRow>> {
-        sqlx::query(&format!("SELECT {FILE_COLUMNS} FROM files WHERE object_key = $1")).bind(key).fetch_optional(&self.pool).await?.as_ref().map(file).transpose()
+        sqlx::query(&format!("SELECT {FILE_COLUMNS} FROM files WHERE object_key = $1"))
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(file)
+            .transpose()
     }
 
     /// Files newest first, of `owner` (`None`: everyone's), with owners' names; and the total.
@@ -518,7 +594,8 @@ impl Db {
             "SELECT f.id, f.owner_id, f.object_key, f.name, f.size, f.content_type, f.sha256, f.created, u.username FROM files f JOIN users u ON u.id = f.owner_id {filter} ORDER BY f.created DESC, f.id LIMIT $2 OFFSET $3"
         );
         let rows = sqlx::query(&sql).bind(scope).bind(limit).bind(offset).fetch_all(&self.pool).await?;
-        let files = rows.iter().map(|r| Ok((file(r)?, r.try_get::<String, _>("username")?))).collect::<DbResult<Vec<_>>>()?;
+        let files =
+            rows.iter().map(|r| Ok((file(r)?, r.try_get::<String, _>("username")?))).collect::<DbResult<Vec<_>>>()?;
         let total: i64 = sqlx::query(total_sql).bind(scope).fetch_one(&self.pool).await?.try_get("n")?;
         Ok((files, total))
     }
@@ -554,18 +631,23 @@ impl Db {
 
     /// A link by id.
     pub async fn link(&self, link_id: &str) -> DbResult<Option<LinkRow>> {
-        sqlx::query("SELECT link_id, file_id, issued_by, bound_to, expires, created FROM share_links WHERE link_id = $1")
-            .bind(link_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(link)
-            .transpose()
+        sqlx::query(
+            "SELECT link_id, file_id, issued_by, bound_to, expires, created FROM share_links WHERE link_id = $1",
+        )
+        .bind(link_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(link)
+        .transpose()
     }
 
     /// The epoch of a share target.
     pub async fn epoch(&self, target: &str) -> DbResult<i64> {
-        let row = sqlx::query("SELECT epoch FROM share_epochs WHERE target = $1").bind(target).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT epoch FROM share_epochs WHERE target = $1")
+            .bind(target)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| r.try_get("epoch")).transpose().map(|e| e.unwrap_or(0))
     }
 
@@ -580,7 +662,11 @@ impl Db {
 
     /// Whether a link was revoked.
     pub async fn is_revoked(&self, link_id: &str) -> DbResult<bool> {
-        Ok(sqlx::query("SELECT 1 AS x FROM share_revoked WHERE link_id = $1").bind(link_id).fetch_optional(&self.pool).await?.is_some())
+        Ok(sqlx::query("SELECT 1 AS x FROM share_revoked WHERE link_id = $1")
+            .bind(link_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
     }
 
     /// Revokes a link.
@@ -594,7 +680,13 @@ impl Db {
     }
 
     /// Appends an audit event.
-    pub async fn share_event(&self, kind: &str, link_id: Option<&str>, target: Option<&str>, detail: &str) -> DbResult<()> {
+    pub async fn share_event(
+        &self,
+        kind: &str,
+        link_id: Option<&str>,
+        target: Option<&str>,
+        detail: &str,
+    ) -> DbResult<()> {
         sqlx::query("INSERT INTO share_events (id, at, kind, link_id, target, detail) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(new_id())
             .bind(now())
@@ -609,7 +701,10 @@ impl Db {
 
     /// The audit events of a link, oldest first: (kind, detail).
     pub async fn share_events(&self, link_id: &str) -> DbResult<Vec<(String, String)>> {
-        let rows = sqlx::query("SELECT kind, detail FROM share_events WHERE link_id = $1 ORDER BY at, id").bind(link_id).fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT kind, detail FROM share_events WHERE link_id = $1 ORDER BY at, id")
+            .bind(link_id)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(|r| Ok((r.try_get("kind")?, r.try_get("detail")?))).collect()
     }
 }
@@ -628,7 +723,16 @@ mod tests {
         db.create_token(&user.id, "t", "tokenhash").await.unwrap();
         db.create_session("sessionhash", &user.id, "csrf", now() + 60).await.unwrap();
         db.create_session("expiredhash", &user.id, "csrf", now() - 1).await.unwrap();
-        let file = FileRow { id: new_id(), owner_id: user.id.clone(), object_key: "k".into(), name: "n".into(), size: 1, content_type: "t".into(), sha256: "s".into(), created: now() };
+        let file = FileRow {
+            id: new_id(),
+            owner_id: user.id.clone(),
+            object_key: "k".into(),
+            name: "n".into(),
+            size: 1,
+            content_type: "t".into(),
+            sha256: "s".into(),
+            created: now(),
+        };
         db.insert_file(&file).await.unwrap();
 
         let slow = Db { fast: None, ..db.clone() };

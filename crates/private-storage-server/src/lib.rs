@@ -26,8 +26,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{get, post};
 use private_storage::{
-    Delivery, LocalStorage, ObjectKey, OnDenied, PrivateFile, RecordSource, ServePrivate, ServeRecords, ServeShared, ShareKeys,
-    ShareLinks, Storage, StorageExt, UploadPolicy, allow_authenticated, allow_staff, allow_superuser,
+    Delivery, LocalStorage, ObjectKey, OnDenied, PrivateFile, RecordSource, ServePrivate, ServeRecords, ServeShared,
+    ShareKeys, ShareLinks, Storage, StorageExt, UploadPolicy, allow_authenticated, allow_staff, allow_superuser,
 };
 
 pub use config::{Config, ConfigError, Loader};
@@ -107,7 +107,10 @@ impl RecordSource for DbRecords {
     async fn find(&self, request: &http::request::Parts, id: &str) -> private_storage::Result<Option<FileRow>> {
         let Some(authed) = request.extensions.get::<auth::Authed>() else { return Ok(None) };
         let scope = (!authed.is_staff()).then_some(authed.user.id.as_str());
-        self.0.file(id, scope).await.map_err(|e| private_storage::Error::Storage { backend: "database", source: Box::new(e) })
+        self.0
+            .file(id, scope)
+            .await
+            .map_err(|e| private_storage::Error::Storage { backend: "database", source: Box::new(e) })
     }
 
     fn file_key(&self, record: &FileRow) -> Option<ObjectKey> {
@@ -129,7 +132,8 @@ impl AppState {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         private_storage::install_tls_provider();
         let derived_media = matches!(&config.storage, StorageConfig::Local(p) if *p == config.data_dir.join("media"));
-        let sqlite_in_data_dir = config.database_url.starts_with("sqlite:") && !config.sources.contains_key("database_url");
+        let sqlite_in_data_dir =
+            config.database_url.starts_with("sqlite:") && !config.sources.contains_key("database_url");
         if derived_media || sqlite_in_data_dir || config.share_keys.is_none() {
             create_private_dir(&config.data_dir)?;
         }
@@ -143,10 +147,13 @@ impl AppState {
                     create_private_dir(path)?;
                 }
                 check_local_root(path)?;
-                Arc::new(LocalStorage::new(path).map_err(|e| StartError::Storage(format!("{}: {e} (create the folder, or fix `storage`)", path.display())))?)
+                Arc::new(LocalStorage::new(path).map_err(|e| {
+                    StartError::Storage(format!("{}: {e} (create the folder, or fix `storage`)", path.display()))
+                })?)
             }
             StorageConfig::S3 { url, settings } => {
-                let mut builder = private_storage::S3Builder::from_url(url).map_err(|e| StartError::Storage(e.to_string()))?;
+                let mut builder =
+                    private_storage::S3Builder::from_url(url).map_err(|e| StartError::Storage(e.to_string()))?;
                 for (name, value) in settings {
                     builder = builder.set(name, value).map_err(|e| StartError::Storage(e.to_string()))?;
                 }
@@ -166,8 +173,12 @@ impl AppState {
 
         let delivery = match (config.delivery, &config.storage) {
             (DeliveryName::Stream, _) => Delivery::stream(),
-            (DeliveryName::Nginx, StorageConfig::Local(_)) => Delivery::nginx(&config.internal_url).map_err(|e| ConfigError(e.to_string()))?,
-            (DeliveryName::Nginx, StorageConfig::S3 { .. }) => Delivery::nginx_presigned(&config.internal_url).map_err(|e| ConfigError(e.to_string()))?,
+            (DeliveryName::Nginx, StorageConfig::Local(_)) => {
+                Delivery::nginx(&config.internal_url).map_err(|e| ConfigError(e.to_string()))?
+            }
+            (DeliveryName::Nginx, StorageConfig::S3 { .. }) => {
+                Delivery::nginx_presigned(&config.internal_url).map_err(|e| ConfigError(e.to_string()))?
+            }
             (DeliveryName::Apache, _) => Delivery::apache(),
             (DeliveryName::S3Redirect, _) => Delivery::presigned_redirect(None),
         };
@@ -196,7 +207,10 @@ impl AppState {
         let shared = ServeShared::new(links.clone(), base).records(move |id| {
             let db = lookup.clone();
             async move {
-                let file = db.file(&id, None).await.map_err(|e| private_storage::Error::Storage { backend: "database", source: Box::new(e) })?;
+                let file = db
+                    .file(&id, None)
+                    .await
+                    .map_err(|e| private_storage::Error::Storage { backend: "database", source: Box::new(e) })?;
                 Ok(file.and_then(|f| ObjectKey::new(&f.object_key).ok()))
             }
         });
@@ -230,7 +244,12 @@ impl AppState {
     ///
     /// # Errors
     /// The database's.
-    pub async fn record_upload(&self, owner_id: &str, saved: &private_storage::SavedFile, fallback_name: &str) -> Result<FileRow, sqlx::Error> {
+    pub async fn record_upload(
+        &self,
+        owner_id: &str,
+        saved: &private_storage::SavedFile,
+        fallback_name: &str,
+    ) -> Result<FileRow, sqlx::Error> {
         let row = FileRow {
             id: db::new_id(),
             owner_id: owner_id.to_owned(),
@@ -284,13 +303,18 @@ fn create_private_dir(path: &Path) -> Result<(), StartError> {
 /// Refuses a media folder that other users could write to, and warns when they can read it.
 pub fn check_local_root(path: &Path) -> Result<(), StartError> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| StartError::Storage(format!("{}: {e} (create the folder, or fix `storage`)", path.display())))?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| StartError::Storage(format!("{}: {e} (create the folder, or fix `storage`)", path.display())))?;
     if !meta.is_dir() {
         return Err(StartError::Storage(format!("{} is not a folder", path.display())));
     }
     let mode = meta.permissions().mode();
     if mode & 0o002 != 0 {
-        return Err(StartError::Storage(format!("{} is writable by every user (mode {:o}): chmod o-w it", path.display(), mode & 0o777)));
+        return Err(StartError::Storage(format!(
+            "{} is writable by every user (mode {:o}): chmod o-w it",
+            path.display(),
+            mode & 0o777
+        )));
     }
     if mode & 0o004 != 0 {
         tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "the media folder is readable by every user of this machine");

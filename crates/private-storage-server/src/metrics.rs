@@ -43,11 +43,17 @@ impl Metrics {
         let mut out = String::new();
         out.push_str("# HELP private_storage_http_requests_total HTTP responses by status class.\n# TYPE private_storage_http_requests_total counter\n");
         for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
-            let _ = writeln!(out, "private_storage_http_requests_total{{class=\"{class}\"}} {}", self.requests[i].load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "private_storage_http_requests_total{{class=\"{class}\"}} {}",
+                self.requests[i].load(Ordering::Relaxed)
+            );
         }
         out.push_str("# HELP private_storage_bytes_served_total Bytes announced by download responses.\n# TYPE private_storage_bytes_served_total counter\n");
         let _ = writeln!(out, "private_storage_bytes_served_total {}", self.bytes_served.load(Ordering::Relaxed));
-        out.push_str("# HELP private_storage_uploads_total Files stored.\n# TYPE private_storage_uploads_total counter\n");
+        out.push_str(
+            "# HELP private_storage_uploads_total Files stored.\n# TYPE private_storage_uploads_total counter\n",
+        );
         let _ = writeln!(out, "private_storage_uploads_total {}", self.uploads.load(Ordering::Relaxed));
         out.push_str("# HELP private_storage_upload_rejections_total Uploads refused, by reason.\n# TYPE private_storage_upload_rejections_total counter\n");
         for (reason, n) in self.rejections.lock().unwrap_or_else(|e| e.into_inner()).iter() {
@@ -62,7 +68,9 @@ impl Metrics {
 }
 
 fn is_download(path: &str) -> bool {
-    path.starts_with("/private-media/") || path.starts_with("/s/") || (path.starts_with("/files/") && path.ends_with("/download"))
+    path.starts_with("/private-media/")
+        || path.starts_with("/s/")
+        || (path.starts_with("/files/") && path.ends_with("/download"))
 }
 
 /// Counts every response.
@@ -74,7 +82,11 @@ pub async fn count(State(state): State<AppState>, request: Request, next: Next) 
     metrics.requests[(status.as_u16() / 100).clamp(1, 5) as usize - 1].fetch_add(1, Ordering::Relaxed);
     if download {
         if status.is_success() {
-            let len = response.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+            let len = response
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
             metrics.bytes_served.fetch_add(len.unwrap_or(0), Ordering::Relaxed);
         } else if matches!(status.as_u16(), 403 | 404 | 302) {
             metrics.denied("download");

@@ -54,7 +54,12 @@ impl ShareAudit for DbAudit {
     fn issued(&self, event: &LinkIssued) {
         private_storage::TracingAudit.issued(event);
         let (db, link, target) = (self.0.clone(), event.link_id.clone(), target_name(&event.target));
-        let detail = format!("expires={} issued_by={} bound_to={}", secs(event.expires), event.issued_by.as_deref().unwrap_or("-"), event.bound_to.as_deref().unwrap_or("-"));
+        let detail = format!(
+            "expires={} issued_by={} bound_to={}",
+            secs(event.expires),
+            event.issued_by.as_deref().unwrap_or("-"),
+            event.bound_to.as_deref().unwrap_or("-")
+        );
         tokio::spawn(async move {
             if let Err(e) = db.share_event("issued", Some(&link), Some(&target), &detail).await {
                 tracing::error!(error = %e, "could not record a share event");
@@ -96,11 +101,13 @@ pub fn keys_in(data_dir: &Path) -> Result<ShareKeys, StartError> {
                 .mode(0o600)
                 .open(&path)
                 .map_err(|e| StartError::Storage(format!("cannot create {}: {e}", path.display())))?;
-            file.write_all(spec.as_bytes()).map_err(|e| StartError::Storage(format!("cannot write {}: {e}", path.display())))?;
+            file.write_all(spec.as_bytes())
+                .map_err(|e| StartError::Storage(format!("cannot write {}: {e}", path.display())))?;
             tracing::info!(path = %path.display(), "generated the share-link signing key (set share_keys to run several instances)");
             spec
         }
         Err(e) => return Err(StartError::Storage(format!("cannot read {}: {e}", path.display()))),
     };
-    ShareKeys::parse(spec.trim()).map_err(|e| StartError::Config(crate::ConfigError(format!("{}: {e}", path.display()))))
+    ShareKeys::parse(spec.trim())
+        .map_err(|e| StartError::Config(crate::ConfigError(format!("{}: {e}", path.display()))))
 }

@@ -14,10 +14,10 @@ use minijinja::context;
 use private_storage::{UploadForm, human_size};
 use serde::Deserialize;
 
+use crate::AppState;
 use crate::api::{Refused, ShareRequest, delete_file, issue_link, rfc3339, save_upload};
 use crate::auth::{Authed, SESSION_COOKIE, cookie, dummy_hash, random_token, sha256_hex, verify_password};
 use crate::db::{FileRow, now};
-use crate::AppState;
 
 /// The cookie that carries the login form's CSRF token (there is no session yet).
 const LOGIN_CSRF_COOKIE: &str = "ps_login_csrf";
@@ -75,13 +75,16 @@ fn csrf_of(authed: Option<&Authed>) -> String {
 fn cookie_header(state: &AppState, name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
     let secure = if state.config.secure_cookies() { "; Secure" } else { "" };
     let age = max_age.map(|a| format!("; Max-Age={a}")).unwrap_or_default();
-    HeaderValue::from_str(&format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax{age}{secure}")).expect("cookie values are ASCII")
+    HeaderValue::from_str(&format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax{age}{secure}"))
+        .expect("cookie values are ASCII")
 }
 
 /// A local path to go back to after login (never another site).
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") && !n.contains(['\r', '\n']) => n.to_owned(),
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") && !n.contains(['\r', '\n']) => {
+            n.to_owned()
+        }
         _ => "/".to_owned(),
     }
 }
@@ -104,14 +107,25 @@ pub struct IndexQuery {
 
 const PER_PAGE: i64 = 50;
 
-async fn index_page(state: &AppState, authed: &Authed, page: i64, notice: Option<String>, error: Option<(StatusCode, String)>) -> Response {
+async fn index_page(
+    state: &AppState,
+    authed: &Authed,
+    page: i64,
+    notice: Option<String>,
+    error: Option<(StatusCode, String)>,
+) -> Response {
     let scope = (!authed.is_staff()).then_some(authed.user.id.as_str());
     let page = page.max(1);
     let (files, total) = match state.db.files(scope, PER_PAGE, (page - 1) * PER_PAGE).await {
         Ok(found) => found,
         Err(e) => {
             tracing::error!(error = %e, "database error");
-            return error_page(state, Some(authed), StatusCode::SERVICE_UNAVAILABLE, "The service is temporarily unavailable.");
+            return error_page(
+                state,
+                Some(authed),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The service is temporarily unavailable.",
+            );
         }
     };
     let files: Vec<_> = files.iter().map(|(f, owner)| file_ctx(f, Some(owner))).collect();
@@ -130,7 +144,11 @@ async fn index_page(state: &AppState, authed: &Authed, page: i64, notice: Option
 }
 
 /// `GET /`: the file list and the upload form; anonymous visitors go to the login page.
-pub async fn index(State(state): State<AppState>, user: Option<Extension<Authed>>, Query(query): Query<IndexQuery>) -> Response {
+pub async fn index(
+    State(state): State<AppState>,
+    user: Option<Extension<Authed>>,
+    Query(query): Query<IndexQuery>,
+) -> Response {
     let Some(Extension(authed)) = user else { return Redirect::to("/login").into_response() };
     let notice = query.uploaded.map(|name| format!("Uploaded {name}."));
     index_page(&state, &authed, query.page.unwrap_or(1), notice, None).await
@@ -150,7 +168,11 @@ fn login_form(state: &AppState, status: StatusCode, next: &str, username: &str, 
 }
 
 /// `GET /login`.
-pub async fn login_page(State(state): State<AppState>, user: Option<Extension<Authed>>, Query(query): Query<LoginQuery>) -> Response {
+pub async fn login_page(
+    State(state): State<AppState>,
+    user: Option<Extension<Authed>>,
+    Query(query): Query<LoginQuery>,
+) -> Response {
     let next = safe_next(query.next.as_deref());
     if user.is_some() {
         return Redirect::to(&next).into_response();
@@ -180,20 +202,40 @@ pub async fn login(
     let peer = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
     let ip = crate::auth::client_ip(peer, &headers, &state.config.trusted_proxies);
     let cookie_csrf = request_parts.login_csrf;
-    let csrf_ok = cookie_csrf.as_deref().is_some_and(|c| !c.is_empty() && subtle::ConstantTimeEq::ct_eq(c.as_bytes(), form.csrf.as_bytes()).into());
+    let csrf_ok = cookie_csrf
+        .as_deref()
+        .is_some_and(|c| !c.is_empty() && subtle::ConstantTimeEq::ct_eq(c.as_bytes(), form.csrf.as_bytes()).into());
     if !csrf_ok {
         state.metrics.denied("csrf");
-        return login_form(&state, StatusCode::FORBIDDEN, &next, &form.username, Some("The form has expired: please try again."));
+        return login_form(
+            &state,
+            StatusCode::FORBIDDEN,
+            &next,
+            &form.username,
+            Some("The form has expired: please try again."),
+        );
     }
     if !state.limiter.allowed(&form.username, ip) {
         state.metrics.denied("login_rate");
-        return login_form(&state, StatusCode::TOO_MANY_REQUESTS, &next, &form.username, Some("Too many failed attempts: wait a few minutes and try again."));
+        return login_form(
+            &state,
+            StatusCode::TOO_MANY_REQUESTS,
+            &next,
+            &form.username,
+            Some("Too many failed attempts: wait a few minutes and try again."),
+        );
     }
     let user = match state.db.user_by_name(&form.username).await {
         Ok(user) => user,
         Err(e) => {
             tracing::error!(error = %e, "database error at login");
-            return login_form(&state, StatusCode::SERVICE_UNAVAILABLE, &next, &form.username, Some("The service is temporarily unavailable."));
+            return login_form(
+                &state,
+                StatusCode::SERVICE_UNAVAILABLE,
+                &next,
+                &form.username,
+                Some("The service is temporarily unavailable."),
+            );
         }
     };
     // The same work whether or not the user exists.
@@ -202,7 +244,13 @@ pub async fn login(
         state.limiter.failed(&form.username, ip);
         state.metrics.denied("login");
         tracing::info!(username = %form.username, "failed login");
-        return login_form(&state, StatusCode::UNAUTHORIZED, &next, &form.username, Some("Wrong user name or password."));
+        return login_form(
+            &state,
+            StatusCode::UNAUTHORIZED,
+            &next,
+            &form.username,
+            Some("Wrong user name or password."),
+        );
     };
     state.limiter.succeeded(&form.username, ip);
     if let Some(old) = request_parts.session {
@@ -210,9 +258,17 @@ pub async fn login(
     }
     let session_id = random_token(32);
     let ttl = state.config.session_ttl.as_secs();
-    if let Err(e) = state.db.create_session(&sha256_hex(&session_id), &user.id, &random_token(24), now() + ttl as i64).await {
+    if let Err(e) =
+        state.db.create_session(&sha256_hex(&session_id), &user.id, &random_token(24), now() + ttl as i64).await
+    {
         tracing::error!(error = %e, "could not store a session");
-        return login_form(&state, StatusCode::SERVICE_UNAVAILABLE, &next, &form.username, Some("The service is temporarily unavailable."));
+        return login_form(
+            &state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            &next,
+            &form.username,
+            Some("The service is temporarily unavailable."),
+        );
     }
     tracing::info!(username = %user.username, "logged in");
     let mut response = Redirect::to(&next).into_response();
@@ -232,7 +288,10 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestCookies {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut http::request::Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self { login_csrf: cookie(parts, LOGIN_CSRF_COOKIE).map(str::to_owned), session: cookie(parts, SESSION_COOKIE).map(str::to_owned) })
+        Ok(Self {
+            login_csrf: cookie(parts, LOGIN_CSRF_COOKIE).map(str::to_owned),
+            session: cookie(parts, SESSION_COOKIE).map(str::to_owned),
+        })
     }
 }
 
@@ -242,7 +301,12 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestCookies {
 fn form_user(state: &AppState, user: Option<Extension<Authed>>, csrf: &str) -> Result<Authed, Response> {
     let Some(Extension(authed)) = user else { return Err(Redirect::to("/login").into_response()) };
     if !authed.csrf_ok(Some(csrf)) {
-        return Err(error_page(state, Some(&authed), StatusCode::FORBIDDEN, "The form has expired: reload the page and try again."));
+        return Err(error_page(
+            state,
+            Some(&authed),
+            StatusCode::FORBIDDEN,
+            "The form has expired: reload the page and try again.",
+        ));
     }
     Ok(authed)
 }
@@ -254,7 +318,11 @@ pub struct CsrfForm {
 }
 
 /// `POST /logout`.
-pub async fn logout(State(state): State<AppState>, user: Option<Extension<Authed>>, Form(form): Form<CsrfForm>) -> Response {
+pub async fn logout(
+    State(state): State<AppState>,
+    user: Option<Extension<Authed>>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
     let authed = match form_user(&state, user, &form.csrf) {
         Ok(authed) => authed,
         Err(response) => return response,
@@ -268,7 +336,12 @@ pub async fn logout(State(state): State<AppState>, user: Option<Extension<Authed
 }
 
 /// `POST /upload`: the upload form without JavaScript.
-pub async fn upload(State(state): State<AppState>, user: Option<Extension<Authed>>, headers: HeaderMap, form: Result<UploadForm, private_storage::Error>) -> Response {
+pub async fn upload(
+    State(state): State<AppState>,
+    user: Option<Extension<Authed>>,
+    headers: HeaderMap,
+    form: Result<UploadForm, private_storage::Error>,
+) -> Response {
     let Some(Extension(authed)) = user else { return Redirect::to("/login").into_response() };
     let saved = match form {
         Ok(form) => save_upload(&state, &authed, &headers, form).await,
@@ -281,7 +354,15 @@ pub async fn upload(State(state): State<AppState>, user: Option<Extension<Authed
 }
 
 fn percent_encode(s: &str) -> String {
-    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 async fn owned_file(state: &AppState, authed: &Authed, id: &str) -> Result<FileRow, Response> {
@@ -291,12 +372,24 @@ async fn owned_file(state: &AppState, authed: &Authed, id: &str) -> Result<FileR
         Ok(None) => Err(error_page(state, Some(authed), StatusCode::NOT_FOUND, "There is no such file.")),
         Err(e) => {
             tracing::error!(error = %e, "database error");
-            Err(error_page(state, Some(authed), StatusCode::SERVICE_UNAVAILABLE, "The service is temporarily unavailable."))
+            Err(error_page(
+                state,
+                Some(authed),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The service is temporarily unavailable.",
+            ))
         }
     }
 }
 
-async fn file_view(state: &AppState, authed: &Authed, file: &FileRow, status: StatusCode, new_link: Option<String>, error: Option<String>) -> Response {
+async fn file_view(
+    state: &AppState,
+    authed: &Authed,
+    file: &FileRow,
+    status: StatusCode,
+    new_link: Option<String>,
+    error: Option<String>,
+) -> Response {
     let links = match state.db.live_links(&file.id).await {
         Ok(links) => links,
         Err(e) => {
@@ -308,7 +401,11 @@ async fn file_view(state: &AppState, authed: &Authed, file: &FileRow, status: St
         .iter()
         .map(|l| context! { link_id => l.link_id.clone(), expires_text => rfc3339(l.expires).replace('T', " ").replace('Z', " UTC"), bound_to => l.bound_to.clone() })
         .collect();
-    let owner = if file.owner_id == authed.user.id { None } else { state.db.user_by_id(&file.owner_id).await.ok().flatten().map(|u| u.username) };
+    let owner = if file.owner_id == authed.user.id {
+        None
+    } else {
+        state.db.user_by_id(&file.owner_id).await.ok().flatten().map(|u| u.username)
+    };
     let new_link = new_link.map(|path| match &state.config.public_url {
         Some(base) => format!("{}{path}", base.trim_end_matches('/')),
         None => path,
@@ -322,8 +419,14 @@ async fn file_view(state: &AppState, authed: &Authed, file: &FileRow, status: St
 }
 
 /// `GET /files/{id}`: a file, its share form and live links.
-pub async fn file_page(State(state): State<AppState>, user: Option<Extension<Authed>>, Path(id): Path<String>) -> Response {
-    let Some(Extension(authed)) = user else { return Redirect::to(&format!("/login?next=/files/{id}")).into_response() };
+pub async fn file_page(
+    State(state): State<AppState>,
+    user: Option<Extension<Authed>>,
+    Path(id): Path<String>,
+) -> Response {
+    let Some(Extension(authed)) = user else {
+        return Redirect::to(&format!("/login?next=/files/{id}")).into_response();
+    };
     match owned_file(&state, &authed, &id).await {
         Ok(file) => file_view(&state, &authed, &file, StatusCode::OK, None, None).await,
         Err(response) => response,
@@ -331,16 +434,30 @@ pub async fn file_page(State(state): State<AppState>, user: Option<Extension<Aut
 }
 
 /// `GET /files/{id}/delete`: asks first.
-pub async fn confirm_delete(State(state): State<AppState>, user: Option<Extension<Authed>>, Path(id): Path<String>) -> Response {
+pub async fn confirm_delete(
+    State(state): State<AppState>,
+    user: Option<Extension<Authed>>,
+    Path(id): Path<String>,
+) -> Response {
     let Some(Extension(authed)) = user else { return Redirect::to("/login").into_response() };
     match owned_file(&state, &authed, &id).await {
-        Ok(file) => render(&state, StatusCode::OK, "confirm_delete.html", context! { user => user_ctx(&authed), csrf => csrf_of(Some(&authed)), file => file_ctx(&file, None) }),
+        Ok(file) => render(
+            &state,
+            StatusCode::OK,
+            "confirm_delete.html",
+            context! { user => user_ctx(&authed), csrf => csrf_of(Some(&authed)), file => file_ctx(&file, None) },
+        ),
         Err(response) => response,
     }
 }
 
 /// `POST /files/{id}/delete`.
-pub async fn delete(State(state): State<AppState>, user: Option<Extension<Authed>>, Path(id): Path<String>, Form(form): Form<CsrfForm>) -> Response {
+pub async fn delete(
+    State(state): State<AppState>,
+    user: Option<Extension<Authed>>,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
     let authed = match form_user(&state, user, &form.csrf) {
         Ok(authed) => authed,
         Err(response) => return response,
@@ -365,7 +482,12 @@ pub struct ShareForm {
 }
 
 /// `POST /files/{id}/share`: issues a link and shows it once.
-pub async fn share(State(state): State<AppState>, user: Option<Extension<Authed>>, Path(id): Path<String>, Form(form): Form<ShareForm>) -> Response {
+pub async fn share(
+    State(state): State<AppState>,
+    user: Option<Extension<Authed>>,
+    Path(id): Path<String>,
+    Form(form): Form<ShareForm>,
+) -> Response {
     let authed = match form_user(&state, user, &form.csrf) {
         Ok(authed) => authed,
         Err(response) => return response,
@@ -382,7 +504,12 @@ pub async fn share(State(state): State<AppState>, user: Option<Extension<Authed>
 }
 
 /// `POST /links/{link_id}/revoke`.
-pub async fn revoke(State(state): State<AppState>, user: Option<Extension<Authed>>, Path(link_id): Path<String>, Form(form): Form<CsrfForm>) -> Response {
+pub async fn revoke(
+    State(state): State<AppState>,
+    user: Option<Extension<Authed>>,
+    Path(link_id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
     let authed = match form_user(&state, user, &form.csrf) {
         Ok(authed) => authed,
         Err(response) => return response,
@@ -392,7 +519,12 @@ pub async fn revoke(State(state): State<AppState>, user: Option<Extension<Authed
         Ok(None) => return error_page(&state, Some(&authed), StatusCode::NOT_FOUND, "There is no such link."),
         Err(e) => {
             tracing::error!(error = %e, "database error");
-            return error_page(&state, Some(&authed), StatusCode::SERVICE_UNAVAILABLE, "The service is temporarily unavailable.");
+            return error_page(
+                &state,
+                Some(&authed),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The service is temporarily unavailable.",
+            );
         }
     };
     // Only whoever may see the file may revoke its links.
@@ -401,7 +533,12 @@ pub async fn revoke(State(state): State<AppState>, user: Option<Extension<Authed
     }
     if let Err(e) = state.db.revoke_link(&link.link_id, link.expires).await {
         tracing::error!(error = %e, "database error");
-        return error_page(&state, Some(&authed), StatusCode::SERVICE_UNAVAILABLE, "The service is temporarily unavailable.");
+        return error_page(
+            &state,
+            Some(&authed),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The service is temporarily unavailable.",
+        );
     }
     tracing::info!(link_id = %link.link_id, user = %authed.user.username, "share link revoked");
     Redirect::to(&format!("/files/{}", link.file_id)).into_response()
@@ -409,10 +546,24 @@ pub async fn revoke(State(state): State<AppState>, user: Option<Extension<Authed
 
 /// `GET /static/upload.js`: the upload form's progress bar (the page's only script).
 pub async fn upload_script() -> Response {
-    ([(http::header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (http::header::CACHE_CONTROL, "public, max-age=3600")], include_str!("../templates/upload.js")).into_response()
+    (
+        [
+            (http::header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (http::header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../templates/upload.js"),
+    )
+        .into_response()
 }
 
 /// `GET /static/style.css`.
 pub async fn stylesheet() -> Response {
-    ([(http::header::CONTENT_TYPE, "text/css; charset=utf-8"), (http::header::CACHE_CONTROL, "public, max-age=3600")], include_str!("../templates/style.css")).into_response()
+    (
+        [
+            (http::header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (http::header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../templates/style.css"),
+    )
+        .into_response()
 }

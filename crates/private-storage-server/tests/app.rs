@@ -18,7 +18,10 @@ async fn anonymous_visitors_are_sent_to_the_login_page_which_protects_itself() {
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
     assert_eq!(page.header("x-frame-options"), Some("DENY"));
     let csp = page.header("content-security-policy").unwrap();
-    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self';") && !csp.contains("unsafe-inline"), "{csp}");
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self';") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
 }
 
 #[tokio::test]
@@ -32,9 +35,13 @@ async fn login_needs_the_form_token_and_the_password_and_rotates_the_session() {
     assert!(wrong.cookie("ps_session").is_none());
     // Unknown user: the same answer.
     let unknown = s.login_with("nobody", "whatever-password").await.err().unwrap();
-    assert_eq!((unknown.status, unknown.text().contains("Wrong user name or password.")), (StatusCode::UNAUTHORIZED, true));
+    assert_eq!(
+        (unknown.status, unknown.text().contains("Wrong user name or password.")),
+        (StatusCode::UNAUTHORIZED, true)
+    );
     // No CSRF cookie (a cross-site post): refused, no session.
-    let forged = s.form("/login", &Auth::None, &[("username", "ada"), ("password", "password-ada"), ("csrf", "guess")]).await;
+    let forged =
+        s.form("/login", &Auth::None, &[("username", "ada"), ("password", "password-ada"), ("csrf", "guess")]).await;
     assert_eq!(forged.status, 403);
     assert!(forged.cookie("ps_session").is_none());
 
@@ -46,7 +53,9 @@ async fn login_needs_the_form_token_and_the_password_and_rotates_the_session() {
     let page = s.get("/login", &Auth::None).await;
     let (login_cookie, csrf) = (page.cookie("ps_login_csrf").unwrap(), field(&page.text(), "csrf"));
     let cookies = format!("ps_login_csrf={login_cookie}; {}", first.cookie);
-    let again = s.form("/login", &Auth::Cookie(&cookies), &[("username", "ada"), ("password", "password-ada"), ("csrf", &csrf)]).await;
+    let again = s
+        .form("/login", &Auth::Cookie(&cookies), &[("username", "ada"), ("password", "password-ada"), ("csrf", &csrf)])
+        .await;
     let second = again.cookie("ps_session").unwrap();
     assert_ne!(format!("ps_session={second}"), first.cookie);
     assert_eq!(s.get("/", &Auth::Cookie(&first.cookie)).await.status, StatusCode::SEE_OTHER, "the old session ended");
@@ -78,7 +87,13 @@ async fn expired_sessions_are_anonymous_and_logout_ends_a_session() {
     s.user("ada", false, false).await;
     let page = s.get("/login", &Auth::None).await;
     let (login_cookie, csrf) = (page.cookie("ps_login_csrf").unwrap(), field(&page.text(), "csrf"));
-    let reply = s.form("/login", &Auth::Cookie(&format!("ps_login_csrf={login_cookie}")), &[("username", "ada"), ("password", "password-ada"), ("csrf", &csrf)]).await;
+    let reply = s
+        .form(
+            "/login",
+            &Auth::Cookie(&format!("ps_login_csrf={login_cookie}")),
+            &[("username", "ada"), ("password", "password-ada"), ("csrf", &csrf)],
+        )
+        .await;
     let expired = format!("ps_session={}", reply.cookie("ps_session").unwrap());
     assert_eq!(s.get("/", &Auth::Cookie(&expired)).await.status, StatusCode::SEE_OTHER);
     assert_eq!(s.get("/api/files", &Auth::Cookie(&expired)).await.status, StatusCode::UNAUTHORIZED);
@@ -96,7 +111,8 @@ async fn expired_sessions_are_anonymous_and_logout_ends_a_session() {
 #[tokio::test]
 async fn the_api_uploads_lists_shows_downloads_and_deletes_only_what_the_user_may() {
     let s = server(&[]).await;
-    let (ada, bob, staff) = (s.user("ada", false, false).await, s.user("bob", false, false).await, s.user("sam", true, false).await);
+    let (ada, bob, staff) =
+        (s.user("ada", false, false).await, s.user("bob", false, false).await, s.user("sam", true, false).await);
     let bytes = pdf(3000);
     let created = s.upload("/api/files", &Auth::Bearer(&ada), &[], "Bericht März.pdf", &bytes).await;
     assert_eq!(created.status, 201, "{}", created.text());
@@ -122,19 +138,44 @@ async fn the_api_uploads_lists_shows_downloads_and_deletes_only_what_the_user_ma
     assert_eq!(download.status, 200);
     assert!(download.body == bytes);
     assert_eq!(download.header("content-type"), Some("application/pdf"));
-    let ranged = s.send(Request::get(format!("/files/{id}/download")).header("authorization", format!("Bearer {ada}")).header("range", "bytes=10-19").body(Body::empty()).unwrap()).await;
+    let ranged = s
+        .send(
+            Request::get(format!("/files/{id}/download"))
+                .header("authorization", format!("Bearer {ada}"))
+                .header("range", "bytes=10-19")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
     assert_eq!((ranged.status.as_u16(), &ranged.body[..]), (206, &bytes[10..20]));
     assert_eq!(s.get(&format!("/files/{id}/download"), &Auth::Bearer(&staff)).await.status, 200, "staff may");
     // Someone else's file, an unknown id and no login all get the same answer.
     let theirs = s.get(&format!("/files/{id}/download"), &Auth::Bearer(&bob)).await;
     let unknown = s.get("/files/nope/download", &Auth::Bearer(&bob)).await;
     let anonymous = s.get(&format!("/files/{id}/download"), &Auth::None).await;
-    assert_eq!((theirs.status, unknown.status, anonymous.status), (StatusCode::FORBIDDEN, StatusCode::FORBIDDEN, StatusCode::FORBIDDEN));
+    assert_eq!(
+        (theirs.status, unknown.status, anonymous.status),
+        (StatusCode::FORBIDDEN, StatusCode::FORBIDDEN, StatusCode::FORBIDDEN)
+    );
     assert_eq!(theirs.body, unknown.body);
 
-    let denied = s.send(Request::delete(format!("/api/files/{id}")).header("authorization", format!("Bearer {bob}")).body(Body::empty()).unwrap()).await;
+    let denied = s
+        .send(
+            Request::delete(format!("/api/files/{id}"))
+                .header("authorization", format!("Bearer {bob}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
     assert_eq!(denied.status, 404);
-    let deleted = s.send(Request::delete(format!("/api/files/{id}")).header("authorization", format!("Bearer {ada}")).body(Body::empty()).unwrap()).await;
+    let deleted = s
+        .send(
+            Request::delete(format!("/api/files/{id}"))
+                .header("authorization", format!("Bearer {ada}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
     assert_eq!(deleted.status, 204);
     assert_eq!(s.get(&format!("/files/{id}/download"), &Auth::Bearer(&ada)).await.status, 403);
     assert!(stored_files(&s).is_empty(), "the bytes are gone too: {:?}", stored_files(&s));
@@ -150,7 +191,8 @@ async fn bad_uploads_get_clear_answers_and_store_nothing() {
     let exe = [b"MZ\x90\x00\x03\x00\x00\x00".as_slice(), &[0u8; 200]].concat();
     let spoofed = s.upload("/api/files", &Auth::Bearer(&ada), &[], "invoice.pdf", &exe).await;
     assert_eq!(spoofed.status, 415, "{}", spoofed.text());
-    let html = s.upload("/api/files", &Auth::Bearer(&ada), &[], "cat.png", b"<html><script>alert(1)</script></html>").await;
+    let html =
+        s.upload("/api/files", &Auth::Bearer(&ada), &[], "cat.png", b"<html><script>alert(1)</script></html>").await;
     assert_eq!(html.status, 415);
     let empty = s.upload("/api/files", &Auth::Bearer(&ada), &[], "empty.pdf", b"").await;
     assert_eq!(empty.status, 400);
@@ -187,7 +229,10 @@ async fn the_upload_form_needs_its_token_and_shows_errors_next_to_it() {
     let ok = s.upload("/upload", &cookie, &[("csrf", &session.csrf)], "notes <1>.pdf", &pdf(500)).await;
     assert_eq!(ok.status, StatusCode::SEE_OTHER);
     let index = s.get(ok.header("location").unwrap(), &cookie).await.text();
-    assert!(index.contains("Uploaded notes &lt;1&gt;.pdf.") && !index.contains("notes <1>"), "names are escaped in pages: {index}");
+    assert!(
+        index.contains("Uploaded notes &lt;1&gt;.pdf.") && !index.contains("notes <1>"),
+        "names are escaped in pages: {index}"
+    );
     assert_eq!(stored_files(&s).len(), 1);
     // With the header instead of the field (the page's script), the API accepts it too.
     let request = Request::post("/api/files").header("cookie", &session.cookie).header("x-csrf-token", &session.csrf);
@@ -201,12 +246,18 @@ async fn the_pages_list_files_and_delete_with_confirmation() {
     let s = server(&[]).await;
     let ada = s.user("ada", false, false).await;
     s.user("sam", true, false).await;
-    let id = s.upload("/api/files", &Auth::Bearer(&ada), &[], "plan.pdf", &pdf(100)).await.json()["id"].as_str().unwrap().to_owned();
+    let id = s.upload("/api/files", &Auth::Bearer(&ada), &[], "plan.pdf", &pdf(100)).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let session = s.login("ada").await;
     let cookie = Auth::Cookie(&session.cookie);
     let index = s.get("/", &cookie).await.text();
     // (The template escapes `/` too, as `&#x2f;`.)
-    assert!(index.contains("plan.pdf") && index.contains("100 bytes") && index.contains("application&#x2f;pdf"), "{index}");
+    assert!(
+        index.contains("plan.pdf") && index.contains("100 bytes") && index.contains("application&#x2f;pdf"),
+        "{index}"
+    );
     let staff = s.login("sam").await;
     let all = s.get("/", &Auth::Cookie(&staff.cookie)).await.text();
     assert!(all.contains("All files") && all.contains("<td>ada</td>"), "staff see owners");
@@ -235,7 +286,12 @@ async fn private_media_follows_the_configured_rule_and_refuses_traversal() {
         assert_eq!(s.get(&url, &Auth::Bearer(&ada)).await.status.as_u16(), ada_status, "{rule}");
         assert_eq!(s.get(&url, &Auth::Bearer(&root)).await.status, 200, "{rule}");
         assert_eq!(s.get(&url, &Auth::None).await.status, 403, "{rule}");
-        for hostile in ["/private-media/../data/private-storage.db", "/private-media/%2e%2e/share-keys", "/private-media/files/..%2f..%2fshare-keys", "/private-media//etc/passwd"] {
+        for hostile in [
+            "/private-media/../data/private-storage.db",
+            "/private-media/%2e%2e/share-keys",
+            "/private-media/files/..%2f..%2fshare-keys",
+            "/private-media//etc/passwd",
+        ] {
             let reply = s.get(hostile, &Auth::Bearer(&root)).await;
             assert!(matches!(reply.status.as_u16(), 403 | 404), "{hostile}: {}", reply.status);
             assert!(reply.body.len() < 100 && !reply.text().contains("k1="), "{hostile}");
@@ -251,8 +307,17 @@ async fn share_links_work_without_login_until_revoked_and_are_audited() {
     let s = server(&[]).await;
     let (ada, bob) = (s.user("ada", false, false).await, s.user("bob", false, false).await);
     let bytes = pdf(5000);
-    let id = s.upload("/api/files", &Auth::Bearer(&ada), &[], "deck.pdf", &bytes).await.json()["id"].as_str().unwrap().to_owned();
-    let share = |token: &str, body: &str| Request::post(format!("/api/files/{id}/links")).header("authorization", format!("Bearer {token}")).header("content-type", "application/json").body(Body::from(body.to_owned())).unwrap();
+    let id = s.upload("/api/files", &Auth::Bearer(&ada), &[], "deck.pdf", &bytes).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let share = |token: &str, body: &str| {
+        Request::post(format!("/api/files/{id}/links"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    };
     assert_eq!(s.send(share(&bob, r#"{"expires":"1h"}"#)).await.status, 404, "only the owner shares");
     assert_eq!(s.send(share(&ada, r#"{"expires":"30d"}"#)).await.status, 400, "longer than share_max_lifetime");
     let link = s.send(share(&ada, r#"{"expires":"1h","attachment":true}"#)).await;
@@ -275,7 +340,8 @@ async fn share_links_work_without_login_until_revoked_and_are_audited() {
     let page = s.get(&format!("/files/{id}"), &Auth::Cookie(&session.cookie)).await.text();
     let link_id = link["link_id"].as_str().unwrap();
     assert!(page.contains(link_id), "{page}");
-    let revoked = s.form(&format!("/links/{link_id}/revoke"), &Auth::Cookie(&session.cookie), &[("csrf", &session.csrf)]).await;
+    let revoked =
+        s.form(&format!("/links/{link_id}/revoke"), &Auth::Cookie(&session.cookie), &[("csrf", &session.csrf)]).await;
     assert_eq!(revoked.status, StatusCode::SEE_OTHER);
     let refused = s.get(&url, &Auth::None).await;
     assert_eq!(refused.status, 403);
@@ -316,7 +382,11 @@ async fn health_readiness_and_metrics() {
     let metrics = s.get("/metrics", &Auth::None).await;
     assert!(metrics.header("content-type").unwrap().starts_with("text/plain"));
     let text = metrics.text();
-    for line in ["private_storage_uploads_total 1", "private_storage_bytes_served_total 1234", "private_storage_denied_total{kind=\"download\"} 1"] {
+    for line in [
+        "private_storage_uploads_total 1",
+        "private_storage_bytes_served_total 1234",
+        "private_storage_denied_total{kind=\"download\"} 1",
+    ] {
         assert!(text.contains(line), "{line} in {text}");
     }
 }
@@ -345,7 +415,8 @@ async fn every_response_carries_a_request_id() {
     let b = s.get("/healthz", &Auth::None).await;
     let (a, b) = (a.header("x-request-id").unwrap().to_owned(), b.header("x-request-id").unwrap().to_owned());
     assert!(a.len() >= 12 && a != b, "{a} {b}");
-    let given = s.send(Request::get("/healthz").header("x-request-id", "from-the-proxy").body(Body::empty()).unwrap()).await;
+    let given =
+        s.send(Request::get("/healthz").header("x-request-id", "from-the-proxy").body(Body::empty()).unwrap()).await;
     assert_eq!(given.header("x-request-id"), Some("from-the-proxy"), "an id from the proxy in front is kept");
 }
 
@@ -353,7 +424,10 @@ async fn every_response_carries_a_request_id() {
 async fn the_configured_delivery_mode_hands_off_after_the_rule() {
     let s = server(&[("delivery", "nginx"), ("internal_url", "/_files")]).await;
     let ada = s.user("ada", false, false).await;
-    let id = s.upload("/api/files", &Auth::Bearer(&ada), &[], "a.pdf", &pdf(100)).await.json()["id"].as_str().unwrap().to_owned();
+    let id = s.upload("/api/files", &Auth::Bearer(&ada), &[], "a.pdf", &pdf(100)).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let key = s.state.db.file(&id, None).await.unwrap().unwrap().object_key;
     let reply = s.get(&format!("/files/{id}/download"), &Auth::Bearer(&ada)).await;
     assert_eq!(reply.status, 200);
@@ -364,7 +438,10 @@ async fn the_configured_delivery_mode_hands_off_after_the_rule() {
 
     let s = server(&[("delivery", "apache")]).await;
     let ada = s.user("ada", false, false).await;
-    let id = s.upload("/api/files", &Auth::Bearer(&ada), &[], "a.pdf", &pdf(100)).await.json()["id"].as_str().unwrap().to_owned();
+    let id = s.upload("/api/files", &Auth::Bearer(&ada), &[], "a.pdf", &pdf(100)).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let reply = s.get(&format!("/files/{id}/download"), &Auth::Bearer(&ada)).await;
     let path = reply.header("x-sendfile").unwrap();
     assert!(path.starts_with('/') && std::path::Path::new(path).is_file(), "{path}");

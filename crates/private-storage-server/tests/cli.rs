@@ -21,12 +21,24 @@ fn cli(data: &Path, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) ->
 }
 
 fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "exit {:?}: {}{}", out.status.code(), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn failed(out: &Output, code: i32) -> String {
-    assert_eq!(out.status.code(), Some(code), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -34,10 +46,22 @@ fn failed(out: &Output, code: i32) -> String {
 fn users_tokens_and_files_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    assert!(failed(&cli(&data, &["user", "add", "ada", "--password-stdin"], Some("short\n"), &[]), 1).contains("at least 8 characters"));
-    assert!(ok(&cli(&data, &["user", "add", "ada", "--password-stdin"], Some("a long password\n"), &[])).contains("created user ada"));
-    assert!(failed(&cli(&data, &["user", "add", "ada", "--password-stdin"], Some("another password\n"), &[]), 1).contains("exists already"));
-    assert!(ok(&cli(&data, &["user", "add", "root", "--superuser", "--password-stdin"], Some("root password\n"), &[])).contains("created superuser root"));
+    assert!(
+        failed(&cli(&data, &["user", "add", "ada", "--password-stdin"], Some("short\n"), &[]), 1)
+            .contains("at least 8 characters")
+    );
+    assert!(
+        ok(&cli(&data, &["user", "add", "ada", "--password-stdin"], Some("a long password\n"), &[]))
+            .contains("created user ada")
+    );
+    assert!(
+        failed(&cli(&data, &["user", "add", "ada", "--password-stdin"], Some("another password\n"), &[]), 1)
+            .contains("exists already")
+    );
+    assert!(
+        ok(&cli(&data, &["user", "add", "root", "--superuser", "--password-stdin"], Some("root password\n"), &[]))
+            .contains("created superuser root")
+    );
     let users = ok(&cli(&data, &["user", "list"], None, &[]));
     assert!(users.contains("ada\tuser") && users.contains("root\tsuperuser"), "{users}");
     let token = ok(&cli(&data, &["token", "create", "ada"], None, &[])).trim().to_owned();
@@ -60,8 +84,14 @@ fn users_tokens_and_files_from_the_command_line() {
     let exe = dir.path().join("invoice.pdf");
     std::fs::write(&exe, [b"MZ\x90\x00".as_slice(), &[0u8; 500]].concat()).unwrap();
     let refused = failed(&cli(&data, &["put", exe.to_str().unwrap(), "--owner", "ada"], None, &[]), 1);
-    assert!(refused.contains("application/pdf") || refused.contains("not allowed") || refused.contains("type"), "{refused}");
-    assert!(failed(&cli(&data, &["put", file.to_str().unwrap()], None, &[]), 1).contains("--owner"), "two users: say whose");
+    assert!(
+        refused.contains("application/pdf") || refused.contains("not allowed") || refused.contains("type"),
+        "{refused}"
+    );
+    assert!(
+        failed(&cli(&data, &["put", file.to_str().unwrap()], None, &[]), 1).contains("--owner"),
+        "two users: say whose"
+    );
 
     // share / share revoke
     let link = ok(&cli(&data, &["share", &id, "--expires", "1h", "--attachment"], None, &[]));
@@ -78,7 +108,10 @@ fn users_tokens_and_files_from_the_command_line() {
     let db = runtime.block_on(private_storage_server::db::Db::open(&db_url)).unwrap();
     assert!(runtime.block_on(db.user_by_token(&token_hash)).unwrap().is_some(), "the token works before it is revoked");
     ok(&cli(&data, &["token", "revoke", "ada"], None, &[]));
-    assert!(runtime.block_on(db.user_by_token(&token_hash)).unwrap().is_none(), "a revoked token no longer authenticates");
+    assert!(
+        runtime.block_on(db.user_by_token(&token_hash)).unwrap().is_none(),
+        "a revoked token no longer authenticates"
+    );
     ok(&cli(&data, &["user", "rm", "ada"], None, &[]));
     assert!(!ok(&cli(&data, &["user", "list"], None, &[])).contains("ada"));
 }
@@ -88,7 +121,12 @@ fn configuration_is_checked_and_printed_without_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let secret = format!("k1={}", "Q".repeat(43));
-    let shown = ok(&cli(&data, &["config", "check"], None, &[("PRIVATE_STORAGE_SHARE_KEYS", &secret), ("PRIVATE_STORAGE_MAX_FILE_SIZE", "5MB")]));
+    let shown = ok(&cli(
+        &data,
+        &["config", "check"],
+        None,
+        &[("PRIVATE_STORAGE_SHARE_KEYS", &secret), ("PRIVATE_STORAGE_MAX_FILE_SIZE", "5MB")],
+    ));
     assert!(shown.contains("share_keys = \"<redacted>\"  # env PRIVATE_STORAGE_SHARE_KEYS"), "{shown}");
     assert!(shown.contains("max_file_size = \"5MB\"  # env PRIVATE_STORAGE_MAX_FILE_SIZE"), "{shown}");
     assert!(!shown.contains("QQQQ"));
@@ -101,12 +139,16 @@ fn configuration_is_checked_and_printed_without_secrets() {
     let file_typo = failed(&cli(&data, &["--config", toml.to_str().unwrap(), "config", "check"], None, &[]), 2);
     assert!(file_typo.contains("s3.bukcet") && file_typo.contains("c.toml"), "{file_typo}");
     // A storage folder that does not exist is not created behind the user's back.
-    let missing = failed(&cli(&data, &["serve", "--storage", "/nonexistent/media", "--bind", "127.0.0.1:0"], None, &[]), 1);
+    let missing =
+        failed(&cli(&data, &["serve", "--storage", "/nonexistent/media", "--bind", "127.0.0.1:0"], None, &[]), 1);
     assert!(missing.contains("/nonexistent/media") && missing.contains("create the folder"), "{missing}");
     assert!(!Path::new("/nonexistent/media").exists());
     // The nginx snippet for the configured delivery.
     let nginx = ok(&cli(&data, &["config", "nginx", "-s", "delivery=nginx"], None, &[]));
-    assert!(nginx.contains("location /_private/ {") && nginx.contains("internal;") && nginx.contains("/media/;"), "{nginx}");
+    assert!(
+        nginx.contains("location /_private/ {") && nginx.contains("internal;") && nginx.contains("/media/;"),
+        "{nginx}"
+    );
 }
 
 #[test]
@@ -133,5 +175,7 @@ fn copy_storage_copies_verified_and_resumes() {
     let id = ok(&cli(&data, &["ls"], None, &[])).lines().next().unwrap().split('\t').next().unwrap().to_owned();
     ok(&cli(&data, &["--storage", target.to_str().unwrap(), "get", &id, "-o", out.to_str().unwrap()], None, &[]));
     assert!(originals.contains(&std::fs::read(&out).unwrap()));
-    assert!(failed(&cli(&data, &["copy-storage", "/nonexistent/target"], None, &[]), 1).contains("/nonexistent/target"));
+    assert!(
+        failed(&cli(&data, &["copy-storage", "/nonexistent/target"], None, &[]), 1).contains("/nonexistent/target")
+    );
 }

@@ -45,7 +45,10 @@ async fn an_s3_outage_aborts_transfers_cleanly_and_the_server_recovers() {
     let http = reqwest::Client::new();
     let upload = |bytes: Vec<u8>| {
         let part = reqwest::multipart::Part::bytes(bytes).file_name("big.pdf");
-        http.post(format!("{base}/api/files")).bearer_auth(&token).multipart(reqwest::multipart::Form::new().part("file", part)).send()
+        http.post(format!("{base}/api/files"))
+            .bearer_auth(&token)
+            .multipart(reqwest::multipart::Form::new().part("file", part))
+            .send()
     };
     let bytes = pdf(48 * 1024 * 1024);
     let reply = upload(bytes.clone()).await.unwrap();
@@ -55,7 +58,12 @@ async fn an_s3_outage_aborts_transfers_cleanly_and_the_server_recovers() {
 
     // A download is under way (the client reads slowly) when S3 goes down.
     let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
-    socket.write_all(format!("GET /files/{id}/download HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes()).await.unwrap();
+    socket
+        .write_all(
+            format!("GET /files/{id}/download HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 64 * 1024];
     let mut received = 0usize;
     let mut head = Vec::new();
@@ -80,7 +88,11 @@ async fn an_s3_outage_aborts_transfers_cleanly_and_the_server_recovers() {
     })
     .await;
     assert!(ended.is_ok(), "the download neither finished nor was aborted");
-    assert!(received < bytes.len(), "the client saw an aborted transfer ({received} of {} bytes), not a whole file", bytes.len());
+    assert!(
+        received < bytes.len(),
+        "the client saw an aborted transfer ({received} of {} bytes), not a whole file",
+        bytes.len()
+    );
 
     // Readiness says so; an upload fails with a clear status and leaves no record.
     assert_eq!(ready(&base).await, 503);
@@ -97,7 +109,10 @@ async fn an_s3_outage_aborts_transfers_cleanly_and_the_server_recovers() {
     }
     let (content_type, body) = common::multipart(&[], "cut.pdf", &pdf(24 * 1024 * 1024));
     let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!("POST /api/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n", body.len());
+    let head = format!(
+        "POST /api/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
     socket.write_all(head.as_bytes()).await.unwrap();
     socket.write_all(&body[..18 * 1024 * 1024]).await.unwrap(); // two 8 MiB parts are under way
     garage.nodes[0].stop();
@@ -144,7 +159,10 @@ async fn the_server_redirects_allowed_downloads_to_presigned_s3_urls() {
     let s = common::TestServer { state, app, dir };
     let (ada, bob) = (s.user("ada", false, false).await, s.user("bob", false, false).await);
     let bytes = pdf(300_000);
-    let id = s.upload("/api/files", &common::Auth::Bearer(&ada), &[], "Angebot.pdf", &bytes).await.json()["id"].as_str().unwrap().to_owned();
+    let id = s.upload("/api/files", &common::Auth::Bearer(&ada), &[], "Angebot.pdf", &bytes).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let denied = s.get(&format!("/files/{id}/download"), &common::Auth::Bearer(&bob)).await;
     assert_eq!(denied.status, 403);
@@ -158,6 +176,13 @@ async fn the_server_redirects_allowed_downloads_to_presigned_s3_urls() {
     assert_eq!(got.headers()["content-type"], "application/pdf");
     assert_eq!(sha256(&got.bytes().await.unwrap()), sha256(&bytes));
     // HEAD is answered by the server itself.
-    let head = s.send(http::Request::head(format!("/files/{id}/download")).header("authorization", format!("Bearer {ada}")).body(axum::body::Body::empty()).unwrap()).await;
+    let head = s
+        .send(
+            http::Request::head(format!("/files/{id}/download"))
+                .header("authorization", format!("Bearer {ada}"))
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
     assert_eq!((head.status.as_u16(), head.header("content-length")), (200, Some("300000")));
 }

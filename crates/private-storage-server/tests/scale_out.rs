@@ -46,7 +46,13 @@ fn client() -> reqwest::Client {
 
 async fn upload(http: &reqwest::Client, base: &str, csrf: &str, name: &str, bytes: Vec<u8>) -> String {
     let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned());
-    let reply = http.post(format!("{base}/api/files")).header("x-csrf-token", csrf).multipart(reqwest::multipart::Form::new().part("file", part)).send().await.unwrap();
+    let reply = http
+        .post(format!("{base}/api/files"))
+        .header("x-csrf-token", csrf)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(reply.status(), 201, "{}", reply.text().await.unwrap());
     reply.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
 }
@@ -62,17 +68,26 @@ async fn two_instances_share_sessions_records_and_files_and_survive_a_storage_no
     let mut garage = peers::GarageCluster::start(3).await;
     let keys = format!("k1={}", private_storage_server::auth::random_token(32));
     // Both start at once: the migrations are serialised by an advisory lock.
-    let ((a, _da), (b, _db)) = tokio::join!(instance(&pg.url, &garage.nodes[0].endpoint, &keys), instance(&pg.url, &garage.nodes[1].endpoint, &keys));
+    let ((a, _da), (b, _db)) = tokio::join!(
+        instance(&pg.url, &garage.nodes[0].endpoint, &keys),
+        instance(&pg.url, &garage.nodes[1].endpoint, &keys)
+    );
     let (addr_a, addr_b) = (serve(&a).await, serve(&b).await);
     let nginx = peers::Nginx::start(&[addr_a, addr_b]);
-    let (base_a, base_b, base_lb) = (format!("http://{addr_a}"), format!("http://{addr_b}"), format!("http://{}", nginx.addr));
+    let (base_a, base_b, base_lb) =
+        (format!("http://{addr_a}"), format!("http://{addr_b}"), format!("http://{}", nginx.addr));
     a.db.create_user("ada", &private_storage_server::auth::hash_password("password-ada"), false, false).await.unwrap();
 
     // Log in through A; the session works on B and through the balancer.
     let http = client();
     let page = http.get(format!("{base_a}/login")).send().await.unwrap().text().await.unwrap();
     let csrf = common::field(&page, "csrf");
-    let login = http.post(format!("{base_a}/login")).form(&[("username", "ada"), ("password", "password-ada"), ("csrf", &csrf)]).send().await.unwrap();
+    let login = http
+        .post(format!("{base_a}/login"))
+        .form(&[("username", "ada"), ("password", "password-ada"), ("csrf", &csrf)])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(login.status(), 303);
     let index = http.get(format!("{base_b}/")).send().await.unwrap();
     assert_eq!(index.status(), 200, "B knows A's session");
@@ -106,7 +121,8 @@ async fn two_instances_share_sessions_records_and_files_and_survive_a_storage_no
     assert_eq!(reqwest::get(format!("{base_a}{url}")).await.unwrap().status(), 403);
 
     // Delete through B: gone on both.
-    let deleted = http.delete(format!("{base_b}/api/files/{id}")).header("x-csrf-token", &session_csrf).send().await.unwrap();
+    let deleted =
+        http.delete(format!("{base_b}/api/files/{id}")).header("x-csrf-token", &session_csrf).send().await.unwrap();
     assert_eq!(deleted.status(), 204);
     assert_eq!(download(&http, &base_a, &id).await.0, 403);
     let listed: serde_json::Value = http.get(format!("{base_a}/api/files")).send().await.unwrap().json().await.unwrap();

@@ -30,9 +30,21 @@ fn client() -> reqwest::Client {
     reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
-async fn upload(http: &reqwest::Client, addr: SocketAddr, token: &str, name: &str, bytes: Vec<u8>) -> serde_json::Value {
+async fn upload(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    token: &str,
+    name: &str,
+    bytes: Vec<u8>,
+) -> serde_json::Value {
     let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned());
-    let reply = http.post(format!("http://{addr}/api/files")).bearer_auth(token).multipart(reqwest::multipart::Form::new().part("file", part)).send().await.unwrap();
+    let reply = http
+        .post(format!("http://{addr}/api/files"))
+        .bearer_auth(token)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(reply.status(), 201);
     reply.json().await.unwrap()
 }
@@ -46,7 +58,12 @@ async fn a_browser_like_client_logs_in_uploads_downloads_and_logs_out() {
     let http = client();
     let page = http.get(format!("{base}/login")).send().await.unwrap().text().await.unwrap();
     let csrf = common::field(&page, "csrf");
-    let login = http.post(format!("{base}/login")).form(&[("username", "ada"), ("password", "password-ada"), ("csrf", &csrf)]).send().await.unwrap();
+    let login = http
+        .post(format!("{base}/login"))
+        .form(&[("username", "ada"), ("password", "password-ada"), ("csrf", &csrf)])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(login.status(), 303);
     let index = http.get(format!("{base}/")).send().await.unwrap().text().await.unwrap();
     let session_csrf = common::field(&index, "csrf");
@@ -62,7 +79,11 @@ async fn a_browser_like_client_logs_in_uploads_downloads_and_logs_out() {
     assert_eq!(sha256(&got.bytes().await.unwrap()), sha256(&bytes));
     let out = http.post(format!("{base}/logout")).form(&[("csrf", &session_csrf)]).send().await.unwrap();
     assert_eq!(out.status(), 303);
-    assert_eq!(http.get(format!("{base}/files/{id}/download")).send().await.unwrap().status(), 403, "denied after logout");
+    assert_eq!(
+        http.get(format!("{base}/files/{id}/download")).send().await.unwrap().status(),
+        403,
+        "denied after logout"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,7 +121,12 @@ async fn slow_clients_are_cut_off_and_do_not_hold_up_others() {
         slow.push(socket);
     }
     // A normal client is served meanwhile.
-    let reply = reqwest::Client::new().get(format!("http://{}/api/files", running.addr)).bearer_auth(&ada).send().await.unwrap();
+    let reply = reqwest::Client::new()
+        .get(format!("http://{}/api/files", running.addr))
+        .bearer_auth(&ada)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(reply.status(), 200);
     // And the server closes every slow connection once the header timeout passes.
     for socket in &mut slow {
@@ -126,7 +152,10 @@ async fn a_user_may_run_only_so_many_uploads_at_once() {
     // Ada's first upload stalls mid-body, holding her slot.
     let (content_type, body) = common::multipart(&[], "slow.pdf", &pdf(200_000));
     let mut socket = tokio::net::TcpStream::connect(running.addr).await.unwrap();
-    let head = format!("POST /api/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ada}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n", body.len());
+    let head = format!(
+        "POST /api/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ada}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
     socket.write_all(head.as_bytes()).await.unwrap();
     socket.write_all(&body[..100_000]).await.unwrap();
     // Wait until the server holds the slot (the upload is in progress), then try a second one.
@@ -138,7 +167,13 @@ async fn a_user_may_run_only_so_many_uploads_at_once() {
     }
     let http = reqwest::Client::new();
     let part = reqwest::multipart::Part::bytes(pdf(1000)).file_name("second.pdf");
-    let second = http.post(format!("http://{}/api/files", running.addr)).bearer_auth(&ada).multipart(reqwest::multipart::Form::new().part("file", part)).send().await.unwrap();
+    let second = http
+        .post(format!("http://{}/api/files", running.addr))
+        .bearer_auth(&ada)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(second.status(), 429);
     // Others are not affected.
     upload(&http, running.addr, &bob, "bob.pdf", pdf(1000)).await;
@@ -146,7 +181,11 @@ async fn a_user_may_run_only_so_many_uploads_at_once() {
     socket.write_all(&body[100_000..]).await.unwrap();
     let mut response = vec![0u8; 1024];
     let n = socket.read(&mut response).await.unwrap();
-    assert!(String::from_utf8_lossy(&response[..n]).starts_with("HTTP/1.1 201"), "{}", String::from_utf8_lossy(&response[..n]));
+    assert!(
+        String::from_utf8_lossy(&response[..n]).starts_with("HTTP/1.1 201"),
+        "{}",
+        String::from_utf8_lossy(&response[..n])
+    );
     upload(&http, running.addr, &ada, "third.pdf", pdf(1000)).await;
 }
 
@@ -157,7 +196,12 @@ async fn shutdown_lets_a_running_download_finish_and_accepts_nothing_new() {
     let mut running = run(&s).await;
     let bytes = pdf(8 * 1024 * 1024);
     let id = upload(&client(), running.addr, &ada, "big.pdf", bytes.clone()).await["id"].as_str().unwrap().to_owned();
-    let reply = reqwest::Client::new().get(format!("http://{}/files/{id}/download", running.addr)).bearer_auth(&ada).send().await.unwrap();
+    let reply = reqwest::Client::new()
+        .get(format!("http://{}/files/{id}/download", running.addr))
+        .bearer_auth(&ada)
+        .send()
+        .await
+        .unwrap();
     let mut body = reply.bytes_stream();
     use futures_util::StreamExt;
     let mut received = Vec::new();

@@ -14,7 +14,9 @@ use private_storage::{
 
 fn keys(c: &mut Criterion) {
     c.bench_function("key: canonicalise a URL path", |b| {
-        b.iter(|| ObjectKey::from_url_path(black_box("users/1234/reports/2026/Q1%20summary%20f%C3%BCr%20M%C3%A4rz.pdf")))
+        b.iter(|| {
+            ObjectKey::from_url_path(black_box("users/1234/reports/2026/Q1%20summary%20f%C3%BCr%20M%C3%A4rz.pdf"))
+        })
     });
     c.bench_function("key: reject an encoded traversal", |b| {
         b.iter(|| ObjectKey::from_url_path(black_box("users/1/%2e%2e/6/secret.txt")).is_err())
@@ -25,13 +27,16 @@ fn rules(c: &mut Criterion) {
     let mut request = http::Request::new(());
     request.extensions_mut().insert(CurrentUser::new(User::new("42")));
     let (parts, ()) = request.into_parts();
-    let file = PrivateFile::new(parts, std::sync::Arc::new(MemoryStorage::new()), ObjectKey::new("users/42/a.pdf").unwrap());
+    let file =
+        PrivateFile::new(parts, std::sync::Arc::new(MemoryStorage::new()), ObjectKey::new("users/42/a.pdf").unwrap());
     let rule = allow_authenticated();
     let own_folder = |file: PrivateFile| async move {
         file.user().is_some_and(|u| file.key().as_str().starts_with(&format!("users/{}/", u.id())))
     };
     c.bench_function("rule: allow_authenticated", |b| b.iter(|| rule.allows(black_box(&file)).now_or_never()));
-    c.bench_function("rule: async closure (own folder)", |b| b.iter(|| own_folder.allows(black_box(&file)).now_or_never()));
+    c.bench_function("rule: async closure (own folder)", |b| {
+        b.iter(|| own_folder.allows(black_box(&file)).now_or_never())
+    });
 }
 
 fn planning(c: &mut Criterion) {
@@ -50,7 +55,9 @@ fn planning(c: &mut Criterion) {
             map.append(http::HeaderName::from_static(k), HeaderValue::from_static(v));
         }
         c.bench_function(&format!("plan: {name}"), |b| {
-            b.iter(|| private_storage::__bench::plan(&Method::GET, black_box(&map), Some(etag), last_modified, 100_000, now))
+            b.iter(|| {
+                private_storage::__bench::plan(&Method::GET, black_box(&map), Some(etag), last_modified, 100_000, now)
+            })
         });
     }
 }
@@ -58,7 +65,9 @@ fn planning(c: &mut Criterion) {
 fn disposition(c: &mut Criterion) {
     let attachment = ContentDisposition::attachment();
     c.bench_function("disposition: ASCII name", |b| b.iter(|| attachment.header_value(black_box("report-2026.pdf"))));
-    c.bench_function("disposition: UTF-8 name", |b| b.iter(|| attachment.header_value(black_box("Heizölrückstoßabdämpfung.txt"))));
+    c.bench_function("disposition: UTF-8 name", |b| {
+        b.iter(|| attachment.header_value(black_box("Heizölrückstoßabdämpfung.txt")))
+    });
 }
 
 fn service(c: &mut Criterion) {

@@ -41,10 +41,8 @@ fn user_for_token(token: &str) -> Option<User> {
 /// The toy auth layer: `Authorization: Bearer <token>` or a `token=<token>` cookie.
 async fn identify(mut request: Request, next: Next) -> Response {
     let headers = request.headers();
-    let bearer = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let bearer =
+        headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let cookie = headers
         .get_all(http::header::COOKIE)
         .iter()

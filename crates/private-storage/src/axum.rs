@@ -19,9 +19,7 @@ impl IntoResponse for Error {
             tracing::error!(error = %self, "request failed");
         }
         let mut response = (status, self.public_message()).into_response();
-        response
-            .headers_mut()
-            .insert(http::header::X_CONTENT_TYPE_OPTIONS, http::HeaderValue::from_static("nosniff"));
+        response.headers_mut().insert(http::header::X_CONTENT_TYPE_OPTIONS, http::HeaderValue::from_static("nosniff"));
         response
     }
 }
@@ -69,11 +67,8 @@ impl<S: Send + Sync> FromRequest<S> for UploadForm {
     type Rejection = Error;
 
     async fn from_request(request: Request, _state: &S) -> Result<Self, Error> {
-        let content_type = request
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
+        let content_type =
+            request.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
         let boundary = multer::parse_boundary(content_type)
             .map_err(|_| bad("expected a multipart/form-data body with a boundary"))?;
         let body = Paced::new(request.into_body().into_data_stream());
@@ -193,7 +188,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_paced_body_yields_after_its_read_ahead() {
-        let always_ready = futures_util::stream::iter((0..10).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![0u8; 40 * 1024]))));
+        let always_ready =
+            futures_util::stream::iter((0..10).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![0u8; 40 * 1024]))));
         let mut paced = Paced::new(always_ready);
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
@@ -206,6 +202,9 @@ mod tests {
             }
         }
         assert_eq!(ready_in_a_row, 2, "two 40 KiB chunks pass the 64 KiB read-ahead, then it pauses");
-        assert!(matches!(Pin::new(&mut paced).poll_next(&mut cx), Poll::Ready(Some(_))), "and goes on when polled again");
+        assert!(
+            matches!(Pin::new(&mut paced).poll_next(&mut cx), Poll::Ready(Some(_))),
+            "and goes on when polled again"
+        );
     }
 }

@@ -211,7 +211,10 @@ mod tests {
         let too_large = Error::TooLarge { limit: 1024 * 1024 };
         assert_eq!(too_large.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(too_large.public_message(), "The file may not be larger than 1.0 MB.");
-        let spoofed = Error::UnsupportedType { found: "application/x-msdownload".into(), expected: "allowed: application/pdf".into() };
+        let spoofed = Error::UnsupportedType {
+            found: "application/x-msdownload".into(),
+            expected: "allowed: application/pdf".into(),
+        };
         assert_eq!(spoofed.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
         assert!(spoofed.public_message().starts_with("File type not supported"));
         assert_eq!(Error::BadUpload { message: "x".into() }.status(), StatusCode::BAD_REQUEST);
@@ -219,7 +222,16 @@ mod tests {
 
     #[test]
     fn sizes_read_like_the_reference() {
-        for (bytes, text) in [(0, "0 bytes"), (1, "1 byte"), (1023, "1023 bytes"), (1024, "1.0 KB"), (1_048_576, "1.0 MB"), (10 * 1_048_576, "10.0 MB"), (1_073_741_824, "1.0 GB"), (1_610_612_736, "1.5 GB")] {
+        for (bytes, text) in [
+            (0, "0 bytes"),
+            (1, "1 byte"),
+            (1023, "1023 bytes"),
+            (1024, "1.0 KB"),
+            (1_048_576, "1.0 MB"),
+            (10 * 1_048_576, "10.0 MB"),
+            (1_073_741_824, "1.0 GB"),
+            (1_610_612_736, "1.5 GB"),
+        ] {
             assert_eq!(human_size(bytes), text, "{bytes}");
         }
     }

@@ -114,9 +114,7 @@ impl ObjectKey {
     /// # Errors
     /// [`KeyError::InvalidUtf8`] when the decoded bytes are not UTF-8, otherwise as [`ObjectKey::new`].
     pub fn from_url_path(path: &str) -> Result<Self, KeyError> {
-        let decoded = percent_decode_str(path)
-            .decode_utf8()
-            .map_err(|_| KeyError::InvalidUtf8)?;
+        let decoded = percent_decode_str(path).decode_utf8().map_err(|_| KeyError::InvalidUtf8)?;
         Self::new(decoded)
     }
 
@@ -151,9 +149,7 @@ impl ObjectKey {
     /// Whether this key lies inside the folder `prefix` (whole segments: `a/b` is inside `a`,
     /// `ab/c` is not).
     pub fn starts_with(&self, prefix: &ObjectKey) -> bool {
-        self.0
-            .strip_prefix(&*prefix.0)
-            .is_some_and(|rest| rest.starts_with('/'))
+        self.0.strip_prefix(&*prefix.0).is_some_and(|rest| rest.starts_with('/'))
     }
 
     /// This key followed by `child` (which must itself be a valid key).

@@ -202,7 +202,14 @@ pub mod __bench {
 
     /// Plans a response (the private `conditional::plan`): 0 for the whole representation, the
     /// number of ranges for a partial one, or the status of a 304/412/416.
-    pub fn plan(method: &http::Method, headers: &http::HeaderMap, etag: Option<&str>, last_modified: SystemTime, len: u64, now: SystemTime) -> usize {
+    pub fn plan(
+        method: &http::Method,
+        headers: &http::HeaderMap,
+        etag: Option<&str>,
+        last_modified: SystemTime,
+        len: u64,
+        now: SystemTime,
+    ) -> usize {
         crate::http::bench_plan(method, headers, etag, last_modified, len, now)
     }
 }
@@ -213,18 +220,21 @@ pub use access::{
 };
 pub use error::{BoxError, Error, Result, human_size};
 pub use http::{
-    ContentDisposition, DeliverFile, Delivery, OnDenied, Prepared, RecordSource, ResponseBody, ServePrivate, ServeRecords, ServeShared, X_ACCEL_REDIRECT,
-    X_SENDFILE, nginx_internal_location, nginx_s3_location,
+    ContentDisposition, DeliverFile, Delivery, OnDenied, Prepared, RecordSource, ResponseBody, ServePrivate,
+    ServeRecords, ServeShared, X_ACCEL_REDIRECT, X_SENDFILE, nginx_internal_location, nginx_s3_location,
 };
-pub use share::{
-    IssuedLink, LinkIssued, LinkUsed, MemoryRevocations, RevocationStore, Share, ShareAudit, ShareKeys, ShareLinks, ShareTarget,
-    TracingAudit,
-};
-pub use upload::{SavedFile, Upload, UploadPolicy};
 pub use key::{KeyError, MAX_KEY_LEN, MAX_SEGMENT_LEN, ObjectKey};
+pub use share::{
+    IssuedLink, LinkIssued, LinkUsed, MemoryRevocations, RevocationStore, Share, ShareAudit, ShareKeys, ShareLinks,
+    ShareTarget, TracingAudit,
+};
 pub use storage::{
-    ByteStream, DEFAULT_BASE_URL, Fault, GetOptions, GetResult, LocalStorage, MemoryStorage, ObjectMeta, Payload,
-    MigrationProgress, MigrationReport, PresignedGet, PutMode, PutOptions, PutStream, Storage, StorageExt, migrate,
+    ByteStream, DEFAULT_BASE_URL, Fault, GetOptions, GetResult, LocalStorage, MemoryStorage, MigrationProgress,
+    MigrationReport, ObjectMeta, Payload, PresignedGet, PutMode, PutOptions, PutStream, Storage, StorageExt, migrate,
 };
 #[cfg(feature = "s3")]
-pub use storage::{DEFAULT_PRESIGN_EXPIRY, Encryption, PostPolicy, PresignedPost, S3_SETTINGS, S3Builder, S3Storage, install_tls_provider};
+pub use storage::{
+    DEFAULT_PRESIGN_EXPIRY, Encryption, PostPolicy, PresignedPost, S3_SETTINGS, S3Builder, S3Storage,
+    install_tls_provider,
+};
+pub use upload::{SavedFile, Upload, UploadPolicy};

@@ -74,7 +74,10 @@ async fn metadata<S: Storage + ?Sized>(s: &S) {
     assert_eq!(head.size, 1000, "metadata: size");
     assert_eq!(head.etag, put.etag, "metadata: head and put agree on the ETag");
     if let Some(etag) = &head.etag {
-        assert!(etag.starts_with('"') && etag.ends_with('"') && etag.len() >= 3, "metadata: ETag {etag} is a quoted strong tag");
+        assert!(
+            etag.starts_with('"') && etag.ends_with('"') && etag.len() >= 3,
+            "metadata: ETag {etag} is a quoted strong tag"
+        );
     }
     let got = s.get(&k, GetOptions::default()).await.expect("get");
     assert_eq!(got.meta.etag, head.etag, "metadata: get and head agree on the ETag");
@@ -113,7 +116,10 @@ async fn missing_objects<S: Storage + ?Sized>(s: &S, folders: bool) {
     s.put_bytes(&key("conformance/missing/folder/child.txt"), "x").await.expect("put child");
     let folder = key("conformance/missing/folder");
     assert!(matches!(s.head(&folder).await, Err(Error::NotFound { .. })), "missing: a folder is not an object");
-    assert!(matches!(s.get(&folder, GetOptions::default()).await, Err(Error::NotFound { .. })), "missing: get of a folder");
+    assert!(
+        matches!(s.get(&folder, GetOptions::default()).await, Err(Error::NotFound { .. })),
+        "missing: get of a folder"
+    );
 }
 
 async fn ranges<S: Storage + ?Sized>(s: &S) {
@@ -168,7 +174,10 @@ async fn create_unique<S: Storage + ?Sized>(s: &S) {
     assert_eq!(keys.len(), 10, "unique: concurrent writes of one name land under distinct keys");
     for meta in &metas {
         let name = meta.key.file_name();
-        assert!(name.starts_with("report_") && name.ends_with(".pdf") && name.len() == "report_1234567.pdf".len(), "unique: variant name {name}");
+        assert!(
+            name.starts_with("report_") && name.ends_with(".pdf") && name.len() == "report_1234567.pdf".len(),
+            "unique: variant name {name}"
+        );
         let got = s.read(&meta.key).await.expect("read variant");
         assert!(got.starts_with(b"copy "), "unique: each variant holds its own bytes");
     }
@@ -181,7 +190,10 @@ async fn failed_put_leaves_nothing<S: Storage + ?Sized>(s: &S) {
         stream::iter(vec![Ok(Bytes::from(vec![1u8; 100_000])), Err(Error::storage("test", "client went away"))]).boxed()
     };
     let err = s.put(&fresh, failing(), PutOptions::default()).await.expect_err("a failing stream fails the put");
-    assert!(matches!(&err, Error::Storage { source, .. } if source.to_string() == "client went away"), "failed put: the stream's own error comes back, got {err}");
+    assert!(
+        matches!(&err, Error::Storage { source, .. } if source.to_string() == "client went away"),
+        "failed put: the stream's own error comes back, got {err}"
+    );
     assert!(!s.exists(&fresh).await.expect("exists"), "failed put: no object is visible");
 
     let existing = key("conformance/failed-put/existing.txt");
@@ -221,17 +233,22 @@ async fn delete<S: Storage + ?Sized>(s: &S) {
 }
 
 async fn list<S: Storage + ?Sized>(s: &S) {
-    for name in ["conformance/list/a/1.txt", "conformance/list/a/b/2.txt", "conformance/list/ab/3.txt", "conformance/list/c.txt"] {
+    for name in [
+        "conformance/list/a/1.txt",
+        "conformance/list/a/b/2.txt",
+        "conformance/list/ab/3.txt",
+        "conformance/list/c.txt",
+    ] {
         s.put_bytes(&key(name), name.to_owned()).await.expect("put");
     }
-    let mut under_a: Vec<String> = s
-        .list(Some(&key("conformance/list/a")))
-        .map_ok(|m| m.key.to_string())
-        .try_collect()
-        .await
-        .expect("list a");
+    let mut under_a: Vec<String> =
+        s.list(Some(&key("conformance/list/a"))).map_ok(|m| m.key.to_string()).try_collect().await.expect("list a");
     under_a.sort();
-    assert_eq!(under_a, ["conformance/list/a/1.txt", "conformance/list/a/b/2.txt"], "list: a prefix matches whole segments");
+    assert_eq!(
+        under_a,
+        ["conformance/list/a/1.txt", "conformance/list/a/b/2.txt"],
+        "list: a prefix matches whole segments"
+    );
     let all: Vec<_> = s.list(Some(&key("conformance/list"))).try_collect().await.expect("list all");
     assert_eq!(all.len(), 4, "list: everything under the prefix");
     let sizes_ok = all.iter().all(|m| m.size == m.key.as_str().len() as u64);
@@ -241,7 +258,12 @@ async fn list<S: Storage + ?Sized>(s: &S) {
 }
 
 async fn unusual_names<S: Storage + ?Sized>(s: &S) {
-    for name in ["conformance/names/Heizölrückstoßabdämpfung.txt", "conformance/names/a b;c,d\"e.txt", "conformance/names/%2e%2e", "conformance/names/日本/ファイル"] {
+    for name in [
+        "conformance/names/Heizölrückstoßabdämpfung.txt",
+        "conformance/names/a b;c,d\"e.txt",
+        "conformance/names/%2e%2e",
+        "conformance/names/日本/ファイル",
+    ] {
         let k = key(name);
         s.put_bytes(&k, name.to_owned()).await.unwrap_or_else(|e| panic!("names: put {name:?}: {e}"));
         assert_eq!(s.read(&k).await.expect("read"), name.as_bytes(), "names: {name:?} round-trips");

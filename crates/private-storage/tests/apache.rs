@@ -67,7 +67,8 @@ XSendFilePath {root}
     wait_for_port(port).await;
 
     let client = common::http().build().unwrap();
-    let url = |key: &str| format!("http://127.0.0.1:{port}/private-media/{}", ObjectKey::new(key).unwrap().to_url_path());
+    let url =
+        |key: &str| format!("http://127.0.0.1:{port}/private-media/{}", ObjectKey::new(key).unwrap().to_url_path());
 
     let r = client.get(url("hello.txt")).bearer_auth("root").send().await.unwrap();
     assert_eq!(r.status(), 200, "{}", peer.log_text());

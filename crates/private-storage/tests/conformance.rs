@@ -22,6 +22,7 @@ async fn local_storage_keeps_the_storage_contract() {
 #[tokio::test(flavor = "multi_thread")]
 async fn local_storage_through_a_shared_handle_keeps_the_contract() {
     let dir = tempfile::tempdir().unwrap();
-    let storage: std::sync::Arc<dyn private_storage::Storage> = std::sync::Arc::new(LocalStorage::new(dir.path()).unwrap());
+    let storage: std::sync::Arc<dyn private_storage::Storage> =
+        std::sync::Arc::new(LocalStorage::new(dir.path()).unwrap());
     conformance(&storage).await;
 }

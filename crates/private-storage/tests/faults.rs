@@ -24,7 +24,11 @@ impl SmallDisk {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("disk");
         std::fs::create_dir(&path).unwrap();
-        let out = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(&path).output().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "mounting a small tmpfs needs root: {}", String::from_utf8_lossy(&out.stderr));
         Self { path, _dir: dir }
     }
@@ -100,7 +104,11 @@ async fn a_killed_upload_leaves_nothing_visible_and_is_cleaned_at_start() {
     assert!(matches!(storage.head(&key).await, Err(Error::NotFound { .. })), "no partial object is visible");
     assert_eq!(storage.list(None).count().await, 0, "nothing listed");
 
-    assert_eq!(storage.remove_staging_files(Duration::from_secs(3600)).await.unwrap(), 0, "a young staging file may be another writer's");
+    assert_eq!(
+        storage.remove_staging_files(Duration::from_secs(3600)).await.unwrap(),
+        0,
+        "a young staging file may be another writer's"
+    );
     assert_eq!(storage.remove_staging_files(Duration::ZERO).await.unwrap(), 1);
     assert!(common::files(dir.path()).is_empty(), "{:?}", common::files(dir.path()));
 }
@@ -113,7 +121,9 @@ async fn a_read_failing_mid_stream_breaks_the_transfer_for_a_real_client() {
     let addr = common::serve(common::app(private_storage::ServePrivate::new(storage.clone()))).await;
     storage.inject(private_storage::Fault::GetStreamAfter(1024 * 1024));
 
-    let response = common::http().build().unwrap()
+    let response = common::http()
+        .build()
+        .unwrap()
         .get(format!("http://{addr}/private-media/big.bin"))
         .bearer_auth("root")
         .send()
@@ -146,7 +156,8 @@ async fn two_hundred_concurrent_downloads_all_arrive_intact() {
     let downloads = (0..200).map(|_| {
         let client = client.clone();
         async move {
-            let response = client.get(format!("http://{addr}/private-media/five.bin")).bearer_auth("root").send().await.unwrap();
+            let response =
+                client.get(format!("http://{addr}/private-media/five.bin")).bearer_auth("root").send().await.unwrap();
             assert_eq!(response.status(), 200);
             common::sha256(&response.bytes().await.unwrap())
         }
@@ -182,7 +193,9 @@ fn a_read_failing_mid_stream_is_logged_exactly_once() {
             storage.put_bytes(&ObjectKey::new("big.bin").unwrap(), common::pattern(10_000, 3)).await.unwrap();
             storage.inject(private_storage::Fault::GetStreamAfter(3000));
             let mut request = http::Request::get("/big.bin").body(()).unwrap();
-            request.extensions_mut().insert(private_storage::CurrentUser::new(private_storage::User::new("r").superuser()));
+            request
+                .extensions_mut()
+                .insert(private_storage::CurrentUser::new(private_storage::User::new("r").superuser()));
             let response = private_storage::ServePrivate::new(storage).serve(request).await;
             assert!(response.into_body().collect().await.is_err());
         });

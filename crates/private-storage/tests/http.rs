@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use common::{Backend, Reply, app, pattern, seed, send, storage};
 use http::{HeaderValue, Method, StatusCode};
 use private_storage::{
-    ContentDisposition, DeliverFile, Delivery, OnDenied, Prepared, PrivateFile, ResponseBody, ServePrivate, allow_authenticated,
+    ContentDisposition, DeliverFile, Delivery, OnDenied, Prepared, PrivateFile, ResponseBody, ServePrivate,
+    allow_authenticated,
 };
 
 const HELLO: &[u8] = b"hello";
@@ -100,7 +101,15 @@ async fn head_returns_the_same_headers_and_no_body(backend: Backend) {
     let h = send(&router, Method::HEAD, "/private-media/big.bin", Some("root"), &[("range", "bytes=0-1")]).await;
     assert_eq!(h.status, StatusCode::OK, "Range is ignored on HEAD");
     assert!(h.body.is_empty());
-    for name in ["content-type", "content-length", "etag", "last-modified", "cache-control", "accept-ranges", "x-content-type-options"] {
+    for name in [
+        "content-type",
+        "content-length",
+        "etag",
+        "last-modified",
+        "cache-control",
+        "accept-ranges",
+        "x-content-type-options",
+    ] {
         assert_eq!(h.header(name), g.header(name), "{name}");
     }
 }
@@ -149,7 +158,8 @@ async fn on_denied_login_redirects_anonymous_users_with_the_original_path(backen
     let user = get(&router, "/private-media/users/1/notes.txt", Some("alice"), &[]).await;
     assert_eq!(user.status, StatusCode::FORBIDDEN, "a logged-in user who is denied is not sent to log in again");
 
-    let with_query = app(ServePrivate::new(private_storage::MemoryStorage::new()).on_denied(OnDenied::login("/auth?site=2")));
+    let with_query =
+        app(ServePrivate::new(private_storage::MemoryStorage::new()).on_denied(OnDenied::login("/auth?site=2")));
     let r = get(&with_query, "/private-media/a.txt", None, &[]).await;
     assert_eq!(r.header("location"), Some("/auth?site=2&next=/private-media/a.txt"));
 }
@@ -159,10 +169,15 @@ async fn rejected_keys_are_answered_like_denials(backend: Backend) {
     for on_denied in [OnDenied::Forbidden, OnDenied::NotFound] {
         let router = app(ServePrivate::from_arc(storage.clone()).on_denied(on_denied.clone()));
         let denied = get(&router, "/private-media/hello.txt", Some("alice"), &[]).await;
-        for bad in ["/private-media/a/%2e%2e/hello.txt", "/private-media/", "/private-media/a//b", "/private-media/%ff"] {
+        for bad in ["/private-media/a/%2e%2e/hello.txt", "/private-media/", "/private-media/a//b", "/private-media/%ff"]
+        {
             for user in [Some("root"), None] {
                 let r = get(&router, bad, user, &[]).await;
-                assert_eq!((r.status, r.text()), (denied.status, denied.text()), "{bad} as {user:?} with {on_denied:?}");
+                assert_eq!(
+                    (r.status, r.text()),
+                    (denied.status, denied.text()),
+                    "{bad} as {user:?} with {on_denied:?}"
+                );
             }
         }
     }
@@ -171,7 +186,9 @@ async fn rejected_keys_are_answered_like_denials(backend: Backend) {
 async fn missing_files_and_folders_are_404_for_allowed_users(backend: Backend) {
     let (storage, _dir) = fixture(backend).await;
     let router = app(ServePrivate::from_arc(storage));
-    for uri in ["/private-media/nope.txt", "/private-media/users", "/private-media/users/1", "/private-media/hello.txt/x"] {
+    for uri in
+        ["/private-media/nope.txt", "/private-media/users", "/private-media/users/1", "/private-media/hello.txt/x"]
+    {
         let r = get(&router, uri, Some("root"), &[]).await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{uri}");
         assert_eq!(r.text(), "Not found.");
@@ -182,7 +199,14 @@ async fn single_ranges_return_206_with_content_range(backend: Backend) {
     let (storage, _dir) = fixture(backend).await;
     let router = app(ServePrivate::from_arc(storage));
     let data = pattern(100_000, 1);
-    for (range, start, end) in [("bytes=0-0", 0, 1), ("bytes=10-19", 10, 20), ("bytes=99990-", 99_990, 100_000), ("bytes=-7", 99_993, 100_000), ("bytes=50000-999999", 50_000, 100_000), ("bytes=1000-70000", 1_000, 70_001)] {
+    for (range, start, end) in [
+        ("bytes=0-0", 0, 1),
+        ("bytes=10-19", 10, 20),
+        ("bytes=99990-", 99_990, 100_000),
+        ("bytes=-7", 99_993, 100_000),
+        ("bytes=50000-999999", 50_000, 100_000),
+        ("bytes=1000-70000", 1_000, 70_001),
+    ] {
         let r = get(&router, "/private-media/big.bin", Some("root"), &[("range", range)]).await;
         assert_eq!(r.status, StatusCode::PARTIAL_CONTENT, "{range}");
         assert_eq!(r.header("content-range"), Some(format!("bytes {start}-{}/100000", end - 1).as_str()), "{range}");
@@ -225,7 +249,8 @@ async fn small_files_read_with_their_metadata_serve_every_range_form(backend: Ba
     assert_eq!(single.status, StatusCode::PARTIAL_CONTENT);
     assert!(single.body[..] == data[9000..]);
     let multi = get(&router, "/private-media/small.bin", Some("root"), &[("range", "bytes=0-99,5000-5099")]).await;
-    let boundary = multi.header("content-type").unwrap().strip_prefix("multipart/byteranges; boundary=").unwrap().to_owned();
+    let boundary =
+        multi.header("content-type").unwrap().strip_prefix("multipart/byteranges; boundary=").unwrap().to_owned();
     let parts = parse_multipart(&multi.body, &boundary);
     assert_eq!(parts.len(), 2);
     assert!(parts[0].1[..] == data[..100] && parts[1].1[..] == data[5000..5100]);
@@ -236,7 +261,8 @@ fn parse_multipart(body: &[u8], boundary: &str) -> Vec<(String, Vec<u8>)> {
     let delimiter = format!("\r\n--{boundary}");
     let text = body.to_vec();
     let mut parts = Vec::new();
-    let positions: Vec<usize> = text.windows(delimiter.len()).enumerate().filter(|(_, w)| *w == delimiter.as_bytes()).map(|(i, _)| i).collect();
+    let positions: Vec<usize> =
+        text.windows(delimiter.len()).enumerate().filter(|(_, w)| *w == delimiter.as_bytes()).map(|(i, _)| i).collect();
     for pair in positions.windows(2) {
         let part = &text[pair[0] + delimiter.len()..pair[1]];
         let split = part.windows(4).position(|w| w == b"\r\n\r\n").expect("part header end");
@@ -261,14 +287,16 @@ async fn unsatisfiable_ranges_return_416_with_the_length(backend: Backend) {
 async fn malformed_and_excessive_ranges_return_the_whole_file(backend: Backend) {
     let (storage, _dir) = fixture(backend).await;
     let router = app(ServePrivate::from_arc(storage).max_ranges(4));
-    let many = format!("bytes={}", (0..5).map(|i| format!("{}-{}", i * 1000, i * 1000 + 1)).collect::<Vec<_>>().join(","));
+    let many =
+        format!("bytes={}", (0..5).map(|i| format!("{}-{}", i * 1000, i * 1000 + 1)).collect::<Vec<_>>().join(","));
     for range in ["bytes=5-1", "bytes=abc", "lines=0-1", "bytes=0-1;x", many.as_str()] {
         let r = get(&router, "/private-media/big.bin", Some("root"), &[("range", range)]).await;
         assert_eq!(r.status, StatusCode::OK, "{range}");
         assert_eq!(r.body.len(), 100_000, "{range}");
         assert_eq!(r.header("content-range"), None, "{range}");
     }
-    let four = format!("bytes={}", (0..4).map(|i| format!("{}-{}", i * 1000, i * 1000 + 1)).collect::<Vec<_>>().join(","));
+    let four =
+        format!("bytes={}", (0..4).map(|i| format!("{}-{}", i * 1000, i * 1000 + 1)).collect::<Vec<_>>().join(","));
     let r = get(&router, "/private-media/big.bin", Some("root"), &[("range", four.as_str())]).await;
     assert_eq!(r.status, StatusCode::PARTIAL_CONTENT, "within the limit");
 }
@@ -278,13 +306,22 @@ async fn if_range_honours_the_range_only_for_the_current_validator(backend: Back
     let router = app(ServePrivate::from_arc(storage));
     let full = get(&router, "/private-media/big.bin", Some("root"), &[]).await;
     let etag = full.header("etag").unwrap().to_owned();
-    let current = get(&router, "/private-media/big.bin", Some("root"), &[("range", "bytes=0-9"), ("if-range", &etag)]).await;
+    let current =
+        get(&router, "/private-media/big.bin", Some("root"), &[("range", "bytes=0-9"), ("if-range", &etag)]).await;
     assert_eq!(current.status, StatusCode::PARTIAL_CONTENT);
     assert_eq!(current.body.len(), 10);
-    let stale = get(&router, "/private-media/big.bin", Some("root"), &[("range", "bytes=0-9"), ("if-range", "\"stale\"")]).await;
+    let stale =
+        get(&router, "/private-media/big.bin", Some("root"), &[("range", "bytes=0-9"), ("if-range", "\"stale\"")])
+            .await;
     assert_eq!(stale.status, StatusCode::OK, "a stale If-Range gets the whole new file");
     assert_eq!(stale.body.len(), 100_000);
-    let old_date = get(&router, "/private-media/big.bin", Some("root"), &[("range", "bytes=0-9"), ("if-range", "Thu, 01 Jan 1998 00:00:00 GMT")]).await;
+    let old_date = get(
+        &router,
+        "/private-media/big.bin",
+        Some("root"),
+        &[("range", "bytes=0-9"), ("if-range", "Thu, 01 Jan 1998 00:00:00 GMT")],
+    )
+    .await;
     assert_eq!(old_date.status, StatusCode::OK);
 }
 
@@ -294,7 +331,11 @@ async fn if_none_match_and_if_modified_since_return_304_without_body(backend: Ba
     let full = get(&router, "/private-media/hello.txt", Some("root"), &[]).await;
     let etag = full.header("etag").unwrap().to_owned();
     let lm = full.header("last-modified").unwrap().to_owned();
-    for headers in [vec![("if-none-match", etag.as_str())], vec![("if-none-match", &*format!("\"x\", {etag}"))], vec![("if-modified-since", lm.as_str())]] {
+    for headers in [
+        vec![("if-none-match", etag.as_str())],
+        vec![("if-none-match", &*format!("\"x\", {etag}"))],
+        vec![("if-modified-since", lm.as_str())],
+    ] {
         let r = get(&router, "/private-media/hello.txt", Some("root"), &headers).await;
         assert_eq!(r.status, StatusCode::NOT_MODIFIED, "{headers:?}");
         assert!(r.body.is_empty());
@@ -302,7 +343,13 @@ async fn if_none_match_and_if_modified_since_return_304_without_body(backend: Ba
         assert_eq!(r.header("cache-control"), Some("private, no-cache"));
         assert_eq!(r.header("content-length"), None, "{headers:?}");
     }
-    let other = get(&router, "/private-media/hello.txt", Some("root"), &[("if-none-match", "\"other\""), ("if-modified-since", lm.as_str())]).await;
+    let other = get(
+        &router,
+        "/private-media/hello.txt",
+        Some("root"),
+        &[("if-none-match", "\"other\""), ("if-modified-since", lm.as_str())],
+    )
+    .await;
     assert_eq!(other.status, StatusCode::OK, "If-None-Match takes precedence over If-Modified-Since");
     let denied = get(&router, "/private-media/hello.txt", Some("alice"), &[("if-none-match", etag.as_str())]).await;
     assert_eq!(denied.status, StatusCode::FORBIDDEN, "a denied request learns nothing from a 304");
@@ -314,7 +361,13 @@ async fn if_match_and_if_unmodified_since_return_412(backend: Backend) {
     let r = get(&router, "/private-media/hello.txt", Some("root"), &[("if-match", "\"other\"")]).await;
     assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
     assert!(!r.text().contains("hello"));
-    let r = get(&router, "/private-media/hello.txt", Some("root"), &[("if-unmodified-since", "Thu, 01 Jan 1998 00:00:00 GMT")]).await;
+    let r = get(
+        &router,
+        "/private-media/hello.txt",
+        Some("root"),
+        &[("if-unmodified-since", "Thu, 01 Jan 1998 00:00:00 GMT")],
+    )
+    .await;
     assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
     let full = get(&router, "/private-media/hello.txt", Some("root"), &[]).await;
     let r = get(&router, "/private-media/hello.txt", Some("root"), &[("if-match", full.header("etag").unwrap())]).await;
@@ -336,7 +389,13 @@ async fn content_disposition_is_rfc_6266_whatever_the_user_agent(backend: Backen
     let (storage, _dir) = fixture(backend).await;
     let router = app(ServePrivate::from_arc(storage).content_disposition(ContentDisposition::attachment()));
     let expected = "attachment; filename=\"Heizolruckstossabdampfung.txt\"; filename*=UTF-8''Heiz%C3%B6lr%C3%BCcksto%C3%9Fabd%C3%A4mpfung.txt";
-    for ua in ["Mozilla/5.0 (Windows NT 10.0) Chrome/120", "Mozilla/5.0 (Macintosh) Safari/605", "Mozilla/5.0 Firefox/121", "curl/8.0", "MSIE 8.0"] {
+    for ua in [
+        "Mozilla/5.0 (Windows NT 10.0) Chrome/120",
+        "Mozilla/5.0 (Macintosh) Safari/605",
+        "Mozilla/5.0 Firefox/121",
+        "curl/8.0",
+        "MSIE 8.0",
+    ] {
         let r = get(&router, "/private-media/Heizölrückstoßabdämpfung.txt", Some("root"), &[("user-agent", ua)]).await;
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.header("content-disposition"), Some(expected), "{ua}");
@@ -402,7 +461,12 @@ async fn a_prefix_rule_sees_the_canonical_key_and_cannot_be_bypassed(backend: Ba
     let router = app(ServePrivate::from_arc(storage).rule(own_folder));
     let own = get(&router, "/private-media/users/1/notes.txt", Some("1"), &[]).await;
     assert_eq!((own.status, own.text().as_str()), (StatusCode::OK, "user one"));
-    for attempt in ["/private-media/users/1/../6/secret.txt", "/private-media/users/1/%2e%2e/6/secret.txt", "/private-media/users/1%2f..%2f6%2fsecret.txt", "/private-media/users/6/secret.txt"] {
+    for attempt in [
+        "/private-media/users/1/../6/secret.txt",
+        "/private-media/users/1/%2e%2e/6/secret.txt",
+        "/private-media/users/1%2f..%2f6%2fsecret.txt",
+        "/private-media/users/6/secret.txt",
+    ] {
         let r = get(&router, attempt, Some("1"), &[]).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{attempt}");
         assert!(!r.text().contains("user six"), "{attempt}");
@@ -415,7 +479,8 @@ async fn metadata_is_fetched_once_per_request_even_when_the_rule_asks(backend: B
     let (storage, _dir) = fixture(backend).await;
     let (counting, _) = common::Instrumented::new(storage);
     let heads = counting.heads.clone();
-    let rule = |file: PrivateFile| async move { file.exists().await && file.metadata().await.unwrap().unwrap().size == 5 };
+    let rule =
+        |file: PrivateFile| async move { file.exists().await && file.metadata().await.unwrap().unwrap().size == 5 };
     let router = app(ServePrivate::new(counting).rule(rule));
     let r = get(&router, "/private-media/hello.txt", Some("alice"), &[]).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -449,7 +514,11 @@ struct Echo;
 
 #[async_trait]
 impl DeliverFile for Echo {
-    async fn deliver(&self, file: &PrivateFile, prepared: Prepared) -> private_storage::Result<http::Response<ResponseBody>> {
+    async fn deliver(
+        &self,
+        file: &PrivateFile,
+        prepared: Prepared,
+    ) -> private_storage::Result<http::Response<ResponseBody>> {
         let body = format!("{} {} {:?} {}", file.key(), prepared.meta.size, prepared.ranges, prepared.head_only);
         let mut response = http::Response::new(ResponseBody::from(body));
         *response.headers_mut() = prepared.headers;

@@ -5,8 +5,8 @@ mod common;
 
 use common::{app, free_port, pattern, serve};
 use private_storage::{
-    Delivery, LocalStorage, MemoryRevocations, ObjectKey, ServePrivate, ServeShared, Share, ShareKeys, ShareLinks, Storage,
-    nginx_internal_location,
+    Delivery, LocalStorage, MemoryRevocations, ObjectKey, ServePrivate, ServeShared, Share, ShareKeys, ShareLinks,
+    Storage, nginx_internal_location,
 };
 
 const NAME: &str = "docs/Grüße an alle.txt";
@@ -36,7 +36,8 @@ async fn nginx_serves_allowed_files_through_x_accel_redirect_and_nothing_else() 
     let peer = common::nginx(base.path(), port, &locations);
 
     let client = common::http().build().unwrap();
-    let url = |key: &str| format!("http://127.0.0.1:{port}/private-media/{}", ObjectKey::new(key).unwrap().to_url_path());
+    let url =
+        |key: &str| format!("http://127.0.0.1:{port}/private-media/{}", ObjectKey::new(key).unwrap().to_url_path());
 
     let r = client.get(url("hello.txt")).bearer_auth("root").send().await.unwrap();
     assert_eq!(r.status(), 200, "{}", peer.log_text());
@@ -62,7 +63,14 @@ async fn nginx_serves_allowed_files_through_x_accel_redirect_and_nothing_else() 
     assert_eq!(r.headers()["content-range"], "bytes 1000-1999/300000");
     assert!(r.bytes().await.unwrap()[..] == big[1000..2000]);
 
-    let r = client.get(url("big.bin")).bearer_auth("root").header("range", "bytes=0-9").header("if-range", "\"stale\"").send().await.unwrap();
+    let r = client
+        .get(url("big.bin"))
+        .bearer_auth("root")
+        .header("range", "bytes=0-9")
+        .header("if-range", "\"stale\"")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "a stale If-Range gets the whole file");
 
     let r = client.get(url("big.bin")).bearer_auth("root").header("if-none-match", &etag).send().await.unwrap();

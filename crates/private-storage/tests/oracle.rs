@@ -13,7 +13,6 @@ use private_storage::{CurrentUser, LocalStorage, ServePrivate, User};
 use proptest::prelude::*;
 use tower::ServiceExt;
 
-
 #[derive(Debug, Clone)]
 enum Precondition {
     NoneMatchOwn,
@@ -63,9 +62,11 @@ fn case() -> impl Strategy<Value = (u64, Option<String>, Vec<Precondition>)> {
         .prop_flat_map(|len| (Just(len), prop::option::of(range(len)), prop::collection::vec(cond(), 0..4)))
         .prop_map(|(len, range, mut conds)| {
             let mut seen = Vec::new();
-            conds.retain(|c| !seen.contains(&c.header()) && {
-                seen.push(c.header());
-                true
+            conds.retain(|c| {
+                !seen.contains(&c.header()) && {
+                    seen.push(c.header());
+                    true
+                }
             });
             (len, range, conds)
         })
@@ -77,9 +78,20 @@ struct Answer {
     body: Vec<u8>,
 }
 
-fn request(conds: &[Precondition], range: Option<&str>, etag: &str, last_modified: SystemTime) -> Request<axum::body::Body> {
+fn request(
+    conds: &[Precondition],
+    range: Option<&str>,
+    etag: &str,
+    last_modified: SystemTime,
+) -> Request<axum::body::Body> {
     let mut builder = Request::get("/f.bin");
-    let date = |d: i64| httpdate::fmt_http_date(if d >= 0 { last_modified + Duration::from_secs(d as u64) } else { last_modified - Duration::from_secs((-d) as u64) });
+    let date = |d: i64| {
+        httpdate::fmt_http_date(if d >= 0 {
+            last_modified + Duration::from_secs(d as u64)
+        } else {
+            last_modified - Duration::from_secs((-d) as u64)
+        })
+    };
     for c in conds {
         builder = match c {
             Precondition::NoneMatchOwn => builder.header("if-none-match", etag),

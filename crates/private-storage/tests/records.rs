@@ -31,9 +31,11 @@ impl RecordSource for Documents {
     type Record = Document;
     async fn find(&self, request: &http::request::Parts, id: &str) -> private_storage::Result<Option<Document>> {
         let user = request.extensions.get::<private_storage::CurrentUser>();
-        Ok(self.records.get(id).filter(|doc| {
-            !self.scoped || user.is_some_and(|u| u.is_superuser() || u.id() == doc.owner)
-        }).cloned())
+        Ok(self
+            .records
+            .get(id)
+            .filter(|doc| !self.scoped || user.is_some_and(|u| u.is_superuser() || u.id() == doc.owner))
+            .cloned())
     }
     fn file_key(&self, doc: &Document) -> Option<ObjectKey> {
         doc.file.clone()
@@ -55,7 +57,11 @@ async fn fixture(scoped: bool, files: ServePrivate) -> axum::Router {
 
 async fn storage() -> MemoryStorage {
     let storage = MemoryStorage::new();
-    seed(&storage, &[("docs/test4.txt", b"hello"), ("docs/bob.txt", b"bob's"), ("docs/big.bin", &common::pattern(10_000, 4))]).await;
+    seed(
+        &storage,
+        &[("docs/test4.txt", b"hello"), ("docs/bob.txt", b"bob's"), ("docs/big.bin", &common::pattern(10_000, 4))],
+    )
+    .await;
     storage
 }
 
@@ -99,16 +105,26 @@ async fn the_rule_sees_the_record_owner_allowed_others_denied() {
 
 #[tokio::test]
 async fn an_unknown_id_is_answered_exactly_like_a_denied_one() {
-    for (scoped, on_denied) in [(false, OnDenied::Forbidden), (true, OnDenied::Forbidden), (false, OnDenied::NotFound), (true, OnDenied::login("/login"))] {
+    for (scoped, on_denied) in [
+        (false, OnDenied::Forbidden),
+        (true, OnDenied::Forbidden),
+        (false, OnDenied::NotFound),
+        (true, OnDenied::login("/login")),
+    ] {
         let files = ServePrivate::new(storage().await).rule(owner_or_staff()).on_denied(on_denied.clone());
         let app = fixture(scoped, files).await;
         for user in [Some("bob"), None] {
             let denied = get(&app, "/documents/1", user).await;
             for unknown in ["/documents/999", "/documents/%2e%2e", "/documents/1x"] {
                 let r = get(&app, unknown, user).await;
-                assert_eq!((r.status, r.text()), (denied.status, denied.text()), "{unknown} vs denied for {user:?}, scoped {scoped}, {on_denied:?}");
+                assert_eq!(
+                    (r.status, r.text()),
+                    (denied.status, denied.text()),
+                    "{unknown} vs denied for {user:?}, scoped {scoped}, {on_denied:?}"
+                );
                 // A login redirect differs only in the `next` path it carries back.
-                let login_page = |reply: &Reply| reply.header("location").map(|l| l.split("next=").next().unwrap().to_owned());
+                let login_page =
+                    |reply: &Reply| reply.header("location").map(|l| l.split("next=").next().unwrap().to_owned());
                 assert_eq!(login_page(&r), login_page(&denied), "{unknown}");
             }
         }
@@ -144,13 +160,18 @@ async fn a_handler_can_serve_a_record_by_id() {
     use axum::response::IntoResponse;
     let key = Some(ObjectKey::new("docs/test4.txt").unwrap());
     let records = HashMap::from([("7".to_owned(), Document { owner: "alice".into(), file: key })]);
-    let service = Arc::new(ServeRecords::new(Documents { records, scoped: false }, ServePrivate::new(storage().await).rule(owner_or_staff())));
+    let service = Arc::new(ServeRecords::new(
+        Documents { records, scoped: false },
+        ServePrivate::new(storage().await).rule(owner_or_staff()),
+    ));
     let app = axum::Router::new()
         .route(
             "/files/{id}/download",
-            axum::routing::get(|State(s): State<Arc<ServeRecords<Documents>>>, Path(id): Path<String>, request: Request| async move {
-                s.serve(&id, request).await.into_response()
-            }),
+            axum::routing::get(
+                |State(s): State<Arc<ServeRecords<Documents>>>, Path(id): Path<String>, request: Request| async move {
+                    s.serve(&id, request).await.into_response()
+                },
+            ),
         )
         .with_state(service)
         .layer(axum::middleware::from_fn(bearer_identity));
@@ -167,8 +188,14 @@ async fn the_path_view_with_attachment_names_files_per_rfc_6266() {
     let r = get(&app, "/private-media/test5.txt", Some("root")).await;
     assert_eq!(r.header("content-disposition"), Some("attachment; filename=\"test5.txt\"; filename*=UTF-8''test5.txt"));
     let expected = "attachment; filename=\"Heizolruckstossabdampfung.txt\"; filename*=UTF-8''Heiz%C3%B6lr%C3%BCcksto%C3%9Fabd%C3%A4mpfung.txt";
-    for ua in ["Mozilla/5.0 (Windows NT 6.1; Trident/7.0; rv:11.0)", "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0", "Mozilla/5.0 (iPhone) Safari/604.1"] {
-        let r = send(&app, Method::GET, "/private-media/Heizölrückstoßabdämpfung.txt", Some("root"), &[("user-agent", ua)]).await;
+    for ua in [
+        "Mozilla/5.0 (Windows NT 6.1; Trident/7.0; rv:11.0)",
+        "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0",
+        "Mozilla/5.0 (iPhone) Safari/604.1",
+    ] {
+        let r =
+            send(&app, Method::GET, "/private-media/Heizölrückstoßabdämpfung.txt", Some("root"), &[("user-agent", ua)])
+                .await;
         assert_eq!(r.header("content-disposition"), Some(expected), "{ua}");
     }
 }

@@ -35,13 +35,16 @@ async fn a_server_that_ignores_conditional_writes_is_caught_by_the_write_check()
     // The probe left nothing behind in the staging folder, which the storage itself never
     // lists: look at it through a storage rooted there (it does see what is in it).
     let staging = server.builder().prefix(".ps-staging").build().unwrap();
-    private_storage::StorageExt::put_bytes(&staging, &private_storage::ObjectKey::new("marker").unwrap(), "x").await.unwrap();
-    let listed: Vec<String> = futures_util::TryStreamExt::try_collect::<Vec<_>>(private_storage::Storage::list(&staging, None))
+    private_storage::StorageExt::put_bytes(&staging, &private_storage::ObjectKey::new("marker").unwrap(), "x")
         .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.key.to_string())
-        .collect();
+        .unwrap();
+    let listed: Vec<String> =
+        futures_util::TryStreamExt::try_collect::<Vec<_>>(private_storage::Storage::list(&staging, None))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key.to_string())
+            .collect();
     assert_eq!(listed, ["marker"], "only the marker: the probe was deleted");
 }
 
@@ -52,8 +55,9 @@ use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 use http::Method;
 use private_storage::{
-    Delivery, Encryption, Error, GetOptions, MemoryRevocations, ObjectKey, PostPolicy, PutMode, PutOptions, S3Storage, ServePrivate,
-    ServeShared, Share, ShareKeys, ShareLinks, Storage, StorageExt, Upload, UploadPolicy, allow_authenticated,
+    Delivery, Encryption, Error, GetOptions, MemoryRevocations, ObjectKey, PostPolicy, PutMode, PutOptions, S3Storage,
+    ServePrivate, ServeShared, Share, ShareKeys, ShareLinks, Storage, StorageExt, Upload, UploadPolicy,
+    allow_authenticated,
 };
 
 fn key(s: &str) -> ObjectKey {
@@ -93,22 +97,32 @@ async fn large_writes_are_multipart_and_a_failed_or_dropped_one_leaves_no_parts(
     let meta = storage.put(&k, chunks(&data), PutOptions::default()).await.unwrap();
     assert_eq!(meta.size, data.len() as u64);
     assert!(storage.read(&k).await.unwrap() == data, "a multipart object round-trips");
-    let slice = storage.get(&k, GetOptions::default().with_range(9_000_000..9_000_100)).await.unwrap().bytes().await.unwrap();
+    let slice =
+        storage.get(&k, GetOptions::default().with_range(9_000_000..9_000_100)).await.unwrap().bytes().await.unwrap();
     assert_eq!(&slice[..], &data[9_000_000..9_000_100]);
 
     // Create-only large writes are staged and copied into place: the second finds the first.
-    let created = storage.put(&key("big/unique.bin"), chunks(&data), PutOptions::default().with_mode(PutMode::CreateUnique)).await.unwrap();
-    let variant = storage.put(&key("big/unique.bin"), chunks(&data), PutOptions::default().with_mode(PutMode::CreateUnique)).await.unwrap();
+    let created = storage
+        .put(&key("big/unique.bin"), chunks(&data), PutOptions::default().with_mode(PutMode::CreateUnique))
+        .await
+        .unwrap();
+    let variant = storage
+        .put(&key("big/unique.bin"), chunks(&data), PutOptions::default().with_mode(PutMode::CreateUnique))
+        .await
+        .unwrap();
     assert_eq!(created.key.as_str(), "big/unique.bin");
     assert_ne!(variant.key, created.key);
     assert!(storage.read(&variant.key).await.unwrap() == data);
-    let again = storage.put(&key("big/unique.bin"), chunks(&data), PutOptions::default().with_mode(PutMode::Create)).await;
+    let again =
+        storage.put(&key("big/unique.bin"), chunks(&data), PutOptions::default().with_mode(PutMode::Create)).await;
     assert!(matches!(again, Err(Error::AlreadyExists { .. })), "{again:?}");
     let listed: Vec<_> = storage.list(Some(&key("big"))).map(|m| m.unwrap().key.to_string()).collect().await;
     assert_eq!(listed.len(), 3, "staging objects are gone and never listed: {listed:?}");
 
     // The input fails after two parts went up: its error comes back, nothing remains.
-    let failing = chunks(&data[..17 * 1024 * 1024]).chain(stream::once(async { Err(Error::BadUpload { message: "client went away".into() }) })).boxed();
+    let failing = chunks(&data[..17 * 1024 * 1024])
+        .chain(stream::once(async { Err(Error::BadUpload { message: "client went away".into() }) }))
+        .boxed();
     let err = storage.put(&key("big/failed.bin"), failing, PutOptions::default()).await.unwrap_err();
     assert!(matches!(&err, Error::BadUpload { message } if message == "client went away"), "{err}");
     assert!(!storage.exists(&key("big/failed.bin")).await.unwrap());
@@ -138,17 +152,26 @@ async fn large_writes_are_multipart_and_a_failed_or_dropped_one_leaves_no_parts(
 async fn customer_key_encryption_is_sent_on_every_read_and_required_by_the_server() {
     let server = servers::garage().await;
     let secret = Encryption::Customer { key: [42; 32] };
-    let storage = Arc::new(server.builder().prefix("sse-c").conditional_writes(false).encryption(secret).build().unwrap());
+    let storage =
+        Arc::new(server.builder().prefix("sse-c").conditional_writes(false).encryption(secret).build().unwrap());
     let data = common::pattern(10 * 1024 * 1024, 3);
     let k = key("secret/report.bin");
     storage.put(&k, chunks(&data), PutOptions::default()).await.unwrap();
     assert!(storage.read(&k).await.unwrap() == data, "whole reads carry the key");
-    let part = storage.get(&k, GetOptions::default().with_range(5_000_000..5_000_010)).await.unwrap().bytes().await.unwrap();
+    let part =
+        storage.get(&k, GetOptions::default().with_range(5_000_000..5_000_010)).await.unwrap().bytes().await.unwrap();
     assert_eq!(&part[..], &data[5_000_000..5_000_010], "ranged reads carry the key");
 
     // Proxied through the service, with a Range: the bytes are exact.
     let app = common::app(ServePrivate::new(storage.clone()).rule(allow_authenticated()));
-    let reply = common::send(&app, Method::GET, "/private-media/secret/report.bin", Some("alice"), &[("range", "bytes=100-199")]).await;
+    let reply = common::send(
+        &app,
+        Method::GET,
+        "/private-media/secret/report.bin",
+        Some("alice"),
+        &[("range", "bytes=100-199")],
+    )
+    .await;
     assert_eq!(reply.status, 206);
     assert_eq!(&reply.body[..], &data[100..200]);
 
@@ -156,7 +179,9 @@ async fn customer_key_encryption_is_sent_on_every_read_and_required_by_the_serve
     let keyless = server.builder().prefix("sse-c").build().unwrap();
     assert!(keyless.read(&k).await.is_err(), "Garage enforces SSE-C");
     // A presigned URL cannot carry the key: the redirect mode refuses rather than leak a broken link.
-    let redirect = common::app(ServePrivate::new(storage.clone()).rule(allow_authenticated()).delivery(Delivery::presigned_redirect(None)));
+    let redirect = common::app(
+        ServePrivate::new(storage.clone()).rule(allow_authenticated()).delivery(Delivery::presigned_redirect(None)),
+    );
     let reply = common::send(&redirect, Method::GET, "/private-media/secret/report.bin", Some("alice"), &[]).await;
     assert_eq!(reply.status, 500);
     assert!(reply.header("location").is_none());
@@ -170,7 +195,8 @@ fn client() -> reqwest::Client {
 #[tokio::test(flavor = "multi_thread")]
 async fn presigned_redirects_go_only_to_allowed_users_and_carry_the_headers() {
     let server = servers::garage().await;
-    let storage = Arc::new(server.builder().conditional_writes(false).presign_expiry(Duration::from_secs(120)).build().unwrap());
+    let storage =
+        Arc::new(server.builder().conditional_writes(false).presign_expiry(Duration::from_secs(120)).build().unwrap());
     let data = common::pattern(300_000, 9);
     storage.put_bytes(&key("users/alice/Quartalsbericht März.pdf"), data.clone()).await.unwrap();
     let service = ServePrivate::new(storage.clone())
@@ -210,9 +236,14 @@ async fn presigned_redirects_go_only_to_allowed_users_and_carry_the_headers() {
     let body = got.bytes().await.unwrap();
     assert!(body == data, "the redirect target serves the object");
     // The same RFC 6266 value the streaming mode sends, non-ASCII name included.
-    let streamed = common::send(&common::app(service.delivery(Delivery::stream())), Method::GET, path, Some("alice"), &[]).await;
+    let streamed =
+        common::send(&common::app(service.delivery(Delivery::stream())), Method::GET, path, Some("alice"), &[]).await;
     assert_eq!(streamed.header("content-disposition"), Some(disposition.as_str()));
-    assert!(disposition.starts_with("attachment;") && disposition.contains("filename*=UTF-8''Quartalsbericht%20M%C3%A4rz.pdf"), "{disposition}");
+    assert!(
+        disposition.starts_with("attachment;")
+            && disposition.contains("filename*=UTF-8''Quartalsbericht%20M%C3%A4rz.pdf"),
+        "{disposition}"
+    );
     let ranged = client().get(&location).header("range", "bytes=1000-1999").send().await.unwrap();
     assert_eq!(ranged.status(), 206);
     assert!(ranged.bytes().await.unwrap() == data[1000..2000]);
@@ -246,11 +277,15 @@ async fn an_expired_presigned_url_is_refused_by_the_server() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_share_link_redirect_never_outlives_the_link() {
     let server = servers::garage().await;
-    let storage = Arc::new(server.builder().conditional_writes(false).presign_expiry(Duration::from_secs(3600)).build().unwrap());
+    let storage =
+        Arc::new(server.builder().conditional_writes(false).presign_expiry(Duration::from_secs(3600)).build().unwrap());
     storage.put_bytes(&key("media/clip.mp4"), "not really a video").await.unwrap();
     let links = ShareLinks::new(ShareKeys::new("k1", [5u8; 32]).unwrap(), MemoryRevocations::new()).base_url("/s/");
     let link = links.issue(Share::key(key("media/clip.mp4")).expires_in(Duration::from_secs(90))).await.unwrap();
-    let shared = ServeShared::new(links.clone(), ServePrivate::new(storage.clone()).delivery(Delivery::presigned_redirect(None)));
+    let shared = ServeShared::new(
+        links.clone(),
+        ServePrivate::new(storage.clone()).delivery(Delivery::presigned_redirect(None)),
+    );
     let app = axum::Router::new().nest_service("/s", shared);
     let reply = common::send(&app, Method::GET, &link.url, None, &[]).await;
     assert_eq!(reply.status, 307);
@@ -266,7 +301,11 @@ async fn a_share_link_redirect_never_outlives_the_link() {
 
 fn url_param(url: &str, name: &str) -> String {
     let query = url.split_once('?').unwrap().1;
-    query.split('&').find_map(|p| p.strip_prefix(&format!("{name}="))).unwrap_or_else(|| panic!("{name} in {url}")).to_owned()
+    query
+        .split('&')
+        .find_map(|p| p.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("{name} in {url}"))
+        .to_owned()
 }
 
 /// Posts `file` with the form's fields to the bucket, as a browser would.
@@ -285,11 +324,16 @@ async fn post_form(form: &private_storage::PresignedPost, content_type: &str, fi
 async fn direct_uploads_are_bounded_by_the_server_and_checked_when_finalised() {
     let server = servers::garage().await;
     let storage = Arc::new(server.builder().prefix("direct").conditional_writes(false).build().unwrap());
-    let policy: UploadPolicy = UploadPolicy::from_arc(storage.clone()).content_types(["image/png", "application/pdf"]).max_file_size(64 * 1024);
+    let policy: UploadPolicy = UploadPolicy::from_arc(storage.clone())
+        .content_types(["image/png", "application/pdf"])
+        .max_file_size(64 * 1024);
     let png = common::png(4, 3);
 
     // Within the policy: stored by the S3 server, then accepted when finalised.
-    let form = storage.presigned_post(&PostPolicy::new(key("incoming/a1/photo.png"), 64 * 1024).content_type("image/png")).await.unwrap();
+    let form = storage
+        .presigned_post(&PostPolicy::new(key("incoming/a1/photo.png"), 64 * 1024).content_type("image/png"))
+        .await
+        .unwrap();
     let posted = post_form(&form, "image/png", png.clone()).await;
     assert!(posted.status().is_success(), "{:?}: {}", posted.status(), posted.text().await.unwrap());
     let saved = policy.finalise_direct(&form.key, Some("image/png"), None).await.unwrap();
@@ -297,7 +341,10 @@ async fn direct_uploads_are_bounded_by_the_server_and_checked_when_finalised() {
     assert_eq!(saved.sha256, common::sha256(&png));
 
     // Over the size the form pins: the S3 server refuses it, nothing is stored.
-    let small = storage.presigned_post(&PostPolicy::new(key("incoming/a2/big.png"), 1024).content_type("image/png")).await.unwrap();
+    let small = storage
+        .presigned_post(&PostPolicy::new(key("incoming/a2/big.png"), 1024).content_type("image/png"))
+        .await
+        .unwrap();
     let refused = post_form(&small, "image/png", common::pattern(4096, 1)).await;
     assert!(refused.status().is_client_error(), "{:?}", refused.status());
     assert!(!storage.exists(&key("incoming/a2/big.png")).await.unwrap());
@@ -309,7 +356,10 @@ async fn direct_uploads_are_bounded_by_the_server_and_checked_when_finalised() {
     assert!(!storage.exists(&form.key).await.unwrap());
 
     // A spoofed file (HTML declared as PNG) gets in, and is caught and deleted at finalise.
-    let spoof = storage.presigned_post(&PostPolicy::new(key("incoming/a3/cat.png"), 64 * 1024).content_type("image/png")).await.unwrap();
+    let spoof = storage
+        .presigned_post(&PostPolicy::new(key("incoming/a3/cat.png"), 64 * 1024).content_type("image/png"))
+        .await
+        .unwrap();
     let html = b"<!doctype html><script>alert(document.cookie)</script>".to_vec();
     assert!(post_form(&spoof, "image/png", html).await.status().is_success());
     let err = policy.finalise_direct(&spoof.key, Some("image/png"), None).await.unwrap_err();
@@ -317,7 +367,10 @@ async fn direct_uploads_are_bounded_by_the_server_and_checked_when_finalised() {
     assert!(!storage.exists(&spoof.key).await.unwrap(), "the spoofed object is deleted");
 
     // A checksum that does not match: deleted too.
-    let form = storage.presigned_post(&PostPolicy::new(key("incoming/a4/photo.png"), 64 * 1024).content_type("image/png")).await.unwrap();
+    let form = storage
+        .presigned_post(&PostPolicy::new(key("incoming/a4/photo.png"), 64 * 1024).content_type("image/png"))
+        .await
+        .unwrap();
     assert!(post_form(&form, "image/png", png.clone()).await.status().is_success());
     let err = policy.finalise_direct(&form.key, Some("image/png"), Some(&"0".repeat(64))).await.unwrap_err();
     assert_eq!(err.status(), 400);
@@ -332,7 +385,8 @@ async fn direct_uploads_are_bounded_by_the_server_and_checked_when_finalised() {
 async fn the_upload_policy_works_unchanged_on_s3() {
     let server = servers::s3s_fs().await;
     let storage: Arc<S3Storage> = Arc::new(server.builder().conditional_writes(false).build().unwrap());
-    let policy: UploadPolicy = UploadPolicy::from_arc(storage.clone()).upload_to("docs").max_file_size(10 * 1024 * 1024);
+    let policy: UploadPolicy =
+        UploadPolicy::from_arc(storage.clone()).upload_to("docs").max_file_size(10 * 1024 * 1024);
     let pdf = [b"%PDF-1.7\n".as_slice(), &common::pattern(12 * 1024 * 1024, 4)].concat();
     let err = policy.save(&(), Upload::new("big.pdf", chunks(&pdf))).await.unwrap_err();
     assert_eq!(err.status(), 413);
@@ -364,7 +418,10 @@ async fn nginx_streams_from_s3_after_the_rule_without_the_client_seeing_a_presig
 
     let base = tempfile::tempdir().unwrap();
     let port = common::free_port();
-    let locations = format!("        location /private-media/ {{ proxy_pass http://{backend}; }}\n{}", private_storage::nginx_s3_location("/_s3", &server.endpoint));
+    let locations = format!(
+        "        location /private-media/ {{ proxy_pass http://{backend}; }}\n{}",
+        private_storage::nginx_s3_location("/_s3", &server.endpoint)
+    );
     let peer = common::nginx(base.path(), port, &locations);
     let url = format!("http://127.0.0.1:{port}/private-media/{}", key(name).to_url_path());
     let http = reqwest::Client::new();
@@ -382,7 +439,10 @@ async fn nginx_streams_from_s3_after_the_rule_without_the_client_seeing_a_presig
     assert!(ranged.bytes().await.unwrap() == data[1_048_570..=1_048_580]);
 
     let head = http.head(&url).bearer_auth("alice").send().await.unwrap();
-    assert_eq!((head.status().as_u16(), head.headers()["content-length"].to_str().unwrap()), (200, data.len().to_string().as_str()));
+    assert_eq!(
+        (head.status().as_u16(), head.headers()["content-length"].to_str().unwrap()),
+        (200, data.len().to_string().as_str())
+    );
 
     for user in [None, Some("bob")] {
         let mut request = http.get(&url);
@@ -403,7 +463,8 @@ async fn migrating_local_to_s3_and_back_is_verified_and_resumable() {
     let s3 = server.builder().prefix("migrated").conditional_writes(false).build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let local = private_storage::LocalStorage::new(dir.path()).unwrap();
-    let files: Vec<(String, Vec<u8>)> = (0..6).map(|i| (format!("users/{i}/Datei {i}.bin"), common::pattern(1000 + i * 300_000, i as u32))).collect();
+    let files: Vec<(String, Vec<u8>)> =
+        (0..6).map(|i| (format!("users/{i}/Datei {i}.bin"), common::pattern(1000 + i * 300_000, i as u32))).collect();
     for (name, data) in &files {
         local.put_bytes(&key(name), data.clone()).await.unwrap();
     }
@@ -412,7 +473,8 @@ async fn migrating_local_to_s3_and_back_is_verified_and_resumable() {
     s3.put_bytes(&key(&files[1].0), vec![0u8; files[1].1.len()]).await.unwrap();
 
     let mut seen = Vec::new();
-    let report = private_storage::migrate(&local, &s3, None, |p| seen.push((p.key.to_string(), p.skipped))).await.unwrap();
+    let report =
+        private_storage::migrate(&local, &s3, None, |p| seen.push((p.key.to_string(), p.skipped))).await.unwrap();
     assert_eq!((report.copied, report.skipped), (5, 1), "{seen:?}");
     assert_eq!(seen.len(), 6);
     for (name, data) in &files {

@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::{Backend, Reply, bearer_identity, pattern, seed, send, storage};
 use http::{Method, StatusCode};
 use private_storage::{
-    ContentDisposition, Delivery, IssuedLink, LinkIssued, LinkUsed, MemoryRevocations, ObjectKey, OnDenied, Share,
-    ShareAudit, ShareKeys, ShareLinks, ShareTarget, ServePrivate, ServeShared,
+    ContentDisposition, Delivery, IssuedLink, LinkIssued, LinkUsed, MemoryRevocations, ObjectKey, OnDenied,
+    ServePrivate, ServeShared, Share, ShareAudit, ShareKeys, ShareLinks, ShareTarget,
 };
 use proptest::prelude::*;
 
@@ -80,11 +80,15 @@ over_both_backends!(a_link_is_served_like_any_download, expired_links_are_gone_a
 async fn a_link_is_served_like_any_download(backend: Backend) {
     let f = fixture(backend, Delivery::stream()).await;
     let data = pattern(100_000, 3);
-    let link = f.issue(Share::key(q1()).disposition(ContentDisposition::attachment().with_filename("Q1 report.pdf"))).await;
+    let link =
+        f.issue(Share::key(q1()).disposition(ContentDisposition::attachment().with_filename("Q1 report.pdf"))).await;
     let r = f.get(&link.url, &[]).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.body == data);
-    assert_eq!(r.header("content-disposition"), Some("attachment; filename=\"Q1 report.pdf\"; filename*=UTF-8''Q1%20report.pdf"));
+    assert_eq!(
+        r.header("content-disposition"),
+        Some("attachment; filename=\"Q1 report.pdf\"; filename*=UTF-8''Q1%20report.pdf")
+    );
     assert_eq!(r.header("referrer-policy"), Some("no-referrer"));
     let etag = r.header("etag").unwrap().to_owned();
     let partial = f.get(&link.url, &[("range", "bytes=10-19")]).await;
@@ -138,14 +142,22 @@ async fn expired_links_are_gone_and_misused_links_get_the_denial(backend: Backen
         ("bound, other user", send(&f.router, Method::GET, &bound.url, Some("bob"), &[]).await),
         ("tampered with a range", f.get(&tampered, &[("range", "bytes=0-99")]).await),
     ] {
-        assert_eq!((reply.status, reply.text()), (denied.status, denied.text()), "{name}: the same answer as any denial");
+        assert_eq!(
+            (reply.status, reply.text()),
+            (denied.status, denied.text()),
+            "{name}: the same answer as any denial"
+        );
         assert!(no_bytes(&reply), "{name}: not a byte of the file");
     }
     let alice = send(&f.router, Method::GET, &bound.url, Some("alice"), &[]).await;
     assert_eq!(alice.status, StatusCode::OK, "the bound user gets it");
     assert!(f.get(&link.url, &[]).await.status == StatusCode::OK, "other links are untouched");
     f.links.revoke_all(&ShareTarget::Key(q1())).await.unwrap();
-    assert_eq!(f.get(&link.url, &[]).await.status, StatusCode::FORBIDDEN, "revoking the file's links kills this one too");
+    assert_eq!(
+        f.get(&link.url, &[]).await.status,
+        StatusCode::FORBIDDEN,
+        "revoking the file's links kills this one too"
+    );
 
     let outcomes: Vec<&str> = f.audit.0.used.lock().unwrap().iter().map(|u| u.outcome).collect();
     assert!(outcomes.starts_with(&["expired", "refused"]), "{outcomes:?}");

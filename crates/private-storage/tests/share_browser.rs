@@ -13,7 +13,9 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, Response};
 use axum::routing::get;
 use base64::Engine;
-use private_storage::{MemoryRevocations, MemoryStorage, ObjectKey, ServePrivate, ServeShared, Share, ShareKeys, ShareLinks, StorageExt};
+use private_storage::{
+    MemoryRevocations, MemoryStorage, ObjectKey, ServePrivate, ServeShared, Share, ShareKeys, ShareLinks, StorageExt,
+};
 
 /// A 1×1 PNG.
 const PIXEL: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
@@ -87,11 +89,23 @@ fn state<'a>(dom: &'a str, id: &str) -> &'a str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_shows_an_image_and_seeks_a_video_through_links_until_they_are_revoked() {
     let storage = MemoryStorage::new();
-    storage.put_bytes(&ObjectKey::new("img/pixel.png").unwrap(), base64::engine::general_purpose::STANDARD.decode(PIXEL).unwrap()).await.unwrap();
+    storage
+        .put_bytes(
+            &ObjectKey::new("img/pixel.png").unwrap(),
+            base64::engine::general_purpose::STANDARD.decode(PIXEL).unwrap(),
+        )
+        .await
+        .unwrap();
     storage.put_bytes(&ObjectKey::new("media/tone.wav").unwrap(), tone(450)).await.unwrap();
     let links = ShareLinks::new(ShareKeys::new("k1", [3u8; 32]).unwrap(), MemoryRevocations::new()).base_url("/s/");
-    let img = links.issue(Share::key(ObjectKey::new("img/pixel.png").unwrap()).expires_in(Duration::from_secs(600))).await.unwrap();
-    let video = links.issue(Share::key(ObjectKey::new("media/tone.wav").unwrap()).expires_in(Duration::from_secs(600))).await.unwrap();
+    let img = links
+        .issue(Share::key(ObjectKey::new("img/pixel.png").unwrap()).expires_in(Duration::from_secs(600)))
+        .await
+        .unwrap();
+    let video = links
+        .issue(Share::key(ObjectKey::new("media/tone.wav").unwrap()).expires_in(Duration::from_secs(600)))
+        .await
+        .unwrap();
 
     // Every request the browser makes: (path, Range header, status).
     let log: Arc<Mutex<Vec<(String, Option<String>, u16)>>> = Arc::default();
@@ -126,7 +140,9 @@ async fn chromium_shows_an_image_and_seeks_a_video_through_links_until_they_are_
     let video_path = video.url.as_str();
     let seeks: Vec<_> = requests
         .iter()
-        .filter(|(path, range, status)| path == video_path && *status == 206 && range.as_deref().is_some_and(|r| !r.starts_with("bytes=0-")))
+        .filter(|(path, range, status)| {
+            path == video_path && *status == 206 && range.as_deref().is_some_and(|r| !r.starts_with("bytes=0-"))
+        })
         .collect();
     assert!(!seeks.is_empty(), "the seek was a Range request answered 206: {requests:?}");
 
@@ -138,5 +154,8 @@ async fn chromium_shows_an_image_and_seeks_a_video_through_links_until_they_are_
     assert_eq!(state(&dom, "img-state"), "error", "{dom}");
     assert_eq!(state(&dom, "video-state"), "error", "{dom}");
     let requests = log.lock().unwrap().clone();
-    assert!(requests.iter().filter(|(p, _, _)| p.starts_with("/s/")).all(|(_, _, status)| *status == 403), "{requests:?}");
+    assert!(
+        requests.iter().filter(|(p, _, _)| p.starts_with("/s/")).all(|(_, _, status)| *status == 403),
+        "{requests:?}"
+    );
 }

@@ -12,7 +12,10 @@ use private_storage::{ObjectKey, ServePrivate, StorageExt};
 
 const LARGE: usize = 48 * 1024 * 1024;
 
-over_both_backends!(a_file_far_larger_than_a_chunk_downloads_intact, a_client_that_disconnects_stops_the_server_side_read);
+over_both_backends!(
+    a_file_far_larger_than_a_chunk_downloads_intact,
+    a_client_that_disconnects_stops_the_server_side_read
+);
 
 async fn a_file_far_larger_than_a_chunk_downloads_intact(backend: Backend) {
     let (storage, _dir) = storage(backend);
@@ -37,7 +40,13 @@ async fn a_file_far_larger_than_a_chunk_downloads_intact(backend: Backend) {
     assert_eq!(sha256(&hasher_input), sha256(&data), "content hash");
 
     let (start, end) = (1_000_001usize, 40_000_000usize);
-    let ranged = client.get(&url).bearer_auth("root").header("range", format!("bytes={start}-{}", end - 1)).send().await.unwrap();
+    let ranged = client
+        .get(&url)
+        .bearer_auth("root")
+        .header("range", format!("bytes={start}-{}", end - 1))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ranged.status(), 206);
     let body = ranged.bytes().await.unwrap();
     assert_eq!(sha256(&body), sha256(&data[start..end]), "a large range arrives intact");

@@ -14,7 +14,9 @@ use common::{pattern, png, sha256};
 use futures_util::StreamExt;
 use http::StatusCode;
 use http_body_util::BodyExt;
-use private_storage::{Error, LocalStorage, ObjectKey, SavedFile, Storage, StorageExt, Upload, UploadForm, UploadPolicy};
+use private_storage::{
+    Error, LocalStorage, ObjectKey, SavedFile, Storage, StorageExt, Upload, UploadForm, UploadPolicy,
+};
 use tower::ServiceExt;
 
 const MIB: usize = 1024 * 1024;
@@ -67,7 +69,11 @@ async fn the_reference_cases_land_where_the_reference_puts_them() {
 
     let joined = base().upload_to("CustomerDossierJoin").upload_subfolder(|c| vec![c.slug.to_owned()]);
     save(joined, "test6.txt", "cust4/sub2").await;
-    assert!(root.join("CustomerDossierJoin/cust4/sub2/test6.txt").is_file(), "a/b becomes nested folders: {:?}", common::entries(&root));
+    assert!(
+        root.join("CustomerDossierJoin/cust4/sub2/test6.txt").is_file(),
+        "a/b becomes nested folders: {:?}",
+        common::entries(&root)
+    );
 
     // A record whose file field is empty: exists() is false, without an error.
     assert!(!storage.exists_name("").await.unwrap());
@@ -100,7 +106,8 @@ async fn the_saved_file_describes_what_was_stored() {
     let policy = UploadPolicy::<()>::new(storage.clone());
     let bytes = pdf(100_000, 3);
     let chunks: Vec<_> = bytes.chunks(7_000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
-    let upload = Upload::new("Q1 report.pdf", futures_util::stream::iter(chunks).boxed()).declared_type("application/pdf");
+    let upload =
+        Upload::new("Q1 report.pdf", futures_util::stream::iter(chunks).boxed()).declared_type("application/pdf");
     let saved = policy.save(&(), upload).await.unwrap();
     assert_eq!(saved.key.as_str(), "Q1_report.pdf");
     assert_eq!(saved.size, 100_000);
@@ -132,7 +139,8 @@ async fn an_existing_name_gets_a_random_suffix_unless_the_policy_overwrites() {
 async fn spoofed_and_polyglot_uploads_are_refused_and_nothing_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let storage = LocalStorage::new(dir.path()).unwrap();
-    let documents = UploadPolicy::<()>::new(storage.clone()).content_types(["application/pdf", "image/png", "image/jpeg"]);
+    let documents =
+        UploadPolicy::<()>::new(storage.clone()).content_types(["application/pdf", "image/png", "image/jpeg"]);
     let anything = UploadPolicy::<()>::new(storage.clone());
     let mut gif_polyglot = b"GIF89a\x01\0\x01\0\x80\0\0\xff\xff\xff\0\0\0!\xf9\x04".to_vec();
     gif_polyglot.extend(b"<script>alert(document.cookie)</script>");
@@ -142,8 +150,20 @@ async fn spoofed_and_polyglot_uploads_are_refused_and_nothing_is_stored() {
         ("renamed exe declared as PDF", &documents, "invoice.pdf", Some("application/pdf"), EXE_HEAD.to_vec()),
         ("renamed exe, any type allowed", &anything, "invoice.pdf", Some("application/pdf"), EXE_HEAD.to_vec()),
         ("exe not on the allow-list", &documents, "setup.exe", None, EXE_HEAD.to_vec()),
-        ("HTML behind a PNG name", &anything, "cat.png", Some("image/png"), b"<!DOCTYPE html><script>alert(1)</script>".to_vec()),
-        ("SVG behind a PNG name", &anything, "cat.png", Some("image/png"), b"<svg xmlns='http://www.w3.org/2000/svg' onload='alert(1)'/>".to_vec()),
+        (
+            "HTML behind a PNG name",
+            &anything,
+            "cat.png",
+            Some("image/png"),
+            b"<!DOCTYPE html><script>alert(1)</script>".to_vec(),
+        ),
+        (
+            "SVG behind a PNG name",
+            &anything,
+            "cat.png",
+            Some("image/png"),
+            b"<svg xmlns='http://www.w3.org/2000/svg' onload='alert(1)'/>".to_vec(),
+        ),
         ("GIF/script polyglot", &anything, "anim.gif", Some("image/gif"), gif_polyglot),
         ("PNG/HTML polyglot", &documents, "cat.png", Some("image/png"), png_html),
         ("text declared as PDF", &documents, "notes.pdf", Some("application/pdf"), b"just some text".to_vec()),
@@ -161,8 +181,15 @@ async fn spoofed_and_polyglot_uploads_are_refused_and_nothing_is_stored() {
     }
     assert!(common::entries(storage.root()).is_empty(), "nothing stored: {:?}", common::entries(storage.root()));
 
-    for (filename, bytes, sniffed) in [("a.pdf", pdf(2000, 1), "application/pdf"), ("b.png", png(4, 3), "image/png"), ("c.jpg", jpeg(5, 6), "image/jpeg")] {
-        let saved = documents.save(&(), Upload::from_bytes(filename, bytes).declared_type("application/octet-stream")).await.unwrap();
+    for (filename, bytes, sniffed) in [
+        ("a.pdf", pdf(2000, 1), "application/pdf"),
+        ("b.png", png(4, 3), "image/png"),
+        ("c.jpg", jpeg(5, 6), "image/jpeg"),
+    ] {
+        let saved = documents
+            .save(&(), Upload::from_bytes(filename, bytes).declared_type("application/octet-stream"))
+            .await
+            .unwrap();
         assert_eq!(saved.content_type, sniffed, "{filename}");
     }
     assert_eq!(common::files(storage.root()), ["a.pdf", "b.png", "c.jpg"]);
@@ -182,7 +209,8 @@ async fn the_image_policy_records_dimensions_and_refuses_bombs_and_non_images() 
     assert!(matches!(bomb, Error::ImageTooLarge { width: 50_000, height: 50_000, .. }), "{bomb}");
     let not_image = images.save(&(), Upload::from_bytes("doc.pdf", pdf(500, 1))).await.unwrap_err();
     assert_eq!(not_image.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let svg = images.save(&(), Upload::from_bytes("x.svg", "<svg xmlns='http://www.w3.org/2000/svg'/>")).await.unwrap_err();
+    let svg =
+        images.save(&(), Upload::from_bytes("x.svg", "<svg xmlns='http://www.w3.org/2000/svg'/>")).await.unwrap_err();
     assert_eq!(svg.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "SVG is active content, not an image here");
     let mut keys: Vec<String> = storage.list(None).map(|m| m.unwrap().key.to_string()).collect().await;
     keys.sort();
@@ -209,7 +237,10 @@ async fn an_announced_oversize_is_refused_before_a_byte_is_read() {
 async fn an_empty_file_is_a_bad_upload() {
     let policy = UploadPolicy::<()>::new(private_storage::MemoryStorage::new());
     let err = policy.save(&(), Upload::from_bytes("empty.txt", Bytes::new())).await.unwrap_err();
-    assert_eq!((err.status(), err.public_message().as_str()), (StatusCode::BAD_REQUEST, "Bad upload: The submitted file is empty."));
+    assert_eq!(
+        (err.status(), err.public_message().as_str()),
+        (StatusCode::BAD_REQUEST, "Bad upload: The submitted file is empty.")
+    );
 }
 
 // ---- through an axum multipart route --------------------------------------------------------
@@ -280,7 +311,11 @@ async fn an_oversized_upload_is_cut_off_with_413_after_little_more_than_the_limi
     let read = pulled.load(Ordering::SeqCst);
     eprintln!("read {read} bytes of a 2 MiB upload against a 1 MiB limit");
     assert!(read <= (MIB + 192 * 1024) as u64, "read {read} bytes of a 2 MiB upload against a 1 MiB limit");
-    assert!(common::entries(storage.root()).is_empty(), "nothing left, not even a staging file: {:?}", common::entries(storage.root()));
+    assert!(
+        common::entries(storage.root()).is_empty(),
+        "nothing left, not even a staging file: {:?}",
+        common::entries(storage.root())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,7 +324,12 @@ async fn a_multipart_upload_is_stored_with_its_sniffed_type_and_other_fields_sti
     let storage = LocalStorage::new(dir.path()).unwrap();
     let app = upload_app(UploadPolicy::new(storage.clone()).content_types(["application/pdf"]));
     let data = pdf(300_000, 8);
-    let body = [form_head("../Q1 report.pdf", "application/octet-stream").into_bytes(), data.clone(), form_tail().into_bytes()].concat();
+    let body = [
+        form_head("../Q1 report.pdf", "application/octet-stream").into_bytes(),
+        data.clone(),
+        form_tail().into_bytes(),
+    ]
+    .concat();
     let (status, text) = reply(&app, upload_request(axum::body::Body::from(body))).await;
     assert_eq!(status, StatusCode::OK, "{text}");
     let lines: Vec<&str> = text.lines().collect();
@@ -320,9 +360,13 @@ async fn twenty_concurrent_uploads_of_one_name_give_twenty_intact_files() {
         let app = app.clone();
         let data = pdf(200_000 + i as usize * 1000, i);
         async move {
-            let body = [form_head("report.pdf", "application/pdf").into_bytes(), data.clone(), form_tail().into_bytes()].concat();
-            let chunks: Vec<Result<Bytes, std::io::Error>> = body.chunks(16 * 1024).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
-            let (status, text) = reply(&app, upload_request(axum::body::Body::from_stream(futures_util::stream::iter(chunks)))).await;
+            let body =
+                [form_head("report.pdf", "application/pdf").into_bytes(), data.clone(), form_tail().into_bytes()]
+                    .concat();
+            let chunks: Vec<Result<Bytes, std::io::Error>> =
+                body.chunks(16 * 1024).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+            let (status, text) =
+                reply(&app, upload_request(axum::body::Body::from_stream(futures_util::stream::iter(chunks)))).await;
             assert_eq!(status, StatusCode::OK, "{text}");
             (text.lines().next().unwrap().to_owned(), sha256(&data))
         }
@@ -362,7 +406,11 @@ async fn a_client_that_disconnects_halfway_leaves_nothing() {
     assert_eq!(tokio::time::timeout(bound, events.recv()).await.unwrap(), Some("started"));
     drop(socket); // vanish halfway through the file
     assert_eq!(tokio::time::timeout(bound, events.recv()).await.expect("the write never ended"), Some("ended"));
-    assert!(common::entries(storage.root()).is_empty(), "nothing left, not even a staging file: {:?}", common::entries(storage.root()));
+    assert!(
+        common::entries(storage.root()).is_empty(),
+        "nothing left, not even a staging file: {:?}",
+        common::entries(storage.root())
+    );
 }
 
 #[tokio::test]
@@ -428,7 +476,9 @@ async fn a_file_shorter_than_the_sniffing_head_from_a_stream_that_must_not_be_po
     // while sniffing, and must not poll it again.
     let storage = private_storage::MemoryStorage::new();
     let policy: UploadPolicy = UploadPolicy::new(storage.clone());
-    let body = futures_util::stream::unfold(Some(Bytes::from_static(b"%PDF-1.7\nsmall")), |chunk| async move { chunk.map(|c| (Ok(c), None)) });
+    let body = futures_util::stream::unfold(Some(Bytes::from_static(b"%PDF-1.7\nsmall")), |chunk| async move {
+        chunk.map(|c| (Ok(c), None))
+    });
     let saved = policy.save(&(), Upload::new("small.pdf", body.boxed())).await.unwrap();
     assert_eq!((saved.size, saved.content_type.as_str()), (14, "application/pdf"));
     assert_eq!(storage.read(&saved.key).await.unwrap(), "%PDF-1.7\nsmall");

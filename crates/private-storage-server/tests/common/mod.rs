@@ -50,14 +50,19 @@ impl TestServer {
     /// Uploads `bytes` as the `file` field named `name` to `uri`, after the given fields.
     pub async fn upload(&self, uri: &str, auth: &Auth<'_>, fields: &[(&str, &str)], name: &str, bytes: &[u8]) -> Reply {
         let (content_type, body) = multipart(fields, name, bytes);
-        let request = auth.apply(Request::post(uri)).header("content-type", content_type).body(Body::from(body)).unwrap();
+        let request =
+            auth.apply(Request::post(uri)).header("content-type", content_type).body(Body::from(body)).unwrap();
         self.send(request).await
     }
 
     /// Posts an urlencoded form.
     pub async fn form(&self, uri: &str, auth: &Auth<'_>, fields: &[(&str, &str)]) -> Reply {
         let body: String = fields.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&");
-        let request = auth.apply(Request::post(uri)).header("content-type", "application/x-www-form-urlencoded").body(Body::from(body)).unwrap();
+        let request = auth
+            .apply(Request::post(uri))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .unwrap();
         self.send(request).await
     }
 
@@ -72,14 +77,24 @@ impl TestServer {
         let login_cookie = page.cookie("ps_login_csrf").expect("the login form sets its CSRF cookie");
         let csrf = field(&page.text(), "csrf");
         let cookie = format!("ps_login_csrf={login_cookie}");
-        let reply = self.form("/login", &Auth::Cookie(&cookie), &[("username", name), ("password", password), ("csrf", &csrf), ("next", "/")]).await;
+        let reply = self
+            .form(
+                "/login",
+                &Auth::Cookie(&cookie),
+                &[("username", name), ("password", password), ("csrf", &csrf), ("next", "/")],
+            )
+            .await;
         if reply.status != StatusCode::SEE_OTHER {
             return Err(reply);
         }
         let session = reply.cookie("ps_session").expect("a session cookie");
         let cookie = format!("ps_session={session}");
         let index = self.get("/", &Auth::Cookie(&cookie)).await;
-        Ok(Session { cookie, csrf: field(&index.text(), "csrf"), set_cookie: reply.header("set-cookie").unwrap().to_owned() })
+        Ok(Session {
+            cookie,
+            csrf: field(&index.text(), "csrf"),
+            set_cookie: reply.header("set-cookie").unwrap().to_owned(),
+        })
     }
 }
 
@@ -140,7 +155,15 @@ pub fn field(html: &str, name: &str) -> String {
 }
 
 fn enc(s: &str) -> String {
-    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// A `multipart/form-data` body: `fields`, then the file.

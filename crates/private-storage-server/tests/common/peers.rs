@@ -14,7 +14,12 @@ pub fn free_port() -> u16 {
 
 fn run(command: &mut Command) -> String {
     let out = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    assert!(out.status.success(), "{command:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -31,9 +36,14 @@ pub struct Postgres {
 }
 
 fn postgres_bin() -> PathBuf {
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql").map(|d| d.flatten().map(|e| e.path().join("bin")).collect()).unwrap_or_default();
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.flatten().map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
     versions.sort();
-    versions.pop().filter(|p| p.join("initdb").exists()).expect("PostgreSQL is not installed: scripts/test.sh installs it")
+    versions
+        .pop()
+        .filter(|p| p.join("initdb").exists())
+        .expect("PostgreSQL is not installed: scripts/test.sh installs it")
 }
 
 impl Postgres {
@@ -55,10 +65,21 @@ impl Postgres {
             let gid: u32 = run(Command::new("id").args(["-g", "postgres"])).trim().parse().unwrap();
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
         }
-        run(as_postgres("initdb").arg("-D").arg(&data).args(["-A", "trust", "-U", "ps", "--no-sync"]).stdout(Stdio::null()));
+        run(as_postgres("initdb")
+            .arg("-D")
+            .arg(&data)
+            .args(["-A", "trust", "-U", "ps", "--no-sync"])
+            .stdout(Stdio::null()));
         let port = free_port();
         let options = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", dir.path().display());
-        run(as_postgres("pg_ctl").arg("-D").arg(&data).arg("-o").arg(options).arg("-l").arg(dir.path().join("log")).args(["-w", "start"]));
+        run(as_postgres("pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .arg("-o")
+            .arg(options)
+            .arg("-l")
+            .arg(dir.path().join("log"))
+            .args(["-w", "start"]));
         Self { url: format!("postgres://ps@127.0.0.1:{port}/postgres"), dir, bin }
     }
 
@@ -82,7 +103,9 @@ impl Drop for Postgres {
 }
 
 fn garage_program() -> PathBuf {
-    let home = std::env::var_os("CARGO_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
     std::env::var_os("PATH")
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
@@ -112,13 +135,26 @@ impl GarageNode {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "the node is running");
         let log = std::fs::OpenOptions::new().append(true).open(self.config.with_file_name("log")).unwrap();
-        self.child = Some(Command::new(garage_program()).arg("-c").arg(&self.config).arg("server").env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(log).spawn().unwrap());
+        self.child = Some(
+            Command::new(garage_program())
+                .arg("-c")
+                .arg(&self.config)
+                .arg("server")
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
     }
 
     /// The bucket's `unfinishedMultipartUploads` counter, once the node answers.
     pub async fn unfinished_uploads(&self, bucket: &str) -> i64 {
         let request = format!("{{\"globalAlias\":\"{bucket}\"}}");
-        let out = retry(|| self.cli().args(["json-api", "GetBucketInfo", &request]).output().ok().filter(|o| o.status.success())).await;
+        let out = retry(|| {
+            self.cli().args(["json-api", "GetBucketInfo", &request]).output().ok().filter(|o| o.status.success())
+        })
+        .await;
         let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         info["unfinishedMultipartUploads"].as_i64().unwrap()
     }
@@ -162,14 +198,32 @@ impl GarageCluster {
             )
             .unwrap();
             let log = std::fs::File::create(root.join("log")).unwrap();
-            let child = Command::new(garage_program()).arg("-c").arg(&config).arg("server").env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(log).spawn().unwrap();
+            let child = Command::new(garage_program())
+                .arg("-c")
+                .arg(&config)
+                .arg("server")
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap();
             nodes.push(GarageNode { endpoint: format!("http://127.0.0.1:{api}"), config, child: Some(child) });
         }
         let cluster = Self { nodes, _dir: dir };
         // Node ids, once each node answers on its RPC port.
         let mut ids = Vec::new();
         for node in &cluster.nodes {
-            ids.push(retry(|| node.cli().args(["node", "id", "-q"]).output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())).await);
+            ids.push(
+                retry(|| {
+                    node.cli()
+                        .args(["node", "id", "-q"])
+                        .output()
+                        .ok()
+                        .filter(|o| o.status.success())
+                        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                })
+                .await,
+            );
         }
         let first = &cluster.nodes[0];
         for id in &ids[1..] {
@@ -230,11 +284,21 @@ impl Nginx {
 }
 
 fn nginx_program() -> &'static Path {
-    ["/usr/sbin/nginx", "/usr/bin/nginx"].iter().map(Path::new).find(|p| p.exists()).expect("nginx is not installed: scripts/test.sh installs it")
+    ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .expect("nginx is not installed: scripts/test.sh installs it")
 }
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = Command::new(nginx_program()).arg("-c").arg(&self.conf).arg("-p").arg(self.dir.path()).args(["-s", "stop"]).output();
+        let _ = Command::new(nginx_program())
+            .arg("-c")
+            .arg(&self.conf)
+            .arg("-p")
+            .arg(self.dir.path())
+            .args(["-s", "stop"])
+            .output();
     }
 }

@@ -12,7 +12,9 @@ use bytes::Bytes;
 use http::request::Parts;
 use tokio::sync::OnceCell;
 
-pub use rules::{AccessRule, AllowAuthenticated, AllowStaff, AllowSuperuser, allow_authenticated, allow_staff, allow_superuser};
+pub use rules::{
+    AccessRule, AllowAuthenticated, AllowStaff, AllowSuperuser, allow_authenticated, allow_staff, allow_superuser,
+};
 
 use crate::{ObjectKey, ObjectMeta, Result, Storage};
 

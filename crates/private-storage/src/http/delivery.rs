@@ -60,8 +60,12 @@ impl fmt::Debug for Delivery {
             Mode::Stream => f.write_str("Delivery::Stream"),
             Mode::Nginx { prefix } => f.debug_struct("Delivery::Nginx").field("prefix", prefix).finish(),
             Mode::Apache => f.write_str("Delivery::Apache"),
-            Mode::Redirect { expires_in } => f.debug_struct("Delivery::PresignedRedirect").field("expires_in", expires_in).finish(),
-            Mode::NginxPresigned { prefix } => f.debug_struct("Delivery::NginxPresigned").field("prefix", prefix).finish(),
+            Mode::Redirect { expires_in } => {
+                f.debug_struct("Delivery::PresignedRedirect").field("expires_in", expires_in).finish()
+            }
+            Mode::NginxPresigned { prefix } => {
+                f.debug_struct("Delivery::NginxPresigned").field("prefix", prefix).finish()
+            }
             Mode::Custom(_) => f.write_str("Delivery::Custom"),
         }
     }
@@ -140,7 +144,9 @@ fn internal_prefix_of(internal_prefix: &str) -> Result<Arc<str>> {
     if !valid {
         return Err(Error::config(
             "internal_prefix",
-            format!("{internal_prefix:?} is not a valid nginx internal location (expected an absolute path such as /_private)"),
+            format!(
+                "{internal_prefix:?} is not a valid nginx internal location (expected an absolute path such as /_private)"
+            ),
         ));
     }
     Ok(Arc::from(prefix))
@@ -169,12 +175,20 @@ pub trait DeliverFile: Send + Sync + 'static {
     async fn deliver(&self, file: &PrivateFile, prepared: Prepared) -> Result<Response<ResponseBody>>;
 }
 
-pub(crate) async fn deliver(delivery: &Delivery, file: &PrivateFile, prepared: Prepared) -> Result<Response<ResponseBody>> {
+pub(crate) async fn deliver(
+    delivery: &Delivery,
+    file: &PrivateFile,
+    prepared: Prepared,
+) -> Result<Response<ResponseBody>> {
     match delivery.mode() {
         Mode::Stream => stream_response(file, prepared).await,
         Mode::Nginx { prefix } => {
             let target = format!("{prefix}/{}", file.key().to_url_path());
-            Ok(handoff(prepared, X_ACCEL_REDIRECT, HeaderValue::from_str(&target).map_err(|e| Error::storage("nginx", e))?))
+            Ok(handoff(
+                prepared,
+                X_ACCEL_REDIRECT,
+                HeaderValue::from_str(&target).map_err(|e| Error::storage("nginx", e))?,
+            ))
         }
         Mode::Apache => {
             let path = file
@@ -184,7 +198,9 @@ pub(crate) async fn deliver(delivery: &Delivery, file: &PrivateFile, prepared: P
                 .map_err(|e| Error::storage("apache", e))?;
             Ok(handoff(prepared, X_SENDFILE, value))
         }
-        Mode::Redirect { .. } | Mode::NginxPresigned { .. } if prepared.head_only => stream_response(file, prepared).await,
+        Mode::Redirect { .. } | Mode::NginxPresigned { .. } if prepared.head_only => {
+            stream_response(file, prepared).await
+        }
         Mode::Redirect { expires_in } => {
             let url = presign(file, &prepared, *expires_in).await?;
             let mut response = Response::new(ResponseBody::empty());
@@ -220,10 +236,9 @@ async fn presign(file: &PrivateFile, prepared: &Prepared, expires_in: Option<Dur
         let left = deadline.duration_since(SystemTime::now()).unwrap_or_default().max(Duration::from_secs(1));
         request.expires_in = Some(request.expires_in.map_or(left, |e| e.min(left)));
     }
-    file.storage()
-        .presigned_get(file.key(), &request)
-        .await?
-        .ok_or_else(|| Error::config("delivery", "presigned delivery needs a storage that signs URLs, such as S3Storage"))
+    file.storage().presigned_get(file.key(), &request).await?.ok_or_else(|| {
+        Error::config("delivery", "presigned delivery needs a storage that signs URLs, such as S3Storage")
+    })
 }
 
 /// `<prefix>/<path>?<query>` of a presigned URL for nginx. nginx decodes an `X-Accel-Redirect`
@@ -258,7 +273,8 @@ async fn stream_response(file: &PrivateFile, prepared: Prepared) -> Result<Respo
             (StatusCode::PARTIAL_CONTENT, read(file, &meta, Some(range.clone())).await?, range.end - range.start)
         }
         _ => {
-            let content_type = headers.get(CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static("application/octet-stream"));
+            let content_type =
+                headers.get(CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static("application/octet-stream"));
             let boundary = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
             let parts: Vec<(Bytes, Range<u64>)> = ranges
                 .iter()
@@ -302,7 +318,13 @@ async fn read(file: &PrivateFile, meta: &ObjectMeta, range: Option<Range<u64>>) 
     })
 }
 
-fn multipart_body(file: PrivateFile, etag: Option<String>, parts: Vec<(Bytes, Range<u64>)>, tail: Bytes, len: u64) -> ResponseBody {
+fn multipart_body(
+    file: PrivateFile,
+    etag: Option<String>,
+    parts: Vec<(Bytes, Range<u64>)>,
+    tail: Bytes,
+    len: u64,
+) -> ResponseBody {
     let reader = file.clone();
     let body = stream::iter(parts)
         .then(move |(head, range)| {
@@ -349,7 +371,11 @@ fn logged(s: crate::storage::ByteStream, file: &PrivateFile) -> crate::storage::
 pub fn nginx_s3_location(internal_prefix: &str, endpoint: &str) -> String {
     let prefix = internal_prefix.trim_end_matches('/');
     let endpoint = endpoint.trim_end_matches('/');
-    let resolver = if endpoint.starts_with("http://127.") || endpoint.starts_with("http://localhost") { "" } else { "    resolver 127.0.0.53 valid=60s; # adjust: a variable proxy_pass resolves at run time\n" };
+    let resolver = if endpoint.starts_with("http://127.") || endpoint.starts_with("http://localhost") {
+        ""
+    } else {
+        "    resolver 127.0.0.53 valid=60s; # adjust: a variable proxy_pass resolves at run time\n"
+    };
     format!(
         "location ~ ^{prefix}/(?<ps_s3_path>.*)$ {{
     internal;

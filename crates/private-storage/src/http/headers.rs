@@ -1,8 +1,8 @@
 //! The representation headers, computed once and shared by every delivery mode.
 
 use http::header::{
-    ACCEPT_RANGES, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG,
-    LAST_MODIFIED, X_CONTENT_TYPE_OPTIONS,
+    ACCEPT_RANGES, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG, LAST_MODIFIED,
+    X_CONTENT_TYPE_OPTIONS,
 };
 use http::{HeaderMap, HeaderValue};
 
@@ -45,11 +45,7 @@ pub(crate) fn representation_headers(policy: &HeaderPolicy, file: &PrivateFile, 
     let essence = essence(content_type.to_str().unwrap_or_default());
     let active = is_active(&essence) && !policy.inline_active.contains(&essence);
 
-    let disposition = file
-        .request()
-        .extensions
-        .get::<ContentDisposition>()
-        .or(policy.disposition.as_ref());
+    let disposition = file.request().extensions.get::<ContentDisposition>().or(policy.disposition.as_ref());
     let disposition = match (disposition, active) {
         (Some(d), true) if !d.is_attachment() => {
             let forced = ContentDisposition::attachment();

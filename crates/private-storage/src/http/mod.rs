@@ -27,7 +27,9 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 pub use body::ResponseBody;
-pub use delivery::{DeliverFile, Delivery, Prepared, X_ACCEL_REDIRECT, X_SENDFILE, nginx_internal_location, nginx_s3_location};
+pub use delivery::{
+    DeliverFile, Delivery, Prepared, X_ACCEL_REDIRECT, X_SENDFILE, nginx_internal_location, nginx_s3_location,
+};
 pub use disposition::ContentDisposition;
 pub use records::{RecordSource, ServeRecords};
 pub use shared::ServeShared;
@@ -35,8 +37,8 @@ pub use shared::ServeShared;
 use crate::access::{AccessRule, AllowSuperuser};
 use crate::{CurrentUser, Error, ObjectKey, PrivateFile, Storage};
 use conditional::{Plan, Validators};
-use headers::{HeaderPolicy, NOSNIFF};
 pub(crate) use headers::essence;
+use headers::{HeaderPolicy, NOSNIFF};
 
 /// What a request the access rule denied is answered with. The answer never depends on
 /// whether the file exists, and is the same for a key that failed validation.
@@ -298,7 +300,14 @@ impl ServePrivate {
 }
 
 #[cfg(feature = "__bench")]
-pub(crate) fn bench_plan(method: &Method, headers: &http::HeaderMap, etag: Option<&str>, last_modified: SystemTime, len: u64, now: SystemTime) -> usize {
+pub(crate) fn bench_plan(
+    method: &Method,
+    headers: &http::HeaderMap,
+    etag: Option<&str>,
+    last_modified: SystemTime,
+    len: u64,
+    now: SystemTime,
+) -> usize {
     match conditional::plan(method, headers, Validators { etag, last_modified, len }, now, 16) {
         Plan::Full => 0,
         Plan::Partial(ranges) => ranges.len(),
@@ -373,7 +382,8 @@ fn original_uri(request: &http::request::Parts) -> &http::Uri {
 }
 
 /// Escapes for a query parameter value.
-const QUERY_VALUE: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'&').add(b'+').add(b'%').add(b'<').add(b'>').add(b'=').add(b'?');
+const QUERY_VALUE: &AsciiSet =
+    &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'&').add(b'+').add(b'%').add(b'<').add(b'>').add(b'=').add(b'?');
 
 /// The one mapping of a storage error met while serving to a response; server errors are
 /// logged with their cause and answered generically.

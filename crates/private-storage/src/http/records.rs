@@ -105,7 +105,13 @@ impl<S: RecordSource> ServeRecords<S> {
         let Some(key) = self.source.file_key(&record) else {
             return plain(StatusCode::NOT_FOUND, "Not found.");
         };
-        let file = PrivateFile::for_service(parts, Arc::clone(self.files.storage()), key, Some(Arc::new(record)), self.files.inline_max());
+        let file = PrivateFile::for_service(
+            parts,
+            Arc::clone(self.files.storage()),
+            key,
+            Some(Arc::new(record)),
+            self.files.inline_max(),
+        );
         self.files.serve_file(file).await
     }
 }

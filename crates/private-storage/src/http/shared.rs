@@ -81,10 +81,18 @@ impl ServeShared {
                             parts.extensions.insert(disposition);
                         }
                         parts.extensions.insert(super::delivery::LinkDeadline(link.expires));
-                        let file = PrivateFile::for_service(parts, Arc::clone(self.files.storage()), key, None, self.files.inline_max());
+                        let file = PrivateFile::for_service(
+                            parts,
+                            Arc::clone(self.files.storage()),
+                            key,
+                            None,
+                            self.files.inline_max(),
+                        );
                         (self.files.respond(file).await, Some(link.link_id), Some(link.target), "served")
                     }
-                    None => (plain(StatusCode::NOT_FOUND, "Not found."), Some(link.link_id), Some(link.target), "missing"),
+                    None => {
+                        (plain(StatusCode::NOT_FOUND, "Not found."), Some(link.link_id), Some(link.target), "missing")
+                    }
                 }
             }
             Err((Refusal::Expired, link)) => {
@@ -96,7 +104,11 @@ impl ServeShared {
                 (self.files.deny(&parts), link.as_ref().map(|l| l.link_id.clone()), link.map(|l| l.target), "refused")
             }
         };
-        let bytes = response.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        let bytes = response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         self.links.audit_use(&LinkUsed { link_id, target, status: response.status().as_u16(), bytes, range, outcome });
         // A link is a capability: keep it out of Referer headers sent from the file.
         response.headers_mut().insert(http::header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));

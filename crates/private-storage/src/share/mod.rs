@@ -84,12 +84,16 @@ impl ShareKeys {
     /// # Errors
     /// As [`ShareKeys::new`], or a duplicate id.
     pub fn with_key(mut self, id: &str, secret: impl AsRef<[u8]>) -> Result<Self> {
-        let valid_id = !id.is_empty() && id.len() <= 16 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let valid_id =
+            !id.is_empty() && id.len() <= 16 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !valid_id {
             return Err(Error::config("share_keys", format!("key id {id:?} must be 1-16 letters, digits, '-' or '_'")));
         }
         if secret.as_ref().len() < 32 {
-            return Err(Error::config("share_keys", format!("the secret of key {id:?} has {} bytes; at least 32 are needed", secret.as_ref().len())));
+            return Err(Error::config(
+                "share_keys",
+                format!("the secret of key {id:?} has {} bytes; at least 32 are needed", secret.as_ref().len()),
+            ));
         }
         if self.keys.iter().any(|(existing, _)| existing == id) {
             return Err(Error::config("share_keys", format!("key id {id:?} appears twice")));
@@ -106,12 +110,13 @@ impl ShareKeys {
         use base64::Engine;
         let mut keys: Option<Self> = None;
         for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            let (id, secret) = entry
-                .split_once('=')
-                .ok_or_else(|| Error::config("share_keys", format!("{:?} is not id=secret", entry.split('=').next().unwrap_or(""))))?;
-            let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(secret.trim().trim_end_matches('='))
-                .map_err(|_| Error::config("share_keys", format!("the secret of key {id:?} is not base64url")))?;
+            let (id, secret) = entry.split_once('=').ok_or_else(|| {
+                Error::config("share_keys", format!("{:?} is not id=secret", entry.split('=').next().unwrap_or("")))
+            })?;
+            let secret =
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(secret.trim().trim_end_matches('='))
+                    .map_err(|_| Error::config("share_keys", format!("the secret of key {id:?} is not base64url")))?;
             keys = Some(match keys {
                 None => Self::new(id.trim(), secret)?,
                 Some(k) => k.with_key(id.trim(), secret)?,
@@ -399,7 +404,11 @@ impl ShareLinks {
         if share.lifetime.is_zero() || share.lifetime > self.max_lifetime {
             return Err(Error::config(
                 "share_max_lifetime",
-                format!("a link may live from 1 s to {} s; {} s was asked", self.max_lifetime.as_secs(), share.lifetime.as_secs()),
+                format!(
+                    "a link may live from 1 s to {} s; {} s was asked",
+                    self.max_lifetime.as_secs(),
+                    share.lifetime.as_secs()
+                ),
             ));
         }
         let expires = secs((self.clock)()) + share.lifetime.as_secs().max(1);
@@ -454,11 +463,20 @@ impl ShareLinks {
 
     /// Verifies a token for a request from `user`: signature first (constant time), then
     /// expiry, lifetime, binding and revocation. A store that fails refuses (fail closed).
-    pub(crate) async fn verify(&self, token: &str, user: Option<&dyn Identity>) -> std::result::Result<Verified, (Refusal, Option<Verified>)> {
+    pub(crate) async fn verify(
+        &self,
+        token: &str,
+        user: Option<&dyn Identity>,
+    ) -> std::result::Result<Verified, (Refusal, Option<Verified>)> {
         let (key_id, bytes) = token::key_id(token).map_err(|r| (r, None))?;
         let secret = self.keys.get(&key_id).ok_or((Refusal::UnknownKey, None))?;
         let claims = token::verify(&bytes, secret).map_err(|r| (r, None))?;
-        let verified = Verified { target: claims.target.clone(), disposition: claims.disposition.clone(), link_id: hex(&claims.link_id), expires: UNIX_EPOCH + Duration::from_secs(claims.expires) };
+        let verified = Verified {
+            target: claims.target.clone(),
+            disposition: claims.disposition.clone(),
+            link_id: hex(&claims.link_id),
+            expires: UNIX_EPOCH + Duration::from_secs(claims.expires),
+        };
         let refuse = |r: Refusal| Err((r, Some(verified.clone())));
         let now = secs((self.clock)());
         if now >= claims.expires {
@@ -514,7 +532,8 @@ mod tests {
     }
 
     fn links_at(keys: ShareKeys, now: Arc<AtomicU64>) -> ShareLinks {
-        ShareLinks::new(keys, MemoryRevocations::new()).clock(move || UNIX_EPOCH + Duration::from_secs(now.load(Ordering::SeqCst)))
+        ShareLinks::new(keys, MemoryRevocations::new())
+            .clock(move || UNIX_EPOCH + Duration::from_secs(now.load(Ordering::SeqCst)))
     }
 
     fn report() -> ObjectKey {
@@ -527,7 +546,10 @@ mod tests {
         let links = links_at(keys(), now);
         let share = Share::key(report()).disposition(ContentDisposition::attachment().with_filename("Q1 ü.pdf"));
         let link = links.issue(share).await.unwrap();
-        assert!(link.url.starts_with("/s/") && link.token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(
+            link.url.starts_with("/s/")
+                && link.token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
         let ok = links.verify(&link.token, None).await.unwrap();
         assert_eq!(ok.target, ShareTarget::Key(report()));
         assert_eq!(ok.disposition, Some(ContentDisposition::attachment().with_filename("Q1 ü.pdf")));
@@ -572,7 +594,11 @@ mod tests {
         assert!(capped.issue(Share::key(report()).expires_in(Duration::ZERO)).await.is_err());
         let generous = links_at(keys(), now.clone());
         let long = generous.issue(Share::key(report()).expires_in(Duration::from_secs(7200))).await.unwrap();
-        assert_eq!(capped.verify(&long.token, None).await.unwrap_err().0, Refusal::TooLong, "signed under an older, longer limit");
+        assert_eq!(
+            capped.verify(&long.token, None).await.unwrap_err().0,
+            Refusal::TooLong,
+            "signed under an older, longer limit"
+        );
     }
 
     #[tokio::test]
@@ -587,7 +613,11 @@ mod tests {
         let retired = links_at(ShareKeys::new("k2", [2u8; 32]).unwrap(), now.clone());
         assert_eq!(retired.verify(&link.token, None).await.unwrap_err().0, Refusal::UnknownKey, "k1 retired");
         let impostor = links_at(ShareKeys::new("k1", [9u8; 32]).unwrap(), now);
-        assert_eq!(impostor.verify(&link.token, None).await.unwrap_err().0, Refusal::BadSignature, "same id, other secret");
+        assert_eq!(
+            impostor.verify(&link.token, None).await.unwrap_err().0,
+            Refusal::BadSignature,
+            "same id, other secret"
+        );
     }
 
     #[tokio::test]
@@ -611,7 +641,11 @@ mod tests {
         assert_eq!(links.verify(&a.token, None).await.unwrap_err().0, Refusal::Revoked);
         assert!(links.verify(&b.token, None).await.is_ok(), "only that link");
         links.revoke_all(&ShareTarget::Key(report())).await.unwrap();
-        assert_eq!(links.verify(&b.token, None).await.unwrap_err().0, Refusal::Revoked, "the epoch bump kills older links");
+        assert_eq!(
+            links.verify(&b.token, None).await.unwrap_err().0,
+            Refusal::Revoked,
+            "the epoch bump kills older links"
+        );
         assert!(links.verify(&other.token, None).await.is_ok(), "other files keep theirs");
         let c = links.issue(Share::key(report())).await.unwrap();
         assert!(links.verify(&c.token, None).await.is_ok(), "links issued after the bump work");

@@ -17,8 +17,8 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, ResolveFlags, Sta
 use tokio::io::AsyncWriteExt;
 
 use super::{
-    ByteStream, GetOptions, GetResult, ObjectMeta, Payload, PutMode, PutOptions, PutStream, Storage,
-    UNIQUE_ATTEMPTS, check_if_match, check_range, normalise_base_url, with_random_suffix,
+    ByteStream, GetOptions, GetResult, ObjectMeta, Payload, PutMode, PutOptions, PutStream, Storage, UNIQUE_ATTEMPTS,
+    check_if_match, check_range, normalise_base_url, with_random_suffix,
 };
 use crate::{Error, ObjectKey, Result};
 
@@ -86,10 +86,7 @@ struct Inner {
 
 impl fmt::Debug for LocalStorage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LocalStorage")
-            .field("root", &self.inner.root)
-            .field("base_url", &self.base_url)
-            .finish()
+        f.debug_struct("LocalStorage").field("root", &self.inner.root).field("base_url", &self.base_url).finish()
     }
 }
 
@@ -101,18 +98,15 @@ impl LocalStorage {
     /// created, and nothing falls back to another folder.
     pub fn new(root: impl AsRef<Path>) -> Result<Self> {
         let root = root.as_ref();
-        let canonical = root.canonicalize().map_err(|e| {
-            Error::config("root", format!("{}: {e} (create the folder first)", root.display()))
-        })?;
+        let canonical = root
+            .canonicalize()
+            .map_err(|e| Error::config("root", format!("{}: {e} (create the folder first)", root.display())))?;
         if !canonical.is_dir() {
             return Err(Error::config("root", format!("{} is not a directory", root.display())));
         }
         let root_fd = rustix::fs::open(&canonical, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| Error::config("root", format!("{}: {e}", root.display())))?;
-        Ok(Self {
-            inner: Arc::new(Inner { root: canonical, root_fd }),
-            base_url: Arc::from(super::DEFAULT_BASE_URL),
-        })
+        Ok(Self { inner: Arc::new(Inner { root: canonical, root_fd }), base_url: Arc::from(super::DEFAULT_BASE_URL) })
     }
 
     /// Sets the URL prefix of this storage's links. Defaults to `/private-media/`.
@@ -136,7 +130,8 @@ impl LocalStorage {
     /// [`Error::Storage`] when the tree cannot be walked.
     pub async fn remove_staging_files(&self, older_than: Duration) -> Result<usize> {
         self.blocking(move |inner| {
-            let root = open_dirs(inner.root_fd.as_fd(), &[], false).map_err(|e| Error::storage(BACKEND, io::Error::from(e)))?;
+            let root = open_dirs(inner.root_fd.as_fd(), &[], false)
+                .map_err(|e| Error::storage(BACKEND, io::Error::from(e)))?;
             let cutoff = std::time::SystemTime::now() - older_than;
             remove_staging(root, cutoff).map_err(|e| Error::storage(BACKEND, io::Error::from(e)))
         })
@@ -149,9 +144,7 @@ impl LocalStorage {
         T: Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || f(&inner))
-            .await
-            .map_err(|e| Error::storage(BACKEND, e))?
+        tokio::task::spawn_blocking(move || f(&inner)).await.map_err(|e| Error::storage(BACKEND, e))?
     }
 }
 
@@ -168,7 +161,13 @@ impl Inner {
         if key.file_name().starts_with(TEMP_PREFIX) {
             return Some(Err(not_found(key)));
         }
-        let fd = match rustix::fs::openat2(&self.root_fd, key.as_str(), READ_FLAGS, Mode::empty(), CONFINED | ResolveFlags::CACHED) {
+        let fd = match rustix::fs::openat2(
+            &self.root_fd,
+            key.as_str(),
+            READ_FLAGS,
+            Mode::empty(),
+            CONFINED | ResolveFlags::CACHED,
+        ) {
             Ok(fd) => fd,
             // EAGAIN: not all cached; ENOSYS/EINVAL: no openat2 or RESOLVE_CACHED; EPERM: seccomp.
             Err(Errno::AGAIN | Errno::NOSYS | Errno::INVAL | Errno::PERM) => return None,
@@ -182,7 +181,8 @@ impl Inner {
             return Some(Ok((meta, None)));
         }
         let mut buf = BytesMut::zeroed(meta.size as usize);
-        match rustix::io::preadv2(&fd, &mut [std::io::IoSliceMut::new(&mut buf)], 0, rustix::io::ReadWriteFlags::NOWAIT) {
+        match rustix::io::preadv2(&fd, &mut [std::io::IoSliceMut::new(&mut buf)], 0, rustix::io::ReadWriteFlags::NOWAIT)
+        {
             Ok(n) if n as u64 == meta.size => Some(Ok((meta, Some(buf.freeze())))),
             // Partly cached, not cached, or a filesystem without RWF_NOWAIT.
             Ok(_) | Err(Errno::AGAIN | Errno::OPNOTSUPP | Errno::INVAL) => None,
@@ -276,8 +276,8 @@ impl Storage for LocalStorage {
         let (staged, file) = self
             .blocking(move |inner| {
                 let (parent, _) = split_parent(&staging_key);
-                let dir = open_dirs(inner.root_fd.as_fd(), &parent, true)
-                    .map_err(|e| io_error(&staging_key, e.into()))?;
+                let dir =
+                    open_dirs(inner.root_fd.as_fd(), &parent, true).map_err(|e| io_error(&staging_key, e.into()))?;
                 let temp_name = format!("{TEMP_PREFIX}{:016x}", fastrand::u64(..));
                 let fd = rustix::fs::openat(
                     &dir,
@@ -305,12 +305,9 @@ impl Storage for LocalStorage {
             let mut attempts = 0;
             loop {
                 let renamed = match mode {
-                    PutMode::Overwrite => rustix::fs::renameat(
-                        &*staged.dir,
-                        staged.temp_name.as_str(),
-                        &*staged.dir,
-                        target.file_name(),
-                    ),
+                    PutMode::Overwrite => {
+                        rustix::fs::renameat(&*staged.dir, staged.temp_name.as_str(), &*staged.dir, target.file_name())
+                    }
                     PutMode::Create | PutMode::CreateUnique => rustix::fs::renameat_with(
                         &*staged.dir,
                         staged.temp_name.as_str(),
@@ -569,7 +566,12 @@ fn read_nowait(file: &std::fs::File, pos: u64, len: u64, arena: &mut BytesMut) -
         arena.reserve(ARENA.max(len));
     }
     arena.resize(len, 0);
-    let read = rustix::io::preadv2(file, &mut [std::io::IoSliceMut::new(&mut arena[..])], pos, rustix::io::ReadWriteFlags::NOWAIT);
+    let read = rustix::io::preadv2(
+        file,
+        &mut [std::io::IoSliceMut::new(&mut arena[..])],
+        pos,
+        rustix::io::ReadWriteFlags::NOWAIT,
+    );
     let result = match read {
         // 0 bytes before the end: the file shrank under us; let the blocking read report it.
         Ok(0) | Err(Errno::AGAIN | Errno::OPNOTSUPP | Errno::INVAL) => None,

@@ -229,8 +229,8 @@ impl Storage for MemoryStorage {
                 .ok_or_else(|| Error::AlreadyExists { key: key.clone() })?,
         };
         let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut meta = ObjectMeta::new(key.clone(), buf.len() as u64, SystemTime::now())
-            .with_etag(format!("\"m{generation:x}\""));
+        let mut meta =
+            ObjectMeta::new(key.clone(), buf.len() as u64, SystemTime::now()).with_etag(format!("\"m{generation:x}\""));
         meta.content_type = options.content_type;
         objects.insert(key, (meta.clone(), buf.freeze()));
         Ok(meta)

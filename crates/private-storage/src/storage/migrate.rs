@@ -55,7 +55,12 @@ pub struct MigrationProgress<'a> {
 ///
 /// # Errors
 /// The first storage error, or [`Error::Storage`] naming the key whose copy did not verify.
-pub async fn migrate<F, T>(from: &F, to: &T, prefix: Option<&ObjectKey>, mut progress: impl FnMut(&MigrationProgress<'_>)) -> Result<MigrationReport>
+pub async fn migrate<F, T>(
+    from: &F,
+    to: &T,
+    prefix: Option<&ObjectKey>,
+    mut progress: impl FnMut(&MigrationProgress<'_>),
+) -> Result<MigrationReport>
 where
     F: Storage + ?Sized,
     T: Storage + ?Sized,
@@ -87,7 +92,10 @@ where
             let source_digest = hex(&hasher.finalize());
             if digest(to, &key, None).await? != source_digest {
                 to.delete(&key).await?;
-                return Err(Error::storage("migrate", format!("the copy of {key} does not match its source (SHA-256); removed")));
+                return Err(Error::storage(
+                    "migrate",
+                    format!("the copy of {key} does not match its source (SHA-256); removed"),
+                ));
             }
             report.copied += 1;
             report.bytes += source.size;

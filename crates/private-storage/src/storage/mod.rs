@@ -27,7 +27,10 @@ pub use local::LocalStorage;
 pub use memory::{Fault, MemoryStorage};
 pub use migrate::{MigrationProgress, MigrationReport, migrate};
 #[cfg(feature = "s3")]
-pub use s3::{DEFAULT_PRESIGN_EXPIRY, Encryption, PostPolicy, PresignedPost, S3Builder, S3_SETTINGS, S3Storage, install_tls_provider};
+pub use s3::{
+    DEFAULT_PRESIGN_EXPIRY, Encryption, PostPolicy, PresignedPost, S3_SETTINGS, S3Builder, S3Storage,
+    install_tls_provider,
+};
 
 use crate::{Error, ObjectKey, Result};
 
@@ -302,8 +305,7 @@ pub trait StorageExt: Storage {
     /// ```
     async fn put_bytes(&self, key: &ObjectKey, bytes: impl Into<Bytes> + Send) -> Result<ObjectMeta> {
         let bytes = bytes.into();
-        self.put(key, stream::once(async move { Ok(bytes) }).boxed(), PutOptions::default())
-            .await
+        self.put(key, stream::once(async move { Ok(bytes) }).boxed(), PutOptions::default()).await
     }
 
     /// Reads the whole object into memory.
@@ -436,7 +438,9 @@ mod tests {
 
     #[test]
     fn random_suffixes_go_before_the_extension() {
-        for (key, prefix, ext) in [("a.pdf", "a_", ".pdf"), ("x/b.tar.gz", "x/b_", ".tar.gz"), ("noext", "noext_", ""), (".env", ".env_", "")] {
+        for (key, prefix, ext) in
+            [("a.pdf", "a_", ".pdf"), ("x/b.tar.gz", "x/b_", ".tar.gz"), ("noext", "noext_", ""), (".env", ".env_", "")]
+        {
             let renamed = with_random_suffix(&ObjectKey::new(key).unwrap());
             let s = renamed.as_str();
             assert!(s.starts_with(prefix) && s.ends_with(ext), "{key} → {s}");

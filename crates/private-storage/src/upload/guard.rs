@@ -5,13 +5,18 @@ use futures_util::{StreamExt, stream};
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
-use crate::storage::PutStream;
 use crate::Error;
+use crate::storage::PutStream;
 
 /// The sniffed `head` followed by the `rest` of an upload, failing with [`Error::TooLarge`] as
 /// soon as more than `limit` bytes went through. When the stream ends cleanly, its size and
 /// hex SHA-256 are sent on `done`. Memory stays bounded by the chunks passing through.
-pub(crate) fn guarded<'a>(head: Bytes, rest: PutStream<'a>, limit: Option<u64>, done: oneshot::Sender<(u64, String)>) -> PutStream<'a> {
+pub(crate) fn guarded<'a>(
+    head: Bytes,
+    rest: PutStream<'a>,
+    limit: Option<u64>,
+    done: oneshot::Sender<(u64, String)>,
+) -> PutStream<'a> {
     let all = stream::once(async move { Ok(head) }).chain(rest).boxed();
     stream::unfold(Some((all, 0u64, Sha256::new(), done)), move |state| async move {
         let (mut all, size, mut hasher, done) = state?;
@@ -54,7 +59,8 @@ mod tests {
     #[tokio::test]
     async fn a_stream_within_the_limit_passes_and_reports_size_and_digest() {
         let (tx, rx) = oneshot::channel();
-        let out: Vec<Bytes> = guarded(Bytes::from_static(b"ab"), chunks(2, 3), Some(8), tx).try_collect().await.unwrap();
+        let out: Vec<Bytes> =
+            guarded(Bytes::from_static(b"ab"), chunks(2, 3), Some(8), tx).try_collect().await.unwrap();
         assert_eq!(out.concat(), b"abxxxxxx");
         let (size, digest) = rx.await.unwrap();
         assert_eq!(size, 8);

@@ -294,7 +294,8 @@ impl<R: ?Sized> UploadPolicy<R> {
             }
         }
         segments.push(name);
-        ObjectKey::new(segments.join("/")).map_err(|e| Error::BadUpload { message: format!("the file's path is not usable: {e}") })
+        ObjectKey::new(segments.join("/"))
+            .map_err(|e| Error::BadUpload { message: format!("the file's path is not usable: {e}") })
     }
 
     /// Validates and stores an upload for `record`.
@@ -347,9 +348,8 @@ impl<R: ?Sized> UploadPolicy<R> {
         let mode = if self.overwrite { PutMode::Overwrite } else { PutMode::CreateUnique };
         let options = PutOptions::default().with_mode(mode).with_content_type(found.clone());
         let meta = self.storage.put(&key, body, options).await?;
-        let (size, sha256) = digest
-            .await
-            .map_err(|_| Error::storage("upload", "the upload was stored without its digest"))?;
+        let (size, sha256) =
+            digest.await.map_err(|_| Error::storage("upload", "the upload was stored without its digest"))?;
         Ok(SavedFile { key: meta.key, size, content_type: found, original_name: filename, sha256, width, height })
     }
 
@@ -364,7 +364,12 @@ impl<R: ?Sized> UploadPolicy<R> {
     /// As [`UploadPolicy::save`], plus [`Error::BadUpload`] when `expected_sha256` is given
     /// and differs, and [`Error::PreconditionFailed`] when the object changed while it was
     /// checked (it is deleted then too).
-    pub async fn finalise_direct(&self, key: &ObjectKey, declared_type: Option<&str>, expected_sha256: Option<&str>) -> Result<SavedFile> {
+    pub async fn finalise_direct(
+        &self,
+        key: &ObjectKey,
+        declared_type: Option<&str>,
+        expected_sha256: Option<&str>,
+    ) -> Result<SavedFile> {
         let checked = self.check_stored(key, declared_type, expected_sha256).await;
         if let Err(e) = &checked
             && !e.is_not_found()
@@ -375,7 +380,12 @@ impl<R: ?Sized> UploadPolicy<R> {
         checked
     }
 
-    async fn check_stored(&self, key: &ObjectKey, declared_type: Option<&str>, expected_sha256: Option<&str>) -> Result<SavedFile> {
+    async fn check_stored(
+        &self,
+        key: &ObjectKey,
+        declared_type: Option<&str>,
+        expected_sha256: Option<&str>,
+    ) -> Result<SavedFile> {
         use sha2::Digest;
         let meta = self.storage.head(key).await?;
         if meta.size == 0 {
@@ -414,8 +424,15 @@ impl<R: ?Sized> UploadPolicy<R> {
     }
 
     /// The checks on the sniffed head; returns the image dimensions for image policies.
-    fn validate(&self, found: &str, head: &[u8], declared: Option<&str>, filename: &str) -> Result<(Option<u64>, Option<u64>)> {
-        let unsupported = |expected: &str| Error::UnsupportedType { found: found.to_owned(), expected: expected.to_owned() };
+    fn validate(
+        &self,
+        found: &str,
+        head: &[u8],
+        declared: Option<&str>,
+        filename: &str,
+    ) -> Result<(Option<u64>, Option<u64>)> {
+        let unsupported =
+            |expected: &str| Error::UnsupportedType { found: found.to_owned(), expected: expected.to_owned() };
         let image_types;
         let allow = match (&self.image, self.content_types.is_empty()) {
             (Some(_), true) => {

@@ -5,7 +5,8 @@ use crate::Error;
 use crate::http::essence;
 
 /// Bytes of markup that make a binary format a polyglot a browser might render as a page.
-const ACTIVE_MARKERS: &[&[u8]] = &[b"<script", b"<html", b"<!doctype html", b"<svg", b"<iframe", b"<body", b"<embed", b"<object"];
+const ACTIVE_MARKERS: &[&[u8]] =
+    &[b"<script", b"<html", b"<!doctype html", b"<svg", b"<iframe", b"<body", b"<embed", b"<object"];
 
 /// The type of the content that starts with `head` (which is all of it if it is short).
 pub(crate) fn sniff(head: &[u8]) -> String {
@@ -30,7 +31,8 @@ fn leading_markup(head: &[u8]) -> Option<&'static str> {
     if start.starts_with(b"<?xml") || start.starts_with(b"<svg") || start.starts_with(b"<!doctype svg") {
         return Some(if has(b"<svg") { "image/svg+xml" } else { "application/xml" });
     }
-    let html_starts: [&[u8]; 9] = [b"<!doctype html", b"<html", b"<head", b"<body", b"<script", b"<iframe", b"<!--", b"<meta", b"<title"];
+    let html_starts: [&[u8]; 9] =
+        [b"<!doctype html", b"<html", b"<head", b"<body", b"<script", b"<iframe", b"<!--", b"<meta", b"<title"];
     html_starts.iter().any(|p| start.starts_with(p)).then_some("text/html")
 }
 
@@ -82,7 +84,13 @@ const FAMILIES: &[&[&str]] = &[
         "application/java-archive",
         "application/vnd.android.package-archive",
     ],
-    &["application/x-ole-storage", "application/msword", "application/vnd.ms-excel", "application/vnd.ms-powerpoint", "application/vnd.ms-outlook"],
+    &[
+        "application/x-ole-storage",
+        "application/msword",
+        "application/vnd.ms-excel",
+        "application/vnd.ms-powerpoint",
+        "application/vnd.ms-outlook",
+    ],
     &["video/mp4", "audio/mp4", "audio/m4a", "audio/x-m4a", "video/x-m4v", "video/quicktime", "video/3gpp"],
     &["audio/ogg", "video/ogg", "application/ogg", "audio/opus"],
     &["video/webm", "audio/webm", "video/x-matroska", "audio/x-matroska"],
@@ -94,19 +102,46 @@ fn has_signature(t: &str) -> bool {
     let (top, _) = t.split_once('/').unwrap_or((t, ""));
     matches!(top, "image" | "audio" | "video" | "font")
         || FAMILIES.iter().any(|f| f.contains(&t))
-        || matches!(t, "application/pdf" | "application/gzip" | "application/x-7z-compressed" | "application/vnd.rar" | "application/x-rar-compressed" | "application/wasm" | "application/vnd.microsoft.portable-executable")
+        || matches!(
+            t,
+            "application/pdf"
+                | "application/gzip"
+                | "application/x-7z-compressed"
+                | "application/vnd.rar"
+                | "application/x-rar-compressed"
+                | "application/wasm"
+                | "application/vnd.microsoft.portable-executable"
+        )
 }
 
 /// Types a browser renders or runs as a page or script.
 fn is_active_type(t: &str) -> bool {
-    matches!(t, "text/html" | "application/xhtml+xml" | "image/svg+xml" | "application/xml" | "text/javascript" | "application/javascript")
-        || t.ends_with("+xml")
+    matches!(
+        t,
+        "text/html"
+            | "application/xhtml+xml"
+            | "image/svg+xml"
+            | "application/xml"
+            | "text/javascript"
+            | "application/javascript"
+    ) || t.ends_with("+xml")
 }
 
 /// Plain-text formats that sniff as `text/plain`.
 fn is_textual(t: &str) -> bool {
     (t.starts_with("text/") && !matches!(t, "text/html" | "text/javascript" | "text/xsl" | "text/vnd.wap.wml"))
-        || matches!(t, "application/json" | "application/x-yaml" | "application/yaml" | "application/toml" | "application/sql" | "application/x-sh" | "application/x-subrip" | "application/ld+json" | "application/x-ndjson")
+        || matches!(
+            t,
+            "application/json"
+                | "application/x-yaml"
+                | "application/yaml"
+                | "application/toml"
+                | "application/sql"
+                | "application/x-sh"
+                | "application/x-subrip"
+                | "application/ld+json"
+                | "application/x-ndjson"
+        )
 }
 
 /// Whether a file whose bytes are `found` may be called `claimed` (by its name or its client).
@@ -220,7 +255,11 @@ mod tests {
             ("text/plain", &["text/csv".to_owned()], None, "x.csv", true),
         ];
         for (found, allow, declared, name, ok) in cases {
-            assert_eq!(check(found, allow, *declared, name).is_ok(), *ok, "{found} as {declared:?} named {name} against {allow:?}");
+            assert_eq!(
+                check(found, allow, *declared, name).is_ok(),
+                *ok,
+                "{found} as {declared:?} named {name} against {allow:?}"
+            );
         }
     }
 

@@ -11,7 +11,9 @@ use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use http_body_util::BodyExt;
-use private_storage::{CurrentUser, LocalStorage, MemoryStorage, ResponseBody, ServePrivate, Storage, StorageExt, User};
+use private_storage::{
+    CurrentUser, LocalStorage, MemoryStorage, ResponseBody, ServePrivate, Storage, StorageExt, User,
+};
 use tower::ServiceExt;
 
 /// The toy identity layer of the tests: `Authorization: Bearer <name>` where `root` is a
@@ -36,9 +38,7 @@ pub async fn bearer_identity(mut request: Request, next: Next) -> Response {
 
 /// Mounts `service` at `/private-media` behind the toy identity layer.
 pub fn app(service: ServePrivate) -> Router {
-    Router::new()
-        .nest_service("/private-media", service)
-        .layer(middleware::from_fn(bearer_identity))
+    Router::new().nest_service("/private-media", service).layer(middleware::from_fn(bearer_identity))
 }
 
 /// The two backends every HTTP behaviour is tested over.
@@ -100,7 +100,10 @@ pub async fn send(app: &Router, method: Method, uri: &str, user: Option<&str>, h
 }
 
 /// Sends one request straight to the service (no router), collecting the body.
-pub async fn send_service(service: &ServePrivate, request: http::Request<()>) -> (http::response::Parts, Result<Bytes, private_storage::BoxError>) {
+pub async fn send_service(
+    service: &ServePrivate,
+    request: http::Request<()>,
+) -> (http::response::Parts, Result<Bytes, private_storage::BoxError>) {
     let response: http::Response<ResponseBody> = service.serve(request).await;
     let (parts, body) = response.into_parts();
     (parts, body.collect().await.map(|c| c.to_bytes()))
@@ -181,7 +184,12 @@ pub struct Peer {
 
 impl Peer {
     /// Runs `start` (a command that daemonizes) and fails with the daemon's log if it fails.
-    pub fn start(name: &'static str, mut start: std::process::Command, stop: std::process::Command, log: std::path::PathBuf) -> Self {
+    pub fn start(
+        name: &'static str,
+        mut start: std::process::Command,
+        stop: std::process::Command,
+        log: std::path::PathBuf,
+    ) -> Self {
         let out = start.output().unwrap_or_else(|e| panic!("{name} did not start: {e}"));
         let peer = Peer { name, log, stop };
         assert!(
@@ -235,7 +243,13 @@ pub type PutEvents = tokio::sync::mpsc::UnboundedReceiver<&'static str>;
 impl Instrumented {
     pub fn new(inner: Arc<dyn Storage>) -> (Self, PutEvents) {
         let (puts, events) = tokio::sync::mpsc::unbounded_channel();
-        let this = Self { inner, heads: Arc::default(), yielded: Arc::default(), open_reads: tokio::sync::watch::Sender::new(0), puts };
+        let this = Self {
+            inner,
+            heads: Arc::default(),
+            yielded: Arc::default(),
+            open_reads: tokio::sync::watch::Sender::new(0),
+            puts,
+        };
         (this, events)
     }
 
@@ -260,7 +274,11 @@ impl Storage for Instrumented {
         self.inner.head(key).await
     }
 
-    async fn get(&self, key: &private_storage::ObjectKey, options: private_storage::GetOptions) -> private_storage::Result<private_storage::GetResult> {
+    async fn get(
+        &self,
+        key: &private_storage::ObjectKey,
+        options: private_storage::GetOptions,
+    ) -> private_storage::Result<private_storage::GetResult> {
         use futures_util::StreamExt;
         let got = self.inner.get(key, options).await?;
         let (meta, range) = (got.meta.clone(), got.range.clone());
@@ -281,7 +299,12 @@ impl Storage for Instrumented {
         Ok(private_storage::GetResult::new(meta, range, private_storage::Payload::Stream(stream)))
     }
 
-    async fn put(&self, key: &private_storage::ObjectKey, data: private_storage::PutStream<'_>, options: private_storage::PutOptions) -> private_storage::Result<private_storage::ObjectMeta> {
+    async fn put(
+        &self,
+        key: &private_storage::ObjectKey,
+        data: private_storage::PutStream<'_>,
+        options: private_storage::PutOptions,
+    ) -> private_storage::Result<private_storage::ObjectMeta> {
         let puts = self.puts.clone();
         let _ended = OnDrop(move || {
             let _ = puts.send("ended");
@@ -294,7 +317,10 @@ impl Storage for Instrumented {
         self.inner.delete(key).await
     }
 
-    fn list(&self, prefix: Option<&private_storage::ObjectKey>) -> futures_core::stream::BoxStream<'static, private_storage::Result<private_storage::ObjectMeta>> {
+    fn list(
+        &self,
+        prefix: Option<&private_storage::ObjectKey>,
+    ) -> futures_core::stream::BoxStream<'static, private_storage::Result<private_storage::ObjectMeta>> {
         self.inner.list(prefix)
     }
 }
@@ -385,7 +411,10 @@ pub fn png(width: u32, height: u32) -> Vec<u8> {
 pub async fn get_partly(addr: SocketAddr, path: &str, user: &str, at_least: usize) -> tokio::net::TcpStream {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
-    socket.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {user}\r\n\r\n").as_bytes()).await.unwrap();
+    socket
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {user}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 64 * 1024];
     let mut received = 0;
     while received < at_least {

@@ -4,11 +4,11 @@
 //! enforces conditional writes and SSE-C). Both are torn down when dropped.
 
 use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
 use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use private_storage::{S3Builder, S3Storage};
@@ -72,7 +72,10 @@ impl http_body::Body for Counted {
     type Data = bytes::Bytes;
     type Error = <s3s::Body as http_body::Body>::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let polled = self.inner.as_mut().poll_frame(cx);
         match &polled {
             std::task::Poll::Ready(Some(Ok(frame))) => {
@@ -101,7 +104,11 @@ impl http_body::Body for Counted {
 impl S3Server {
     /// A builder for a storage on this server's bucket with the test credentials.
     pub fn builder(&self) -> S3Builder {
-        S3Storage::builder().bucket(BUCKET).endpoint(&self.endpoint).region(self.region).credentials(ACCESS_KEY, SECRET_KEY)
+        S3Storage::builder()
+            .bucket(BUCKET)
+            .endpoint(&self.endpoint)
+            .region(self.region)
+            .credentials(ACCESS_KEY, SECRET_KEY)
     }
 
     /// Where Garage wrote its log.
@@ -159,7 +166,9 @@ fn free_port() -> u16 {
 
 /// The Garage binary: on PATH or where `cargo install` puts it.
 fn garage_program() -> PathBuf {
-    let home = std::env::var_os("CARGO_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
     let candidates = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
@@ -208,7 +217,13 @@ root_domain = ".s3.garage.localhost"
         .stderr(log)
         .spawn()
         .expect("garage starts");
-    let server = S3Server { endpoint: format!("http://127.0.0.1:{api}"), region: "garage", dir, bodies: None, child: Some(child) };
+    let server = S3Server {
+        endpoint: format!("http://127.0.0.1:{api}"),
+        region: "garage",
+        dir,
+        bodies: None,
+        child: Some(child),
+    };
     // Ready when the bucket answers a signed request.
     let probe = server.builder().build().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -229,7 +229,12 @@ impl S3Builder {
             "session_token" => self.session_token = Some(value),
             "prefix" => self.prefix = Some(value),
             "base_url" => self.base_url = Some(value),
-            "presign_expiry" => self.presign_expiry = Some(parse_duration(&value).ok_or_else(|| bad("presign_expiry", &value, "a duration such as 60s, 5m or 1h"))?),
+            "presign_expiry" => {
+                self.presign_expiry = Some(
+                    parse_duration(&value)
+                        .ok_or_else(|| bad("presign_expiry", &value, "a duration such as 60s, 5m or 1h"))?,
+                )
+            }
             "cache_control" => self.cache_control = Some(value),
             "storage_class" => self.storage_class = Some(value),
             "encryption" => self.encryption_name = Some(value),
@@ -239,7 +244,10 @@ impl S3Builder {
             "allow_http" => self.allow_http = Some(parse_bool("allow_http", &value)?),
             "virtual_hosted_style" => self.virtual_hosted_style = Some(parse_bool("virtual_hosted_style", &value)?),
             other => {
-                return Err(Error::config("s3", format!("unknown S3 setting `{other}` (known: {})", SETTINGS.join(", "))));
+                return Err(Error::config(
+                    "s3",
+                    format!("unknown S3 setting `{other}` (known: {})", SETTINGS.join(", ")),
+                ));
             }
         }
         Ok(self)
@@ -291,13 +299,26 @@ impl S3Builder {
     /// # Errors
     /// [`Error::Config`] naming the setting that is missing or wrong.
     pub fn build(self) -> Result<S3Storage> {
-        let bucket = self.bucket.clone().filter(|b| !b.is_empty()).ok_or_else(|| Error::config("bucket", "an S3 storage needs a bucket"))?;
-        if !bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'_')) || bucket.len() < 3 || bucket.len() > 63 {
-            return Err(Error::config("bucket", format!("{bucket:?} is not a valid bucket name (3–63 lower-case letters, digits, `-`, `.`)")));
+        let bucket = self
+            .bucket
+            .clone()
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| Error::config("bucket", "an S3 storage needs a bucket"))?;
+        if !bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'_'))
+            || bucket.len() < 3
+            || bucket.len() > 63
+        {
+            return Err(Error::config(
+                "bucket",
+                format!("{bucket:?} is not a valid bucket name (3–63 lower-case letters, digits, `-`, `.`)"),
+            ));
         }
         let prefix = match self.prefix.as_deref().map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) {
             None => None,
-            Some(p) => Some(crate::ObjectKey::new(p).map_err(|e| Error::config("prefix", format!("{p:?} is not a valid folder: {e}")))?),
+            Some(p) => Some(
+                crate::ObjectKey::new(p)
+                    .map_err(|e| Error::config("prefix", format!("{p:?} is not a valid folder: {e}")))?,
+            ),
         };
         let presign_expiry = self.presign_expiry.unwrap_or(DEFAULT_PRESIGN_EXPIRY);
         if presign_expiry.is_zero() || presign_expiry > MAX_PRESIGN_EXPIRY {
@@ -322,12 +343,19 @@ impl S3Builder {
         // No overall request timeout (object_store's default of 30 s would cut a long download
         // to a slow client: the body is read as fast as the client takes it); a connect timeout
         // and a bounded retry instead, so an unreachable server is reported in seconds.
-        let client = object_store::ClientOptions::new().with_timeout_disabled().with_connect_timeout(Duration::from_secs(5));
-        let retry = object_store::RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(20), ..Default::default() };
-        let mut os = AmazonS3Builder::from_env().with_client_options(client).with_retry(retry).with_bucket_name(&bucket).with_region(&region);
+        let client =
+            object_store::ClientOptions::new().with_timeout_disabled().with_connect_timeout(Duration::from_secs(5));
+        let retry =
+            object_store::RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(20), ..Default::default() };
+        let mut os = AmazonS3Builder::from_env()
+            .with_client_options(client)
+            .with_retry(retry)
+            .with_bucket_name(&bucket)
+            .with_region(&region);
         let mut allow_http = self.allow_http;
         if let Some(endpoint) = &self.endpoint {
-            let parsed = url::Url::parse(endpoint).map_err(|e| Error::config("endpoint", format!("{endpoint:?} is not a URL: {e}")))?;
+            let parsed = url::Url::parse(endpoint)
+                .map_err(|e| Error::config("endpoint", format!("{endpoint:?} is not a URL: {e}")))?;
             match parsed.scheme() {
                 "https" => {}
                 "http" => {
@@ -335,13 +363,25 @@ impl S3Builder {
                         || matches!(parsed.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
                         || parsed.host_str() == Some("localhost");
                     if !allow_http.unwrap_or(loopback) {
-                        return Err(Error::config("allow_http", format!("{endpoint} is plain http: set allow_http = true to send credentials and files unencrypted")));
+                        return Err(Error::config(
+                            "allow_http",
+                            format!(
+                                "{endpoint} is plain http: set allow_http = true to send credentials and files unencrypted"
+                            ),
+                        ));
                     }
                     allow_http = Some(true);
                 }
-                other => return Err(Error::config("endpoint", format!("{endpoint:?}: scheme {other:?} is not http or https"))),
+                other => {
+                    return Err(Error::config(
+                        "endpoint",
+                        format!("{endpoint:?}: scheme {other:?} is not http or https"),
+                    ));
+                }
             }
-            os = os.with_endpoint(endpoint.trim_end_matches('/')).with_virtual_hosted_style_request(self.virtual_hosted_style.unwrap_or(false));
+            os = os
+                .with_endpoint(endpoint.trim_end_matches('/'))
+                .with_virtual_hosted_style_request(self.virtual_hosted_style.unwrap_or(false));
         } else if let Some(v) = self.virtual_hosted_style {
             os = os.with_virtual_hosted_style_request(v);
         }
@@ -361,20 +401,24 @@ impl S3Builder {
         };
         os = match &encryption {
             Encryption::None => os,
-            Encryption::S3 => os.with_config("aws_server_side_encryption".parse().expect("a known object_store key"), "AES256"),
+            Encryption::S3 => {
+                os.with_config("aws_server_side_encryption".parse().expect("a known object_store key"), "AES256")
+            }
             Encryption::Kms { key_id } => os.with_sse_kms_encryption(key_id),
-            Encryption::Customer { key } => os.with_ssec_encryption(base64::engine::general_purpose::STANDARD.encode(key)),
+            Encryption::Customer { key } => {
+                os.with_ssec_encryption(base64::engine::general_purpose::STANDARD.encode(key))
+            }
         };
         super::install_tls_provider();
-        let store = os
-            .build()
-            .map_err(|e| Error::config("s3", e.to_string()))?;
+        let store = os.build().map_err(|e| Error::config("s3", e.to_string()))?;
         // A child module of `s3`, so the storage's private fields are in reach.
         Ok(S3Storage {
             store: std::sync::Arc::new(store),
             bucket,
             prefix,
-            base_url: crate::storage::normalise_base_url(self.base_url.unwrap_or_else(|| crate::DEFAULT_BASE_URL.to_owned())),
+            base_url: crate::storage::normalise_base_url(
+                self.base_url.unwrap_or_else(|| crate::DEFAULT_BASE_URL.to_owned()),
+            ),
             presign_expiry,
             cache_control: self.cache_control,
             storage_class: self.storage_class,
@@ -392,11 +436,16 @@ impl S3Builder {
             Some("none" | "") => Some(Encryption::None),
             Some("s3" | "AES256" | "sse-s3") => Some(Encryption::S3),
             Some("kms" | "aws:kms" | "sse-kms") => {
-                let key_id = self.kms_key_id.clone().ok_or_else(|| Error::config("kms_key_id", "encryption = kms needs kms_key_id"))?;
+                let key_id = self
+                    .kms_key_id
+                    .clone()
+                    .ok_or_else(|| Error::config("kms_key_id", "encryption = kms needs kms_key_id"))?;
                 Some(Encryption::Kms { key_id })
             }
             Some("customer" | "sse-c") => {
-                let encoded = self.customer_key.as_deref().ok_or_else(|| Error::config("customer_key", "encryption = customer needs customer_key (32 bytes, base64)"))?;
+                let encoded = self.customer_key.as_deref().ok_or_else(|| {
+                    Error::config("customer_key", "encryption = customer needs customer_key (32 bytes, base64)")
+                })?;
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(encoded)
                     .ok()
@@ -407,7 +456,10 @@ impl S3Builder {
             Some(other) => return Err(bad("encryption", other, "none, s3, kms or customer")),
         };
         if named.is_none() && (self.kms_key_id.is_some() || self.customer_key.is_some()) {
-            return Err(Error::config("encryption", "kms_key_id / customer_key given without encryption = kms / customer"));
+            return Err(Error::config(
+                "encryption",
+                "kms_key_id / customer_key given without encryption = kms / customer",
+            ));
         }
         Ok(named.or_else(|| self.encryption.clone()).unwrap_or(Encryption::None))
     }
@@ -500,7 +552,11 @@ mod tests {
 
     #[test]
     fn secrets_stay_out_of_debug_output() {
-        let b = base().set("encryption", "customer").unwrap().set("customer_key", &base64::engine::general_purpose::STANDARD.encode([9u8; 32])).unwrap();
+        let b = base()
+            .set("encryption", "customer")
+            .unwrap()
+            .set("customer_key", &base64::engine::general_purpose::STANDARD.encode([9u8; 32]))
+            .unwrap();
         let shown = format!("{b:?} {:?}", b.clone().build().unwrap());
         assert!(!shown.contains("\"sk\"") && !shown.contains("CQkJ"), "{shown}");
     }

@@ -13,7 +13,7 @@ use futures_core::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3;
 use object_store::path::Path;
-use object_store::signer::{Method, Signer, SignedUrlOptions};
+use object_store::signer::{Method, SignedUrlOptions, Signer};
 use object_store::{Attribute, Attributes, GetRange, MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
 
 pub use config::{DEFAULT_PRESIGN_EXPIRY, Encryption, S3Builder, SETTINGS as S3_SETTINGS};
@@ -194,7 +194,9 @@ impl S3Storage {
         Fut: Future<Output = object_store::Result<Option<String>>>,
     {
         let attempts = match mode {
-            PutMode::Overwrite => return write(self.path(key), false).await.map(|e| (key.clone(), e)).map_err(|e| map_err(key, e)),
+            PutMode::Overwrite => {
+                return write(self.path(key), false).await.map(|e| (key.clone(), e)).map_err(|e| map_err(key, e));
+            }
             PutMode::Create => 1,
             PutMode::CreateUnique => UNIQUE_ATTEMPTS,
         };
@@ -242,10 +244,19 @@ impl S3Storage {
 
     /// Where a multipart upload is assembled: the key itself (S3 makes it visible only when
     /// completed), or a staging object for the create-only modes.
-    async fn put_multipart(&self, key: &ObjectKey, first: Vec<Bytes>, mut rest: PutStream<'_>, options: &PutOptions) -> Result<ObjectMeta> {
+    async fn put_multipart(
+        &self,
+        key: &ObjectKey,
+        first: Vec<Bytes>,
+        mut rest: PutStream<'_>,
+        options: &PutOptions,
+    ) -> Result<ObjectMeta> {
         let direct = options.mode == PutMode::Overwrite;
         let target = if direct { self.path(key) } else { self.staging_path() };
-        let opts = object_store::PutMultipartOptions { attributes: self.attributes(options.content_type.as_deref()), ..Default::default() };
+        let opts = object_store::PutMultipartOptions {
+            attributes: self.attributes(options.content_type.as_deref()),
+            ..Default::default()
+        };
         let upload = self.store.put_multipart_opts(&target, opts).await.map_err(|e| map_err(key, e))?;
         let mut upload = Upload::new(upload);
         let mut size = 0u64;
@@ -349,7 +360,9 @@ impl Storage for S3Storage {
                 let stream = got.into_stream().map_err(move |e| map_err(&failed, e)).boxed();
                 Ok(GetResult::new(meta, range, Payload::Stream(stream)))
             }
-            Err(e @ (object_store::Error::NotFound { .. } | object_store::Error::Precondition { .. })) => Err(map_err(key, e)),
+            Err(e @ (object_store::Error::NotFound { .. } | object_store::Error::Precondition { .. })) => {
+                Err(map_err(key, e))
+            }
             Err(e) => match wanted {
                 // A range outside the object: S3 answers 416, or a shorter range than asked.
                 Some(range) => {
@@ -417,9 +430,13 @@ impl Storage for S3Storage {
 
     async fn presigned_get(&self, key: &ObjectKey, request: &PresignedGet) -> Result<Option<String>> {
         if matches!(self.encryption, Encryption::Customer { .. }) {
-            return Err(Error::config("delivery", "objects encrypted with a customer key (SSE-C) cannot be fetched through presigned URLs"));
+            return Err(Error::config(
+                "delivery",
+                "objects encrypted with a customer key (SSE-C) cannot be fetched through presigned URLs",
+            ));
         }
-        let expires_in = request.expires_in.unwrap_or(self.presign_expiry).min(self.presign_expiry).max(Duration::from_secs(1));
+        let expires_in =
+            request.expires_in.unwrap_or(self.presign_expiry).min(self.presign_expiry).max(Duration::from_secs(1));
         let mut query = Vec::new();
         for (name, value) in [
             ("response-content-type", &request.content_type),

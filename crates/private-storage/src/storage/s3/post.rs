@@ -79,7 +79,8 @@ impl S3Storage {
         let credential = self.store.credentials().get_credential().await.map_err(|e| Error::storage("s3", e))?;
         let now = Utc::now();
         let expires_in = policy.expires_in.unwrap_or(self.presign_expiry);
-        let expiration = now + chrono::Duration::from_std(expires_in).map_err(|e| Error::config("presign_expiry", e.to_string()))?;
+        let expiration =
+            now + chrono::Duration::from_std(expires_in).map_err(|e| Error::config("presign_expiry", e.to_string()))?;
         let date = now.format("%Y%m%d").to_string();
         let amz_date = now.format("%Y%m%dT%H%M%SZ").to_string();
         let scope = format!("{date}/{}/s3/aws4_request", self.region);
@@ -104,7 +105,8 @@ impl S3Storage {
             fields.push(("x-amz-security-token".into(), token.clone()));
         }
 
-        let mut conditions = vec![json!({ "bucket": self.bucket }), json!(["content-length-range", policy.min_size, policy.max_size])];
+        let mut conditions =
+            vec![json!({ "bucket": self.bucket }), json!(["content-length-range", policy.min_size, policy.max_size])];
         conditions.extend(fields.iter().map(|(name, value)| json!(["eq", format!("${name}"), value])));
         let document = json!({ "expiration": rfc3339_millis(expiration), "conditions": conditions });
         let encoded = base64::engine::general_purpose::STANDARD.encode(document.to_string());
@@ -152,7 +154,8 @@ mod tests {
     #[test]
     fn signs_like_the_aws_documentation_example() {
         let policy = "eyAiZXhwaXJhdGlvbiI6ICIyMDE1LTEyLTMwVDEyOjAwOjAwLjAwMFoiLA0KICAiY29uZGl0aW9ucyI6IFsNCiAgICB7ImJ1Y2tldCI6ICJzaWd2NGV4YW1wbGVidWNrZXQifSwNCiAgICBbInN0YXJ0cy13aXRoIiwgIiRrZXkiLCAidXNlci91c2VyMS8iXSwNCiAgICB7ImFjbCI6ICJwdWJsaWMtcmVhZCJ9LA0KICAgIHsic3VjY2Vzc19hY3Rpb25fcmVkaXJlY3QiOiAiaHR0cDovL3NpZ3Y0ZXhhbXBsZWJ1Y2tldC5zMy5hbWF6b25hd3MuY29tL3N1Y2Nlc3NmdWxfdXBsb2FkLmh0bWwifSwNCiAgICBbInN0YXJ0cy13aXRoIiwgIiRDb250ZW50LVR5cGUiLCAiaW1hZ2UvIl0sDQogICAgeyJ4LWFtei1tZXRhLXV1aWQiOiAiMTQzNjUxMjM2NTEyNzQifSwNCiAgICB7IngtYW16LXNlcnZlci1zaWRlLWVuY3J5cHRpb24iOiAiQUVTMjU2In0sDQogICAgWyJzdGFydHMtd2l0aCIsICIkeC1hbXotbWV0YS10YWciLCAiIl0sDQoNCiAgICB7IngtYW16LWNyZWRlbnRpYWwiOiAiQUtJQUlPU0ZPRE5ON0VYQU1QTEUvMjAxNTEyMjkvdXMtZWFzdC0xL3MzL2F3czRfcmVxdWVzdCJ9LA0KICAgIHsieC1hbXotYWxnb3JpdGhtIjogIkFXUzQtSE1BQy1TSEEyNTYifSwNCiAgICB7IngtYW16LWRhdGUiOiAiMjAxNTEyMjlUMDAwMDAwWiIgfQ0KICBdDQp9";
-        let signature = hex(&sign("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "20151229", "us-east-1", policy.as_bytes()));
+        let signature =
+            hex(&sign("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "20151229", "us-east-1", policy.as_bytes()));
         assert_eq!(signature, "8afdbf4008c03f22c2cd3cdb72e4afbb1f6a588f3255ac628749a66d7f09699e");
     }
 }
