@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use futures_util::StreamExt;
-use private_storage::{ObjectKey, Storage, Upload};
+use private_storage::Upload;
 
-use crate::api::{ShareRequest, delete_file, issue_link};
-use crate::auth::{hash_password, random_token, sha256_hex};
 use crate::config::{DeliveryName, StorageConfig};
-use crate::{AppState, Config, Loader, Owner};
+use crate::domain::{Actor, Domain, Error, ShareRequest, role};
+use crate::http::api::rfc3339;
+use crate::{AppState, Backend, Config, Loader};
 
 /// A private file server: people log in, upload, and download what the rules allow.
 #[derive(Debug, Parser)]
@@ -172,7 +172,45 @@ enum TokenCommand {
     },
 }
 
-type CliResult = Result<(), String>;
+/// What a command that failed says: the message on stderr, and the exit code.
+#[derive(Debug)]
+struct Failure {
+    message: String,
+    code: u8,
+}
+
+type CliResult = Result<(), Failure>;
+
+/// The one mapping of a domain error to the command line: its message, and exit code 1.
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        let message = match &e {
+            // The cause matters to an operator (the server would log it): say it.
+            Error::Unavailable(cause) => format!("{e} ({cause})"),
+            Error::Internal(cause) => format!("{e} ({cause})"),
+            other => other.message(),
+        };
+        Self { message, code: 1 }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Self { message, code: 1 }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Self {
+        message.to_owned().into()
+    }
+}
+
+impl From<crate::StartError> for Failure {
+    fn from(e: crate::StartError) -> Self {
+        e.to_string().into()
+    }
+}
 
 /// Parses the command line and runs it; the process's exit code.
 pub fn run() -> std::process::ExitCode {
@@ -188,9 +226,9 @@ pub fn run() -> std::process::ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     match runtime.block_on(execute(cli.command, config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            std::process::ExitCode::from(failure.code)
         }
     }
 }
@@ -236,7 +274,8 @@ async fn execute(command: Command, config: Config) -> CliResult {
     if let Command::Config(ConfigCommand::Nginx) = command {
         return nginx(&config);
     }
-    let state = AppState::build(config).await.map_err(|e| e.to_string())?;
+    let state = AppState::build(config).await?;
+    let domain = &state.domain;
     match command {
         Command::Serve { .. } => serve(state).await,
         Command::Migrate => {
@@ -246,13 +285,12 @@ async fn execute(command: Command, config: Config) -> CliResult {
         Command::Check => check(&state).await,
         Command::Config(_) => unreachable!("handled above"),
         Command::User(command) => user(&state, command).await,
-        Command::Token(command) => token(&state, command).await,
-        Command::Put { file, owner } => put(&state, file, owner).await,
-        Command::Get { target, output } => get(&state, &target, &output).await,
-        Command::Ls { owner } => ls(&state, owner).await,
+        Command::Token(command) => token(domain, command).await,
+        Command::Put { file, owner } => put(domain, file, owner).await,
+        Command::Get { target, output } => get(domain, &target, &output).await,
+        Command::Ls { owner } => ls(domain, owner).await,
         Command::Rm { id } => {
-            let file = state.db.file(&id, None).await.map_err(|e| e.to_string())?.ok_or(format!("no file {id}"))?;
-            delete_file(&state, &file).await.map_err(|r| r.message)?;
+            let file = domain.delete(&Actor::Operator, &id).await?;
             println!("deleted {} ({})", file.id, file.name);
             Ok(())
         }
@@ -266,7 +304,7 @@ async fn serve(state: AppState) -> CliResult {
     let listener =
         tokio::net::TcpListener::bind(bind).await.map_err(|e| format!("cannot listen on {bind}: {e} (set `bind`)"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let users = state.db.users().await.map_err(|e| e.to_string())?;
+    let has_users = state.domain.has_users().await?;
     println!("private-storage listening on http://{addr}/");
     match &state.config.storage {
         StorageConfig::Local(path) => {
@@ -275,30 +313,18 @@ async fn serve(state: AppState) -> CliResult {
         StorageConfig::S3 { url, .. } => println!("  files:    {url}"),
     }
     println!("  database: {}", crate::config::redact_url(&state.config.database_url));
-    if users.is_empty() {
+    if !has_users {
         println!("No users yet. Create the first one with:\n  private-storage user add admin --superuser");
     }
-    crate::serve(state, listener, crate::server::shutdown_signal()).await.map_err(|e| e.to_string())
+    crate::serve(state, listener, crate::server::shutdown_signal()).await.map_err(|e| e.to_string().into())
 }
 
 async fn check(state: &AppState) -> CliResult {
     state.db.ping().await.map_err(|e| format!("database: {e}"))?;
     println!("database: ok ({})", if state.db.is_postgres() { "PostgreSQL" } else { "SQLite" });
-    match &state.config.storage {
-        StorageConfig::Local(path) => {
-            crate::check_local_root(path).map_err(|e| e.to_string())?;
-            println!("storage: ok ({}, not writable by others)", path.display());
-        }
-        StorageConfig::S3 { url, settings } => {
-            let mut builder = private_storage::S3Builder::from_url(url).map_err(|e| e.to_string())?;
-            for (name, value) in settings {
-                builder = builder.set(name, value).map_err(|e| e.to_string())?;
-            }
-            builder.build().map_err(|e| e.to_string())?.check_writes().await.map_err(|e| format!("storage: {e}"))?;
-            println!("storage: ok ({url})");
-        }
-    }
-    state.ready().await?;
+    let storage = Backend::open(&state.config.storage)?.check().await.map_err(|e| format!("storage: {e}"))?;
+    println!("storage: ok ({storage})");
+    state.domain.ready().await?;
     println!("ready");
     Ok(())
 }
@@ -322,87 +348,50 @@ fn nginx(config: &Config) -> CliResult {
     Ok(())
 }
 
-fn read_password(from_stdin: bool) -> Result<String, String> {
-    let password = if from_stdin || !std::io::stdin().is_terminal() {
+fn read_password(from_stdin: bool) -> Result<String, Failure> {
+    if from_stdin || !std::io::stdin().is_terminal() {
         let mut buf = String::new();
         std::io::stdin().read_to_string(&mut buf).map_err(|e| e.to_string())?;
-        buf.trim_end_matches(['\n', '\r']).to_owned()
-    } else {
-        let first = rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?;
-        let again = rpassword::prompt_password("Again: ").map_err(|e| e.to_string())?;
-        if first != again {
-            return Err("the passwords differ".into());
-        }
-        first
-    };
-    if password.chars().count() < 8 {
-        return Err("a password needs at least 8 characters".into());
+        return Ok(buf.trim_end_matches(['\n', '\r']).to_owned());
     }
-    Ok(password)
+    let first = rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?;
+    let again = rpassword::prompt_password("Again: ").map_err(|e| e.to_string())?;
+    if first != again {
+        return Err("the passwords differ".into());
+    }
+    Ok(first)
 }
 
 async fn user(state: &AppState, command: UserCommand) -> CliResult {
-    let db = &state.db;
+    let domain = &state.domain;
     match command {
         UserCommand::Add { name, staff, superuser, password_stdin } => {
-            if name.is_empty()
-                || name.len() > 150
-                || name.chars().any(|c| c.is_control() || c.is_whitespace() || c == '/')
-            {
-                return Err(format!("{name:?} is not a valid user name (no spaces, slashes or control characters)"));
-            }
-            if db.user_by_name(&name).await.map_err(|e| e.to_string())?.is_some() {
-                return Err(format!("a user named {name} exists already"));
-            }
             let password = read_password(password_stdin)?;
-            let user =
-                db.create_user(&name, &hash_password(&password), staff, superuser).await.map_err(|e| e.to_string())?;
-            let role = if user.is_superuser {
-                "superuser"
-            } else if user.is_staff {
-                "staff"
-            } else {
-                "user"
-            };
-            println!("created {role} {name}; log in at http://{}/login", state.config.bind);
+            let user = domain.add_user(&name, &password, staff, superuser).await?;
+            println!("created {} {name}; log in at http://{}/login", role(&user), state.config.bind);
         }
         UserCommand::List => {
-            for u in db.users().await.map_err(|e| e.to_string())? {
-                let role = if u.is_superuser {
-                    "superuser"
-                } else if u.is_staff {
-                    "staff"
-                } else {
-                    "user"
-                };
-                println!("{}\t{role}\t{}", u.username, crate::api::rfc3339(u.created));
+            for u in domain.users().await? {
+                println!("{}\t{}\t{}", u.username, role(&u), rfc3339(u.created));
             }
         }
         UserCommand::Passwd { name, password_stdin } => {
             let password = read_password(password_stdin)?;
-            if !db.set_password(&name, &hash_password(&password)).await.map_err(|e| e.to_string())? {
-                return Err(format!("no user named {name}"));
-            }
+            domain.set_password(&name, &password).await?;
             println!("password of {name} changed; their sessions ended");
         }
         UserCommand::Rm { name } => {
-            if !db.delete_user(&name).await.map_err(|e| e.to_string())? {
-                return Err(format!("no user named {name}"));
-            }
+            domain.remove_user(&name).await?;
             println!("deleted {name}");
         }
     }
     Ok(())
 }
 
-async fn token(state: &AppState, command: TokenCommand) -> CliResult {
-    let db = &state.db;
+async fn token(domain: &Domain, command: TokenCommand) -> CliResult {
     match command {
         TokenCommand::Create { user, name } => {
-            let user =
-                db.user_by_name(&user).await.map_err(|e| e.to_string())?.ok_or(format!("no user named {user}"))?;
-            let token = format!("ps_{}", random_token(32));
-            db.create_token(&user.id, &name, &sha256_hex(&token)).await.map_err(|e| e.to_string())?;
+            let (user, token) = domain.create_token(&user, &name).await?;
             eprintln!(
                 "API token {name} for {} (shown once; send it as `Authorization: Bearer <token>`):",
                 user.username
@@ -410,9 +399,7 @@ async fn token(state: &AppState, command: TokenCommand) -> CliResult {
             println!("{token}");
         }
         TokenCommand::Revoke { user, name } => {
-            let user =
-                db.user_by_name(&user).await.map_err(|e| e.to_string())?.ok_or(format!("no user named {user}"))?;
-            let n = db.revoke_tokens(&user.id, name.as_deref()).await.map_err(|e| e.to_string())?;
+            let (user, n) = domain.revoke_tokens(&user, name.as_deref()).await?;
             println!("revoked {n} token(s) of {}", user.username);
         }
     }
@@ -433,18 +420,10 @@ fn progress(len: u64) -> indicatif::ProgressBar {
     bar
 }
 
-async fn put(state: &AppState, path: PathBuf, owner: Option<String>) -> CliResult {
+async fn put(domain: &Domain, path: PathBuf, owner: Option<String>) -> CliResult {
     let owner = match owner {
-        Some(name) => {
-            state.db.user_by_name(&name).await.map_err(|e| e.to_string())?.ok_or(format!("no user named {name}"))?
-        }
-        None => {
-            let mut users = state.db.users().await.map_err(|e| e.to_string())?;
-            if users.len() != 1 {
-                return Err("say whose file it is with --owner NAME".into());
-            }
-            users.remove(0)
-        }
+        Some(name) => domain.user_named(&name).await?,
+        None => domain.only_user().await?,
     };
     let file = tokio::fs::File::open(&path).await.map_err(|e| format!("{}: {e}", path.display()))?;
     let len = file.metadata().await.map_err(|e| e.to_string())?.len();
@@ -457,10 +436,10 @@ async fn put(state: &AppState, path: PathBuf, owner: Option<String>) -> CliResul
         }
         chunk
     });
-    let upload = Upload::new(name.clone(), stream.boxed()).content_length(len);
-    let saved = state.policy.save(&Owner(owner.id.clone()), upload).await.map_err(|e| e.public_message())?;
+    let upload = Upload::new(name, stream.boxed()).content_length(len);
+    let row = domain.upload(&Actor::Operator, &owner.id, async { Ok(upload) }).await;
     bar.finish_and_clear();
-    let row = state.record_upload(&owner.id, &saved, &name).await.map_err(|e| e.to_string())?;
+    let row = row?;
     println!("{}\t{}\t{}\t{}", row.id, row.size, row.content_type, row.name);
     Ok(())
 }
@@ -486,18 +465,8 @@ fn tokio_util_stream(
     })
 }
 
-async fn get(state: &AppState, target: &str, output: &std::path::Path) -> CliResult {
-    let file = match state.db.file(target, None).await.map_err(|e| e.to_string())? {
-        Some(file) => file,
-        None => state
-            .db
-            .file_by_key(target)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or(format!("no file with id or key {target}"))?,
-    };
-    let key = ObjectKey::new(&file.object_key).map_err(|e| e.to_string())?;
-    let got = state.storage.get(&key, private_storage::GetOptions::default()).await.map_err(|e| e.to_string())?;
+async fn get(domain: &Domain, target: &str, output: &std::path::Path) -> CliResult {
+    let (file, got) = domain.read(&Actor::Operator, target).await?;
     let bar = progress(got.meta.size);
     // Written next to the target and renamed into place: no half-written output file.
     let partial =
@@ -516,31 +485,26 @@ async fn get(state: &AppState, target: &str, output: &std::path::Path) -> CliRes
     bar.finish_and_clear();
     if let Err(e) = written {
         let _ = std::fs::remove_file(&partial);
-        return Err(e);
+        return Err(e.into());
     }
     std::fs::rename(&partial, output).map_err(|e| e.to_string())?;
     println!("{} ({} bytes) -> {}", file.name, file.size, output.display());
     Ok(())
 }
 
-async fn ls(state: &AppState, owner: Option<String>) -> CliResult {
-    let scope = match owner {
-        Some(name) => Some(
-            state.db.user_by_name(&name).await.map_err(|e| e.to_string())?.ok_or(format!("no user named {name}"))?.id,
-        ),
-        None => None,
-    };
+async fn ls(domain: &Domain, owner: Option<String>) -> CliResult {
     let mut offset = 0;
     loop {
-        let (files, total) = state.db.files(scope.as_deref(), 500, offset).await.map_err(|e| e.to_string())?;
-        for (f, owner) in &files {
+        let (files, total) = domain.list_of(owner.as_deref(), 500, offset).await?;
+        for f in &files {
+            let (file, owner) = (&f.file, &f.owner);
             println!(
                 "{}\t{owner}\t{}\t{}\t{}\t{}",
-                f.id,
-                f.size,
-                f.content_type,
-                crate::api::rfc3339(f.created),
-                f.name
+                file.id,
+                file.size,
+                file.content_type,
+                rfc3339(file.created),
+                file.name
             );
         }
         offset += files.len() as i64;
@@ -551,31 +515,30 @@ async fn ls(state: &AppState, owner: Option<String>) -> CliResult {
 }
 
 async fn copy_storage(state: &AppState, to: &str) -> CliResult {
-    let target: std::sync::Arc<dyn Storage> = if to.starts_with("s3://") {
-        let mut builder = private_storage::S3Builder::from_url(to).map_err(|e| e.to_string())?;
-        if let StorageConfig::S3 { settings, .. } = &state.config.storage {
-            for (name, value) in settings {
-                builder = builder.set(name, value).map_err(|e| e.to_string())?;
-            }
-        }
-        builder = builder.from_env("PRIVATE_STORAGE_S3_").map_err(|e| e.to_string())?;
-        std::sync::Arc::new(builder.build().map_err(|e| e.to_string())?)
+    // The target is opened like the configured storage; an S3 target takes the `[s3]` settings.
+    let target = if to.starts_with("s3://") {
+        let settings = match &state.config.storage {
+            StorageConfig::S3 { settings, .. } => settings.clone(),
+            StorageConfig::Local(_) => Default::default(),
+        };
+        StorageConfig::S3 { url: to.to_owned(), settings }
     } else {
-        crate::check_local_root(std::path::Path::new(to)).map_err(|e| e.to_string())?;
-        std::sync::Arc::new(private_storage::LocalStorage::new(to).map_err(|e| format!("{to}: {e}"))?)
+        StorageConfig::Local(to.into())
     };
-    let (_, total) = state.db.files(None, 1, 0).await.map_err(|e| e.to_string())?;
+    let target = Backend::open(&target)?.shared();
+    let (_, total) = state.domain.list(&Actor::Operator, 1, 0).await?;
     let bar = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new(total as u64)
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let report = private_storage::migrate(&*state.storage, &*target, None, |p| {
-        bar.inc(1);
-        bar.set_message(p.key.to_string());
-    })
-    .await
-    .map_err(|e| e.to_string())?;
+    let report = state
+        .domain
+        .copy_storage(&*target, |p| {
+            bar.inc(1);
+            bar.set_message(p.key.to_string());
+        })
+        .await?;
     bar.finish_and_clear();
     println!(
         "copied {} file(s) ({} bytes), {} already in place; all verified",
@@ -587,24 +550,14 @@ async fn copy_storage(state: &AppState, to: &str) -> CliResult {
 async fn share(state: &AppState, args: ShareArgs) -> CliResult {
     if args.target == "revoke" {
         let link_id = args.link.ok_or("share revoke LINK_ID")?;
-        let link = state.db.link(&link_id).await.map_err(|e| e.to_string())?.ok_or(format!("no link {link_id}"))?;
-        state.db.revoke_link(&link.link_id, link.expires).await.map_err(|e| e.to_string())?;
+        state.domain.revoke(&Actor::Operator, &link_id).await?;
         println!("revoked link {link_id}");
         return Ok(());
     }
-    let file = match state.db.file(&args.target, None).await.map_err(|e| e.to_string())? {
-        Some(file) => file,
-        None => state
-            .db
-            .file_by_key(&args.target)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or(format!("no file with id or key {}", args.target))?,
-    };
     let request = ShareRequest { expires: args.expires, attachment: args.attachment, user: args.user };
-    let (url, row) = issue_link(state, "cli", &file, &request).await.map_err(|r| r.message)?;
+    let (file, link) = state.domain.share(&Actor::Operator, &args.target, &request).await?;
     let base = state.config.public_url.clone().unwrap_or_else(|| format!("http://{}", state.config.bind));
-    eprintln!("link {} to {} until {}", row.link_id, file.name, crate::api::rfc3339(row.expires));
-    println!("{}{url}", base.trim_end_matches('/'));
+    eprintln!("link {} to {} until {}", link.row.link_id, file.name, rfc3339(link.row.expires));
+    println!("{}{}", base.trim_end_matches('/'), link.path);
     Ok(())
 }

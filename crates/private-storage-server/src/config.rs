@@ -342,7 +342,7 @@ impl Loader {
             private_storage::ShareKeys::parse(keys).map_err(|e| named("share_keys", e.to_string()))?;
         }
         let duration = |key: &str| {
-            parse_duration(get(key).unwrap_or_default())
+            private_storage::parse_duration(get(key).unwrap_or_default())
                 .ok_or_else(|| named(key, "expected a duration such as 30s, 10m, 12h or 7d".into()))
         };
         let max_uploads_per_user = get("max_uploads_per_user")
@@ -467,22 +467,6 @@ pub fn parse_size(value: &str) -> Option<u64> {
     n.checked_mul(factor)
 }
 
-/// `90`, `90s`, `10m`, `12h`, `7d`.
-pub fn parse_duration(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    let split = value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len());
-    let (number, unit) = value.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    let seconds = match unit.trim() {
-        "" | "s" => n,
-        "m" => n.checked_mul(60)?,
-        "h" => n.checked_mul(3600)?,
-        "d" => n.checked_mul(86_400)?,
-        _ => return None,
-    };
-    Some(Duration::from_secs(seconds))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -566,12 +550,10 @@ mod tests {
     }
 
     #[test]
-    fn sizes_and_durations_parse() {
+    fn sizes_parse() {
         assert_eq!(parse_size("10MB"), Some(10_000_000));
         assert_eq!(parse_size("1GiB"), Some(1 << 30));
         assert_eq!(parse_size("512"), Some(512));
         assert_eq!(parse_size("1 TB"), None);
-        assert_eq!(parse_duration("12h"), Some(Duration::from_secs(43_200)));
-        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(604_800)));
     }
 }

@@ -1,6 +1,7 @@
 //! Running the app on a socket: `TCP_NODELAY`, a header-read timeout against slow clients,
-//! the peer address for the login limiter, and a graceful shutdown that lets in-flight
-//! requests finish within a bound.
+//! the peer address for the login limiter, a graceful shutdown that lets in-flight requests
+//! finish within a bound — and the server's own upkeep, which only a serving process does:
+//! removing the staging files of interrupted uploads, and purging expired sessions.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,6 +16,13 @@ use tower::ServiceExt;
 
 use crate::{AppState, app};
 
+/// How long a staging file must have been left alone before the sweep may remove it (the sweep
+/// never removes one a live writer holds; the age covers the instant before it takes the lock).
+const STAGING_GRACE: Duration = Duration::from_secs(60);
+
+/// How often the upkeep runs.
+const UPKEEP_EVERY: Duration = Duration::from_secs(300);
+
 /// Serves `state` on `listener` until `shutdown` resolves, then waits up to the configured
 /// grace period for in-flight requests (downloads included) before returning.
 ///
@@ -27,7 +35,7 @@ pub async fn serve(state: AppState, listener: TcpListener, shutdown: impl Future
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
     let graceful = GracefulShutdown::new();
-    let purge = tokio::spawn(purge_expired(state.clone()));
+    let upkeep = tokio::spawn(upkeep(state.clone()));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -58,7 +66,7 @@ pub async fn serve(state: AppState, listener: TcpListener, shutdown: impl Future
             }
         });
     }
-    purge.abort();
+    upkeep.abort();
     drop(listener);
     tracing::info!(grace_secs = grace.as_secs(), "shutting down: letting in-flight requests finish");
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
@@ -67,11 +75,22 @@ pub async fn serve(state: AppState, listener: TcpListener, shutdown: impl Future
     Ok(())
 }
 
-/// Forgets expired sessions and revocations every few minutes.
-async fn purge_expired(state: AppState) {
-    let mut tick = tokio::time::interval(Duration::from_secs(300));
+/// At start and every few minutes: removes the staging files that interrupted uploads left
+/// (a crash, a `SIGKILL`), without touching an upload in progress in any process, and forgets
+/// expired sessions and revocations.
+async fn upkeep(state: AppState) {
+    let mut tick = tokio::time::interval(UPKEEP_EVERY);
     loop {
         tick.tick().await;
+        if let crate::config::StorageConfig::Local(root) = &state.config.storage
+            && let Ok(local) = private_storage::LocalStorage::new(root)
+        {
+            match local.remove_staging_files(STAGING_GRACE).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "removed staging files of interrupted uploads"),
+                Err(e) => tracing::warn!(error = %e, "could not clean the staging files"),
+            }
+        }
         if let Err(e) = state.db.purge_expired().await {
             tracing::warn!(error = %e, "could not purge expired sessions");
         }

@@ -189,6 +189,7 @@ mod http;
 mod key;
 mod share;
 mod storage;
+mod units;
 mod upload;
 
 #[cfg(feature = "testing")]
@@ -218,7 +219,7 @@ pub use access::{
     AccessRule, AllowAuthenticated, AllowStaff, AllowSuperuser, CurrentUser, Identity, PrivateFile, User,
     allow_authenticated, allow_staff, allow_superuser,
 };
-pub use error::{BoxError, Error, Result, human_size};
+pub use error::{BoxError, Error, Result};
 pub use http::{
     ContentDisposition, DeliverFile, Delivery, OnDenied, Prepared, RecordSource, ResponseBody, ServePrivate,
     ServeRecords, ServeShared, X_ACCEL_REDIRECT, X_SENDFILE, nginx_internal_location, nginx_s3_location,
@@ -237,4 +238,5 @@ pub use storage::{
     DEFAULT_PRESIGN_EXPIRY, Encryption, PostPolicy, PresignedPost, S3_SETTINGS, S3Builder, S3Storage,
     install_tls_provider,
 };
+pub use units::{human_size, parse_duration};
 pub use upload::{SavedFile, Upload, UploadPolicy};

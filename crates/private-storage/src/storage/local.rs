@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures_core::stream::BoxStream;
 use futures_util::{StreamExt, stream};
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, ResolveFlags, Stat};
+use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, RenameFlags, ResolveFlags, Stat};
 use tokio::io::AsyncWriteExt;
 
 use super::{
@@ -121,10 +121,13 @@ impl LocalStorage {
     }
 
     /// Removes the staging files of writes that never finished (a crash, a `SIGKILL` during an
-    /// upload) and are older than `older_than`; returns how many were removed. Call it at start:
-    /// with `Duration::ZERO` when this process is the folder's only writer, otherwise with an
-    /// age beyond the longest upload, so other processes' writes in progress are left alone.
-    /// Staging files are never visible as objects, so this only reclaims space.
+    /// upload) and were last written more than `older_than` ago; returns how many were removed.
+    ///
+    /// A write in progress — in this process or any other on the same folder — holds an
+    /// exclusive advisory lock (`flock`) on its staging file, and a locked file is never
+    /// removed, whatever its age: a stalled upload is not a dead one. `older_than` only covers
+    /// the instant between a writer creating its file and locking it, so a short age (a
+    /// minute) is enough. Staging files are never visible as objects: this only reclaims space.
     ///
     /// # Errors
     /// [`Error::Storage`] when the tree cannot be walked.
@@ -286,7 +289,11 @@ impl Storage for LocalStorage {
                     Mode::from_raw_mode(0o666),
                 )
                 .map_err(|e| io_error(&staging_key, e.into()))?;
-                Ok((Staged { dir: Arc::new(dir), temp_name, committed: false }, std::fs::File::from(fd)))
+                let staged = Staged { dir: Arc::new(dir), temp_name, committed: false };
+                // Held until the file is closed: `remove_staging_files` leaves locked files alone.
+                rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive)
+                    .map_err(|e| io_error(&staging_key, e.into()))?;
+                Ok((staged, std::fs::File::from(fd)))
             })
             .await?;
         // From here on, dropping `staged` (error, or this future being dropped) removes the file.
@@ -479,7 +486,11 @@ fn remove_staging(dir: OwnedFd, cutoff: std::time::SystemTime) -> rustix::io::Re
             Err(e) => return Err(e),
         };
         match FileType::from_raw_mode(stat.st_mode) {
-            FileType::RegularFile if name.starts_with(TEMP_PREFIX.as_bytes()) && modified(&stat) <= cutoff => {
+            FileType::RegularFile
+                if name.starts_with(TEMP_PREFIX.as_bytes())
+                    && modified(&stat) <= cutoff
+                    && !is_being_written(&dir, entry.file_name())? =>
+            {
                 match rustix::fs::unlinkat(&dir, entry.file_name(), AtFlags::empty()) {
                     Ok(()) => removed += 1,
                     Err(e) if is_missing(e) => {}
@@ -499,6 +510,22 @@ fn remove_staging(dir: OwnedFd, cutoff: std::time::SystemTime) -> rustix::io::Re
         }
     }
     Ok(removed)
+}
+
+/// Whether a live writer holds the lock of a staging file (taken by `put` when it created
+/// it). A file that is gone meanwhile counts as being written: there is nothing to remove.
+fn is_being_written(dir: &OwnedFd, name: &std::ffi::CStr) -> rustix::io::Result<bool> {
+    let fd = match rustix::fs::openat(dir, name, READ_FLAGS | OFlags::NOFOLLOW | OFlags::NONBLOCK, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(e) if is_missing(e) => return Ok(true),
+        Err(e) => return Err(e),
+    };
+    match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+        // Released as `fd` closes: no writer ever takes the lock of an existing staging file.
+        Ok(()) => Ok(false),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(true),
+        Err(e) => Err(e),
+    }
 }
 
 fn modified(stat: &Stat) -> std::time::SystemTime {
@@ -658,6 +685,41 @@ mod tests {
             assert!(matches!(got.payload, Payload::Stream(_)));
             assert!(got.bytes().await.unwrap()[..] == data[1..2_999_999], "cold: {cold}");
         }
+    }
+
+    #[tokio::test]
+    async fn the_staging_sweep_never_touches_a_write_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path()).unwrap();
+        let key = ObjectKey::new("up/large.bin").unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Bytes>>();
+        tx.send(Ok(Bytes::from_static(b"first half, "))).unwrap();
+        let body = futures_util::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|chunk| (chunk, rx)) });
+        let writer = {
+            let (storage, key) = (storage.clone(), key.clone());
+            tokio::spawn(async move { storage.put(&key, body.boxed(), PutOptions::default()).await })
+        };
+        let staged = loop {
+            let found: Vec<_> = std::fs::read_dir(dir.path().join("up")).into_iter().flatten().flatten().collect();
+            if let Some(entry) = found.first() {
+                break entry.path();
+            }
+            tokio::task::yield_now().await;
+        };
+        // However old it looks, a file whose writer is alive stays.
+        assert_eq!(storage.remove_staging_files(Duration::ZERO).await.unwrap(), 0);
+        assert!(staged.exists());
+        tx.send(Ok(Bytes::from_static(b"second half"))).unwrap();
+        drop(tx);
+        writer.await.unwrap().unwrap();
+        let stored = storage.get(&key, GetOptions::default()).await.unwrap().bytes().await.unwrap();
+        assert_eq!(&stored[..], b"first half, second half");
+
+        // An abandoned staging file (no writer holds its lock) goes, once old enough.
+        std::fs::write(dir.path().join("up/.ps-tmp-dead"), "partial").unwrap();
+        assert_eq!(storage.remove_staging_files(Duration::from_secs(3600)).await.unwrap(), 0, "too young");
+        assert_eq!(storage.remove_staging_files(Duration::ZERO).await.unwrap(), 1);
+        assert!(!dir.path().join("up/.ps-tmp-dead").exists());
     }
 
     #[tokio::test]

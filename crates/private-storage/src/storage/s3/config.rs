@@ -231,7 +231,7 @@ impl S3Builder {
             "base_url" => self.base_url = Some(value),
             "presign_expiry" => {
                 self.presign_expiry = Some(
-                    parse_duration(&value)
+                    crate::parse_duration(&value)
                         .ok_or_else(|| bad("presign_expiry", &value, "a duration such as 60s, 5m or 1h"))?,
                 )
             }
@@ -477,22 +477,6 @@ fn parse_bool(setting: &'static str, value: &str) -> Result<bool> {
     }
 }
 
-/// `90`, `90s`, `5m`, `1h`, `2d`.
-pub(crate) fn parse_duration(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    let split = value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len());
-    let (number, unit) = value.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    let seconds = match unit.trim() {
-        "" | "s" => n,
-        "m" => n.checked_mul(60)?,
-        "h" => n.checked_mul(3600)?,
-        "d" => n.checked_mul(86_400)?,
-        _ => return None,
-    };
-    Some(Duration::from_secs(seconds))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -539,15 +523,11 @@ mod tests {
     }
 
     #[test]
-    fn urls_and_durations_parse() {
+    fn urls_parse() {
         let b = S3Builder::from_url("s3://media/private/files/").unwrap();
         assert_eq!((b.bucket.as_deref(), b.prefix.as_deref()), (Some("media"), Some("private/files")));
         assert!(S3Builder::from_url("s3:///x").is_err());
         assert!(S3Builder::from_url("/srv/files").is_err());
-        assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("soon"), None);
     }
 
     #[test]

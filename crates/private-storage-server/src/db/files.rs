@@ -1,0 +1,65 @@
+//! File records.
+
+use super::rows::{FileRow, Number, OwnedFile};
+use super::{Arg, Db, DbResult};
+
+const FILE: &str = "SELECT id, owner_id, object_key, name, size, content_type, sha256, created FROM files";
+
+impl Db {
+    /// Records a stored file.
+    pub async fn insert_file(&self, row: &FileRow) -> DbResult<()> {
+        self.execute(
+            "INSERT INTO files (id, owner_id, object_key, name, size, content_type, sha256, created) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                Arg::Text(&row.id),
+                Arg::Text(&row.owner_id),
+                Arg::Text(&row.object_key),
+                Arg::Text(&row.name),
+                Arg::Int(row.size),
+                Arg::Text(&row.content_type),
+                Arg::Text(&row.sha256),
+                Arg::Int(row.created),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// A file by id, within the scope of `owner` (`None`: any owner).
+    pub async fn file(&self, id: &str, owner: Option<&str>) -> DbResult<Option<FileRow>> {
+        match owner {
+            Some(owner) => {
+                self.optional(&format!("{FILE} WHERE id = $1 AND owner_id = $2"), &[Arg::Text(id), Arg::Text(owner)])
+                    .await
+            }
+            None => self.optional(&format!("{FILE} WHERE id = $1"), &[Arg::Text(id)]).await,
+        }
+    }
+
+    /// A file by its storage key.
+    pub async fn file_by_key(&self, key: &str) -> DbResult<Option<FileRow>> {
+        self.optional(&format!("{FILE} WHERE object_key = $1"), &[Arg::Text(key)]).await
+    }
+
+    /// Files newest first, of `owner` (`None`: everyone's), with owners' names; and the total.
+    pub async fn files(&self, owner: Option<&str>, limit: i64, offset: i64) -> DbResult<(Vec<OwnedFile>, i64)> {
+        let (filter, total_sql) = match owner {
+            Some(_) => ("WHERE f.owner_id = $1", "SELECT COUNT(*) AS n FROM files WHERE owner_id = $1"),
+            None => ("WHERE $1 = $1", "SELECT COUNT(*) AS n FROM files WHERE $1 = $1"),
+        };
+        let scope = Arg::Text(owner.unwrap_or(""));
+        let sql = format!(
+            "SELECT f.id, f.owner_id, f.object_key, f.name, f.size, f.content_type, f.sha256, f.created, u.username \
+             FROM files f JOIN users u ON u.id = f.owner_id {filter} ORDER BY f.created DESC, f.id LIMIT $2 OFFSET $3"
+        );
+        let files = self.all(&sql, &[scope, Arg::Int(limit), Arg::Int(offset)]).await?;
+        let total = self.optional::<Number>(total_sql, &[scope]).await?.map_or(0, |n| n.0);
+        Ok((files, total))
+    }
+
+    /// Deletes a file's record (and, by cascade, its share links). `false` if there was none.
+    pub async fn delete_file(&self, id: &str) -> DbResult<bool> {
+        Ok(self.execute("DELETE FROM files WHERE id = $1", &[Arg::Text(id)]).await? > 0)
+    }
+}

@@ -1,0 +1,371 @@
+//! The database: SQLite (embedded default) or PostgreSQL (scale-out), through one portable
+//! dialect (`$n` placeholders, `BIGINT` numbers and flags, `TEXT` ids).
+//!
+//! Queries are grouped by concern ([`users`](self::users): accounts, tokens, sessions;
+//! [`files`](self::files); [`links`](self::links): share links, revocations, audit), each
+//! written once: a row type maps itself through [`FromRow`] from either driver, and every query
+//! goes through the helpers here, which pick the driver. Errors are a [`DbError`] that tells
+//! an unavailable database from a conflict and a bug.
+
+mod files;
+mod links;
+mod rows;
+mod users;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyArguments, AnyPoolOptions};
+use sqlx::query::Query;
+use sqlx::{Any, AnyPool};
+
+use rows::FromRow;
+pub use rows::{FileRow, LinkRow, OwnedFile, SessionUser, ShareEvent, UserRow};
+
+/// A database result.
+pub type DbResult<T> = Result<T, DbError>;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What went wrong in the database, as the callers need to tell it apart. The cause is for
+/// the log, never for clients.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DbError {
+    /// The database cannot answer now (closed, unreachable, busy, restarting): retry later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+    /// A uniqueness rule refused the write (a name or key that exists).
+    #[error("the row exists already: {0}")]
+    Conflict(#[source] BoxError),
+    /// A query failed for another reason (a bug, a schema that does not match).
+    #[error("database query failed: {0}")]
+    Query(#[source] BoxError),
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(e: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        match e {
+            E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed | E::Protocol(_) => {
+                DbError::Unavailable(e.into())
+            }
+            E::Database(ref d) if d.is_unique_violation() => DbError::Conflict(e.into()),
+            // PostgreSQL classes 08 (connection), 53 (resources), 57 (operator intervention);
+            // SQLite 5 and 6 (busy, locked).
+            E::Database(ref d)
+                if d.code()
+                    .is_some_and(|c| ["08", "53", "57"].iter().any(|p| c.starts_with(p)) || c == "5" || c == "6") =>
+            {
+                DbError::Unavailable(e.into())
+            }
+            other => DbError::Query(other.into()),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode as C;
+        match e.sqlite_error_code() {
+            Some(C::DatabaseBusy | C::DatabaseLocked | C::CannotOpen | C::SystemIoFailure | C::OutOfMemory) => {
+                DbError::Unavailable(e.into())
+            }
+            Some(C::ConstraintViolation) => DbError::Conflict(e.into()),
+            _ => DbError::Query(e.into()),
+        }
+    }
+}
+
+/// The migrations, in order. Each runs once, in a transaction.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_initial.sql"))];
+
+/// Seconds since the epoch.
+pub fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// A random id (80 bits) in lower-case hex: safe in URLs, and never taken for a flag on a
+/// command line (a base64 id may start with `-`).
+pub fn new_id() -> String {
+    let mut bytes = [0u8; 10];
+    getrandom::fill(&mut bytes).expect("the OS random source works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A query parameter, bound the same way by both drivers.
+#[derive(Debug, Clone, Copy)]
+enum Arg<'a> {
+    Text(&'a str),
+    OptText(Option<&'a str>),
+    Int(i64),
+}
+
+impl rusqlite::ToSql for Arg<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Arg::Text(s) => s.to_sql(),
+            Arg::OptText(s) => s.to_sql(),
+            Arg::Int(i) => i.to_sql(),
+        }
+    }
+}
+
+fn bind<'q>(sql: &'q str, args: &[Arg<'q>]) -> Query<'q, Any, AnyArguments<'q>> {
+    args.iter().fold(sqlx::query(sql), |query, arg| match *arg {
+        Arg::Text(s) => query.bind(s),
+        Arg::OptText(s) => query.bind(s),
+        Arg::Int(i) => query.bind(i),
+    })
+}
+
+/// The database handle. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: AnyPool,
+    postgres: bool,
+    /// SQLite only: read connections for the reads (see [`FastReads`]).
+    fast: Option<Arc<FastReads>>,
+}
+
+/// Reads on SQLite, answered on the calling thread.
+///
+/// sqlx runs each SQLite connection on a worker thread: a query is two thread hops (~40 µs
+/// here), twice per download. Reads go through a few read-only rusqlite connections instead
+/// (a few µs; WAL readers do not wait for the writer); writes stay on sqlx. Closing the
+/// [`Db`] closes this path too.
+#[derive(Debug)]
+struct FastReads {
+    connections: Vec<std::sync::Mutex<rusqlite::Connection>>,
+    next: AtomicUsize,
+    closed: AtomicBool,
+}
+
+impl FastReads {
+    fn open(path: &std::path::Path, count: usize) -> rusqlite::Result<Self> {
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connections = (0..count)
+            .map(|_| {
+                let conn = rusqlite::Connection::open_with_flags(path, flags)?;
+                conn.busy_timeout(std::time::Duration::from_secs(5))?;
+                Ok(std::sync::Mutex::new(conn))
+            })
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(Self { connections, next: AtomicUsize::new(0), closed: AtomicBool::new(false) })
+    }
+
+    /// Runs `f` on a free connection (or waits for one: queries take microseconds).
+    fn with<T>(&self, f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>) -> DbResult<T> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(DbError::Unavailable("the database is closed".into()));
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.connections.len();
+        let guard = (0..n)
+            .find_map(|i| self.connections[(start + i) % n].try_lock().ok())
+            .unwrap_or_else(|| self.connections[start % n].lock().unwrap_or_else(|e| e.into_inner()));
+        Ok(f(&guard)?)
+    }
+}
+
+/// The file of a `sqlite:` URL (`sqlite://./data/x.db?mode=rwc` → `./data/x.db`).
+fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
+}
+
+impl Db {
+    /// Connects (SQLite files are created; their folder must exist).
+    pub async fn connect(url: &str) -> DbResult<Self> {
+        sqlx::any::install_default_drivers();
+        let postgres = url.starts_with("postgres");
+        let options = AnyPoolOptions::new()
+            .max_connections(if postgres { 16 } else { 4 })
+            .acquire_timeout(std::time::Duration::from_secs(5));
+        let pool = if postgres {
+            options.connect(url).await?
+        } else {
+            // SQLite: one writer at a time; wait for it instead of failing, and enforce foreign keys.
+            options
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        use sqlx::Executor;
+                        conn.execute(
+                            "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL;",
+                        )
+                        .await?;
+                        Ok(())
+                    })
+                })
+                .connect(url)
+                .await?
+        };
+        // The schema must exist before read-only connections prepare statements: opened lazily.
+        Ok(Self { pool, postgres, fast: None })
+    }
+
+    /// Connects, applies the migrations, and opens the fast read path on SQLite.
+    pub async fn open(url: &str) -> DbResult<Self> {
+        let mut db = Self::connect(url).await?;
+        db.migrate().await?;
+        if let Some(path) = sqlite_path(url).filter(|_| !db.postgres) {
+            match FastReads::open(&path, 4) {
+                Ok(fast) => db.fast = Some(Arc::new(fast)),
+                Err(e) => tracing::warn!(error = %e, "SQLite fast reads unavailable; using sqlx for every query"),
+            }
+        }
+        Ok(db)
+    }
+
+    /// Applies the migrations not yet applied; returns their versions. Safe to run from several
+    /// instances at once on PostgreSQL (an advisory lock serialises them).
+    pub async fn migrate(&self) -> DbResult<Vec<i64>> {
+        use sqlx::Row;
+        let mut conn = self.pool.acquire().await?;
+        if self.postgres {
+            sqlx::query("SELECT pg_advisory_lock(7245119)").execute(&mut *conn).await?;
+        }
+        let result = async {
+            sqlx::query(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied BIGINT NOT NULL)",
+            )
+            .execute(&mut *conn)
+            .await?;
+            let done: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<i64, _>("version"))
+                .collect::<Result<_, _>>()?;
+            let mut applied = Vec::new();
+            for (version, sql) in MIGRATIONS {
+                if done.contains(version) {
+                    continue;
+                }
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                    sqlx::query(statement).execute(&mut *tx).await?;
+                }
+                sqlx::query("INSERT INTO schema_migrations (version, applied) VALUES ($1, $2)")
+                    .bind(version)
+                    .bind(now())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                applied.push(*version);
+            }
+            Ok::<_, sqlx::Error>(applied)
+        }
+        .await;
+        if self.postgres {
+            let _ = sqlx::query("SELECT pg_advisory_unlock(7245119)").execute(&mut *conn).await;
+        }
+        Ok(result?)
+    }
+
+    /// A trivial query: the database answers.
+    pub async fn ping(&self) -> DbResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes every connection; later queries fail with [`DbError::Unavailable`] (used at
+    /// shutdown, and by tests of a database that went away).
+    pub async fn close(&self) {
+        if let Some(fast) = &self.fast {
+            fast.closed.store(true, Ordering::Release);
+        }
+        self.pool.close().await;
+    }
+
+    /// Whether this is PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.postgres
+    }
+
+    /// Runs a write; returns how many rows it touched.
+    async fn execute(&self, sql: &str, args: &[Arg<'_>]) -> DbResult<u64> {
+        Ok(bind(sql, args).execute(&self.pool).await?.rows_affected())
+    }
+
+    /// The first row of a read, if any.
+    async fn optional<T: FromRow>(&self, sql: &str, args: &[Arg<'_>]) -> DbResult<Option<T>> {
+        if let Some(fast) = &self.fast {
+            use rusqlite::OptionalExtension;
+            return fast.with(|c| {
+                c.prepare_cached(sql)?.query_row(rusqlite::params_from_iter(args), |row| T::from_row(row)).optional()
+            });
+        }
+        Ok(bind(sql, args).fetch_optional(&self.pool).await?.as_ref().map(T::from_row).transpose()?)
+    }
+
+    /// Every row of a read.
+    async fn all<T: FromRow>(&self, sql: &str, args: &[Arg<'_>]) -> DbResult<Vec<T>> {
+        if let Some(fast) = &self.fast {
+            return fast.with(|c| {
+                c.prepare_cached(sql)?.query_map(rusqlite::params_from_iter(args), |row| T::from_row(row))?.collect()
+            });
+        }
+        Ok(bind(sql, args).fetch_all(&self.pool).await?.iter().map(T::from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// The same database with every read on sqlx (tests compare both paths).
+    #[cfg(test)]
+    fn without_fast_reads(&self) -> Self {
+        Self { fast: None, ..self.clone() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_reads_take_the_fast_path_and_agree_with_sqlx() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let db = Db::open(&url).await.unwrap();
+        assert!(db.fast.is_some(), "SQLite files get the fast read path");
+        let user = db.create_user("ada", "hash", false, false).await.unwrap();
+        db.create_token(&user.id, "t", "tokenhash").await.unwrap();
+        db.create_session("sessionhash", &user.id, "csrf", now() + 60).await.unwrap();
+        db.create_session("expiredhash", &user.id, "csrf", now() - 1).await.unwrap();
+        let file = FileRow {
+            id: new_id(),
+            owner_id: user.id.clone(),
+            object_key: "k".into(),
+            name: "n".into(),
+            size: 1,
+            content_type: "t".into(),
+            sha256: "s".into(),
+            created: now(),
+        };
+        db.insert_file(&file).await.unwrap();
+
+        let slow = db.without_fast_reads();
+        for d in [&db, &slow] {
+            assert_eq!(d.user_by_token("tokenhash").await.unwrap().as_ref(), Some(&user));
+            assert_eq!(d.user_by_token("other").await.unwrap(), None);
+            let session = d.session("sessionhash").await.unwrap().unwrap();
+            assert_eq!((session.user, session.csrf.as_str()), (user.clone(), "csrf"));
+            assert!(d.session("expiredhash").await.unwrap().is_none(), "expired sessions are not found");
+            assert_eq!(d.file(&file.id, Some(&user.id)).await.unwrap().as_ref(), Some(&file));
+            assert_eq!(d.file(&file.id, Some("someone else")).await.unwrap(), None);
+            assert_eq!(d.file(&file.id, None).await.unwrap().as_ref(), Some(&file));
+            let (files, total) = d.files(Some(&user.id), 10, 0).await.unwrap();
+            assert_eq!((files.len(), total, files[0].owner.as_str()), (1, 1, "ada"));
+        }
+        assert!(
+            matches!(db.create_user("ada", "hash", false, false).await, Err(DbError::Conflict(_))),
+            "names are unique"
+        );
+        db.close().await;
+        assert!(
+            matches!(db.user_by_token("tokenhash").await, Err(DbError::Unavailable(_))),
+            "a closed database answers nothing, fast path included"
+        );
+        assert!(matches!(slow.ping().await, Err(DbError::Unavailable(_))));
+    }
+}

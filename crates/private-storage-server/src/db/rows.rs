@@ -1,0 +1,177 @@
+//! The rows, each mapped once for both drivers: [`FromRow`] reads a row through [`Columns`],
+//! which sqlx's `AnyRow` and rusqlite's `Row` both implement.
+
+use sqlx::Row as _;
+
+/// Reading a row's columns by name, whatever the driver.
+pub(super) trait Columns {
+    type Error;
+    fn text(&self, name: &str) -> Result<String, Self::Error>;
+    fn opt_text(&self, name: &str) -> Result<Option<String>, Self::Error>;
+    fn int(&self, name: &str) -> Result<i64, Self::Error>;
+    fn flag(&self, name: &str) -> Result<bool, Self::Error> {
+        Ok(self.int(name)? != 0)
+    }
+}
+
+impl Columns for sqlx::any::AnyRow {
+    type Error = sqlx::Error;
+    fn text(&self, name: &str) -> sqlx::Result<String> {
+        self.try_get(name)
+    }
+    fn opt_text(&self, name: &str) -> sqlx::Result<Option<String>> {
+        self.try_get(name)
+    }
+    fn int(&self, name: &str) -> sqlx::Result<i64> {
+        self.try_get(name)
+    }
+}
+
+impl Columns for rusqlite::Row<'_> {
+    type Error = rusqlite::Error;
+    fn text(&self, name: &str) -> rusqlite::Result<String> {
+        self.get(name)
+    }
+    fn opt_text(&self, name: &str) -> rusqlite::Result<Option<String>> {
+        self.get(name)
+    }
+    fn int(&self, name: &str) -> rusqlite::Result<i64> {
+        self.get(name)
+    }
+}
+
+/// A value made from one row of a query.
+pub(super) trait FromRow: Sized {
+    fn from_row<C: Columns>(row: &C) -> Result<Self, C::Error>;
+}
+
+/// A user account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct UserRow {
+    pub id: String,
+    pub username: String,
+    pub password_hash: String,
+    pub is_staff: bool,
+    pub is_superuser: bool,
+    pub created: i64,
+}
+
+impl FromRow for UserRow {
+    fn from_row<C: Columns>(row: &C) -> Result<Self, C::Error> {
+        Ok(Self {
+            id: row.text("id")?,
+            username: row.text("username")?,
+            password_hash: row.text("password_hash")?,
+            is_staff: row.flag("is_staff")?,
+            is_superuser: row.flag("is_superuser")?,
+            created: row.int("created")?,
+        })
+    }
+}
+
+/// The user of a live session, and the session's CSRF token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct SessionUser {
+    pub user: UserRow,
+    pub csrf: String,
+}
+
+impl FromRow for SessionUser {
+    fn from_row<C: Columns>(row: &C) -> Result<Self, C::Error> {
+        Ok(Self { user: UserRow::from_row(row)?, csrf: row.text("csrf")? })
+    }
+}
+
+/// A stored file's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct FileRow {
+    pub id: String,
+    pub owner_id: String,
+    pub object_key: String,
+    pub name: String,
+    pub size: i64,
+    pub content_type: String,
+    pub sha256: String,
+    pub created: i64,
+}
+
+impl FromRow for FileRow {
+    fn from_row<C: Columns>(row: &C) -> Result<Self, C::Error> {
+        Ok(Self {
+            id: row.text("id")?,
+            owner_id: row.text("owner_id")?,
+            object_key: row.text("object_key")?,
+            name: row.text("name")?,
+            size: row.int("size")?,
+            content_type: row.text("content_type")?,
+            sha256: row.text("sha256")?,
+            created: row.int("created")?,
+        })
+    }
+}
+
+/// A file's record with its owner's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct OwnedFile {
+    pub file: FileRow,
+    pub owner: String,
+}
+
+impl FromRow for OwnedFile {
+    fn from_row<C: Columns>(row: &C) -> Result<Self, C::Error> {
+        Ok(Self { file: FileRow::from_row(row)?, owner: row.text("username")? })
+    }
+}
+
+/// A share link of a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct LinkRow {
+    pub link_id: String,
+    pub file_id: String,
+    pub issued_by: Option<String>,
+    pub bound_to: Option<String>,
+    pub expires: i64,
+    pub created: i64,
+}
+
+impl FromRow for LinkRow {
+    fn from_row<C: Columns>(row: &C) -> Result<Self, C::Error> {
+        Ok(Self {
+            link_id: row.text("link_id")?,
+            file_id: row.text("file_id")?,
+            issued_by: row.opt_text("issued_by")?,
+            bound_to: row.opt_text("bound_to")?,
+            expires: row.int("expires")?,
+            created: row.int("created")?,
+        })
+    }
+}
+
+/// A number a query computes, as the column `n`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Number(pub(super) i64);
+
+impl FromRow for Number {
+    fn from_row<C: Columns>(row: &C) -> Result<Self, C::Error> {
+        Ok(Self(row.int("n")?))
+    }
+}
+
+/// An audit event of a share link: what happened and its details.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct ShareEvent {
+    pub kind: String,
+    pub detail: String,
+}
+
+impl FromRow for ShareEvent {
+    fn from_row<C: Columns>(row: &C) -> Result<Self, C::Error> {
+        Ok(Self { kind: row.text("kind")?, detail: row.text("detail")? })
+    }
+}

@@ -1,0 +1,313 @@
+//! Accounts: users (argon2id passwords), API tokens and sessions (only their SHA-256 kept),
+//! logins with a limit on failures.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use super::{Domain, Error, Result};
+use crate::db::{SessionUser, UserRow, now};
+
+/// `bytes` random bytes from the OS, base64url without padding.
+pub fn random_token(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).expect("the OS random source works");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// Hex SHA-256 of a secret: what is stored of tokens and session ids.
+pub fn sha256_hex(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An argon2id hash in PHC format.
+pub fn hash_password(password: &str) -> String {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).expect("the OS random source works");
+    let salt = SaltString::encode_b64(&salt).expect("16 bytes make a valid salt");
+    Argon2::default().hash_password(password.as_bytes(), &salt).expect("argon2 hashes any password").to_string()
+}
+
+/// Checks a password against a stored hash (constant time inside argon2).
+fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+}
+
+/// A hash to verify against when the user does not exist, so that a login for an unknown name
+/// costs the same time as one with a wrong password.
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| hash_password("not a password anyone has"))
+}
+
+/// A session just started: the id for the cookie (shown once; only its hash is stored).
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    /// The session id.
+    pub id: String,
+    /// Who logged in.
+    pub user: UserRow,
+}
+
+/// The role of a user, as the command line shows it.
+pub(crate) fn role(user: &UserRow) -> &'static str {
+    if user.is_superuser {
+        "superuser"
+    } else if user.is_staff {
+        "staff"
+    } else {
+        "user"
+    }
+}
+
+impl Domain {
+    /// The user an API token belongs to.
+    ///
+    /// # Errors
+    /// [`Error::BadToken`] for a token that is not valid; the database's.
+    pub async fn user_by_token(&self, token: &str) -> Result<UserRow> {
+        self.db.user_by_token(&sha256_hex(token)).await?.ok_or(Error::BadToken)
+    }
+
+    /// The user and CSRF token of a live session, if the id is one.
+    ///
+    /// # Errors
+    /// The database's.
+    pub async fn session(&self, session_id: &str) -> Result<Option<SessionUser>> {
+        Ok(self.db.session(&sha256_hex(session_id)).await?)
+    }
+
+    /// Checks a name and password (the same work whether or not the name exists), under the
+    /// limit of failures per name and address, and starts a session. `replaces` is the
+    /// session the client had, which ends.
+    ///
+    /// # Errors
+    /// [`Error::TooManyAttempts`], [`Error::WrongCredentials`]; the database's.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        ip: Option<IpAddr>,
+        replaces: Option<&str>,
+    ) -> Result<NewSession> {
+        if !self.limiter.allowed(username, ip) {
+            self.metrics.denied("login_rate");
+            return Err(Error::TooManyAttempts);
+        }
+        let user = self.db.user_by_name(username).await?;
+        let verified = verify_password(password, user.as_ref().map_or(dummy_hash(), |u| u.password_hash.as_str()));
+        let Some(user) = user.filter(|_| verified) else {
+            self.limiter.failed(username, ip);
+            self.metrics.denied("login");
+            tracing::info!(username, "failed login");
+            return Err(Error::WrongCredentials);
+        };
+        self.limiter.succeeded(username, ip);
+        if let Some(old) = replaces {
+            self.db.delete_session(&sha256_hex(old)).await?;
+        }
+        let id = random_token(32);
+        let expires = now() + self.config.session_ttl.as_secs() as i64;
+        self.db.create_session(&sha256_hex(&id), &user.id, &random_token(24), expires).await?;
+        tracing::info!(username = %user.username, "logged in");
+        Ok(NewSession { id, user })
+    }
+
+    /// Ends a session (by the hash of its id).
+    ///
+    /// # Errors
+    /// The database's.
+    pub async fn logout(&self, session_id_hash: &str) -> Result<()> {
+        Ok(self.db.delete_session(session_id_hash).await?)
+    }
+
+    /// Creates a user.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a bad name or a short password, [`Error::Exists`]; the database's.
+    pub async fn add_user(&self, name: &str, password: &str, staff: bool, superuser: bool) -> Result<UserRow> {
+        if name.is_empty() || name.len() > 150 || name.chars().any(|c| c.is_control() || c.is_whitespace() || c == '/')
+        {
+            return Err(Error::Invalid(format!(
+                "{name:?} is not a valid user name (no spaces, slashes or control characters)"
+            )));
+        }
+        check_password(password)?;
+        let exists = || Error::Exists(format!("a user named {name} exists already"));
+        if self.db.user_by_name(name).await?.is_some() {
+            return Err(exists());
+        }
+        match self.db.create_user(name, &hash_password(password), staff, superuser).await {
+            Err(crate::db::DbError::Conflict(_)) => Err(exists()),
+            created => Ok(created?),
+        }
+    }
+
+    /// Every user, by name.
+    ///
+    /// # Errors
+    /// The database's.
+    pub async fn users(&self) -> Result<Vec<UserRow>> {
+        Ok(self.db.users().await?)
+    }
+
+    /// Whether any user exists (the server says how to create the first one otherwise).
+    ///
+    /// # Errors
+    /// The database's.
+    pub async fn has_users(&self) -> Result<bool> {
+        Ok(self.db.user_count().await? > 0)
+    }
+
+    pub(crate) async fn user_named(&self, name: &str) -> Result<UserRow> {
+        self.db.user_by_name(name).await?.ok_or(Error::NotFound("user"))
+    }
+
+    /// The only user, for commands that act for "the" user when there is just one.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] unless there is exactly one user; the database's.
+    pub async fn only_user(&self) -> Result<UserRow> {
+        let mut users = self.db.users().await?;
+        if users.len() != 1 {
+            return Err(Error::Invalid("say whose file it is with --owner NAME".into()));
+        }
+        Ok(users.remove(0))
+    }
+
+    /// Sets a user's password and ends their sessions.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::Invalid`] for a short password; the database's.
+    pub async fn set_password(&self, name: &str, password: &str) -> Result<()> {
+        check_password(password)?;
+        let user = self.user_named(name).await?;
+        self.db.set_password(&user.id, &hash_password(password)).await?;
+        Ok(())
+    }
+
+    /// Deletes a user with their sessions, tokens and file records.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; the database's.
+    pub async fn remove_user(&self, name: &str) -> Result<()> {
+        let user = self.user_named(name).await?;
+        self.db.delete_user(&user.id).await?;
+        Ok(())
+    }
+
+    /// Creates an API token for a user; returns it (the only time it is seen).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; the database's.
+    pub async fn create_token(&self, user: &str, label: &str) -> Result<(UserRow, String)> {
+        let user = self.user_named(user).await?;
+        let token = format!("ps_{}", random_token(32));
+        self.db.create_token(&user.id, label, &sha256_hex(&token)).await?;
+        Ok((user, token))
+    }
+
+    /// Revokes a user's token by label, or all of them; returns how many.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; the database's.
+    pub async fn revoke_tokens(&self, user: &str, label: Option<&str>) -> Result<(UserRow, u64)> {
+        let user = self.user_named(user).await?;
+        let revoked = self.db.revoke_tokens(&user.id, label).await?;
+        Ok((user, revoked))
+    }
+}
+
+fn check_password(password: &str) -> Result<()> {
+    if password.chars().count() < 8 {
+        return Err(Error::Invalid("a password needs at least 8 characters".into()));
+    }
+    Ok(())
+}
+
+/// Failed logins per (name, address) in a sliding window: after `max` failures, further
+/// attempts are refused until the window has passed. Per instance.
+#[derive(Debug)]
+pub struct LoginLimiter {
+    max: u32,
+    window: Duration,
+    failures: Mutex<HashMap<(String, Option<IpAddr>), (u32, Instant)>>,
+}
+
+impl LoginLimiter {
+    /// At most `max` failures per `window`.
+    pub fn new(max: u32, window: Duration) -> Self {
+        Self { max, window, failures: Mutex::default() }
+    }
+
+    /// Whether another attempt is allowed now.
+    pub fn allowed(&self, name: &str, ip: Option<IpAddr>) -> bool {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (name.to_lowercase(), ip);
+        match failures.get(&key) {
+            Some((_, since)) if since.elapsed() > self.window => {
+                failures.remove(&key);
+                true
+            }
+            Some((count, _)) => *count < self.max,
+            None => true,
+        }
+    }
+
+    /// Records a failure.
+    pub fn failed(&self, name: &str, ip: Option<IpAddr>) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if failures.len() > 100_000 {
+            failures.retain(|_, (_, since)| since.elapsed() <= self.window);
+        }
+        let entry = failures.entry((name.to_lowercase(), ip)).or_insert((0, Instant::now()));
+        entry.0 += 1;
+    }
+
+    /// Forgets failures after a success.
+    pub fn succeeded(&self, name: &str, ip: Option<IpAddr>) {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&(name.to_lowercase(), ip));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_verify_only_with_the_right_password() {
+        let hash = hash_password("correct horse");
+        assert!(hash.starts_with("$argon2id$"), "{hash}");
+        assert!(verify_password("correct horse", &hash));
+        assert!(!verify_password("correct hors", &hash));
+        assert!(!verify_password("correct horse", "not a hash"));
+    }
+
+    #[test]
+    fn tokens_are_random_and_only_their_hash_is_kept() {
+        let (a, b) = (random_token(32), random_token(32));
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43);
+        assert_eq!(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn the_limiter_refuses_after_max_failures_and_forgets_after_success() {
+        let limiter = LoginLimiter::new(3, Duration::from_secs(900));
+        let ip = Some(IpAddr::from([127, 0, 0, 1]));
+        for _ in 0..3 {
+            assert!(limiter.allowed("Ada", ip));
+            limiter.failed("Ada", ip);
+        }
+        assert!(!limiter.allowed("ada", ip), "names are compared case-insensitively");
+        assert!(limiter.allowed("bob", ip));
+        limiter.succeeded("ada", ip);
+        assert!(limiter.allowed("ada", ip));
+    }
+}

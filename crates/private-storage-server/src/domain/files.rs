@@ -1,0 +1,243 @@
+//! Files: uploads with their records, listing, showing, deleting, and the record source of
+//! downloads by id.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use private_storage::{ObjectKey, PrivateFile, RecordSource, SavedFile, Upload};
+
+use super::{Actor, Domain, Error, Result, may_access};
+use crate::db::{Db, FileRow, OwnedFile, new_id, now};
+
+/// The record type uploads are saved for: the owner's user id (it names their folder).
+#[derive(Debug, Clone)]
+pub struct Owner(pub String);
+
+/// Uploads in progress per user, capped at `max_uploads_per_user`.
+#[derive(Debug, Clone)]
+pub struct UploadSlots {
+    max: usize,
+    running: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl UploadSlots {
+    pub(super) fn new(max: usize) -> Self {
+        Self { max, running: Arc::default() }
+    }
+
+    /// How many uploads `user_id` runs now.
+    pub fn running(&self, user_id: &str) -> usize {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).get(user_id).copied().unwrap_or(0)
+    }
+
+    fn take(&self, user_id: &str) -> Option<UploadSlot> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let count = running.entry(user_id.to_owned()).or_default();
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(UploadSlot { slots: self.clone(), user_id: user_id.to_owned() })
+    }
+}
+
+/// One of a user's upload slots, given back when dropped.
+#[derive(Debug)]
+struct UploadSlot {
+    slots: UploadSlots,
+    user_id: String,
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        let mut running = self.slots.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = running.get_mut(&self.user_id) {
+            *count -= 1;
+            if *count == 0 {
+                running.remove(&self.user_id);
+            }
+        }
+    }
+}
+
+/// Records for downloads by id, in the scope of the request's user.
+#[derive(Debug, Clone)]
+pub struct DbRecords(pub(super) Db);
+
+#[async_trait]
+impl RecordSource for DbRecords {
+    type Record = FileRow;
+
+    async fn find(&self, request: &http::request::Parts, id: &str) -> private_storage::Result<Option<FileRow>> {
+        let Some(actor) = request.extensions.get::<Actor>() else { return Ok(None) };
+        self.0
+            .file(id, actor.scope())
+            .await
+            .map_err(|e| private_storage::Error::Storage { backend: "database", source: Box::new(e) })
+    }
+
+    fn file_key(&self, record: &FileRow) -> Option<ObjectKey> {
+        ObjectKey::new(&record.object_key).ok()
+    }
+}
+
+/// The rule of downloads by record: [`may_access`] on the record the file belongs to.
+pub(super) async fn owner_or_staff(file: PrivateFile) -> bool {
+    let Some(owner) = file.parent::<FileRow>().map(|f| f.owner_id.clone()) else { return false };
+    file.user().is_some_and(|u| may_access(u.id(), u.is_staff() || u.is_superuser(), &owner))
+}
+
+impl Domain {
+    /// Stores an upload for `owner_id` through the upload policy and records it. `read` is
+    /// the front-end's part: it reads the request up to the file and hands over its stream; it
+    /// runs once one of the actor's upload slots is taken, so a user over the cap costs nothing.
+    /// No file without a record (the bytes are deleted if the record cannot be written), nothing
+    /// stored when anything fails; every outcome is counted in the metrics.
+    ///
+    /// # Errors
+    /// [`Error::TooManyUploads`], the front-end's refusals, the policy's ([`Error::Upload`]),
+    /// [`Error::NotFound`] when a user uploads for someone else; the database's.
+    pub async fn upload<'a>(
+        &self,
+        actor: &Actor,
+        owner_id: &str,
+        read: impl Future<Output = Result<Upload<'a>>>,
+    ) -> Result<FileRow> {
+        let result = async {
+            if actor.scope().is_some_and(|own| own != owner_id) {
+                return Err(Error::NotFound("user"));
+            }
+            let _slot = match actor {
+                Actor::User(user) => Some(self.uploads.take(&user.id).ok_or(Error::TooManyUploads)?),
+                Actor::Operator => None,
+            };
+            let upload = read.await?;
+            let fallback = upload.filename().to_owned();
+            let saved = self.policy.save(&Owner(owner_id.to_owned()), upload).await?;
+            self.record(owner_id, &saved, &fallback).await
+        }
+        .await;
+        match &result {
+            Ok(_) => self.metrics.uploaded(),
+            Err(e) => self.metrics.rejected(e.upload_reason()),
+        }
+        result
+    }
+
+    async fn record(&self, owner_id: &str, saved: &SavedFile, fallback_name: &str) -> Result<FileRow> {
+        let row = FileRow {
+            id: new_id(),
+            owner_id: owner_id.to_owned(),
+            object_key: saved.key.to_string(),
+            name: if saved.original_name.is_empty() { fallback_name.to_owned() } else { saved.original_name.clone() },
+            size: saved.size as i64,
+            content_type: saved.content_type.clone(),
+            sha256: saved.sha256.clone(),
+            created: now(),
+        };
+        if let Err(e) = self.db.insert_file(&row).await {
+            if let Err(delete) = self.storage.delete(&saved.key).await {
+                tracing::error!(key = %saved.key, error = %delete, "could not delete the bytes of an unrecorded upload");
+            }
+            return Err(e.into());
+        }
+        tracing::info!(id = %row.id, key = %row.object_key, size = row.size, owner = owner_id, "file uploaded");
+        Ok(row)
+    }
+
+    /// The actor's files (everyone's for staff), newest first, with their owners; and the total.
+    ///
+    /// # Errors
+    /// The database's.
+    pub async fn list(&self, actor: &Actor, limit: i64, offset: i64) -> Result<(Vec<OwnedFile>, i64)> {
+        Ok(self.db.files(actor.scope(), limit, offset).await?)
+    }
+
+    /// Every file of one owner, or everyone's (for the operator's listing).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown owner; the database's.
+    pub async fn list_of(&self, owner: Option<&str>, limit: i64, offset: i64) -> Result<(Vec<OwnedFile>, i64)> {
+        let scope = match owner {
+            Some(name) => Some(self.user_named(name).await?.id),
+            None => None,
+        };
+        Ok(self.db.files(scope.as_deref(), limit, offset).await?)
+    }
+
+    /// A file the actor may see, by id.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when there is none or it is not theirs: the same answer.
+    pub async fn file(&self, actor: &Actor, id: &str) -> Result<FileRow> {
+        self.db.file(id, actor.scope()).await?.ok_or(Error::NotFound("file"))
+    }
+
+    /// A file the actor may see, by id or, for the operator, by storage key.
+    ///
+    /// # Errors
+    /// As [`Domain::file`].
+    pub async fn file_by_id_or_key(&self, actor: &Actor, target: &str) -> Result<FileRow> {
+        match self.file(actor, target).await {
+            Err(Error::NotFound(_)) if actor.sees_everything() => {
+                self.db.file_by_key(target).await?.ok_or(Error::NotFound("file"))
+            }
+            found => found,
+        }
+    }
+
+    /// The owner's name of a file, when it is not the actor.
+    ///
+    /// # Errors
+    /// The database's.
+    pub async fn owner_name(&self, actor: &Actor, file: &FileRow) -> Result<Option<String>> {
+        if matches!(actor, Actor::User(u) if u.id == file.owner_id) {
+            return Ok(None);
+        }
+        Ok(self.db.user_by_id(&file.owner_id).await?.map(|u| u.username))
+    }
+
+    /// Deletes a file the actor may see: its record, its share links, then its bytes.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; the database's.
+    pub async fn delete(&self, actor: &Actor, id: &str) -> Result<FileRow> {
+        let file = self.file(actor, id).await?;
+        self.db.delete_file(&file.id).await?;
+        match ObjectKey::new(&file.object_key) {
+            Ok(key) => {
+                if let Err(e) = self.storage.delete(&key).await {
+                    // The record is gone, so nothing links to the bytes any more; log for cleanup.
+                    tracing::error!(key = %key, error = %e, "could not delete the bytes of a deleted file");
+                }
+            }
+            Err(e) => tracing::error!(key = %file.object_key, error = %e, "a record with an invalid key"),
+        }
+        tracing::info!(id = %file.id, key = %file.object_key, by = actor.name(), "file deleted");
+        Ok(file)
+    }
+
+    /// The bytes of a file the actor may see, for the command line's `get`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; the storage's.
+    pub async fn read(&self, actor: &Actor, target: &str) -> Result<(FileRow, private_storage::GetResult)> {
+        let file = self.file_by_id_or_key(actor, target).await?;
+        let key = ObjectKey::new(&file.object_key).map_err(|e| Error::Internal(e.into()))?;
+        let got = self.storage.get(&key, private_storage::GetOptions::default()).await?;
+        Ok((file, got))
+    }
+
+    /// Copies every stored file to `target`, verified (see `private_storage::migrate`).
+    ///
+    /// # Errors
+    /// The storages'.
+    pub async fn copy_storage(
+        &self,
+        target: &dyn private_storage::Storage,
+        progress: impl FnMut(&private_storage::MigrationProgress<'_>),
+    ) -> Result<private_storage::MigrationReport> {
+        Ok(private_storage::migrate(&*self.storage, target, None, progress).await?)
+    }
+}

@@ -1,0 +1,228 @@
+//! Share links: issuing and revoking them, and the database behind the library's share links
+//! (revocations shared by every instance, an audit trail of every link issued and used).
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use futures_util::future::BoxFuture;
+use private_storage::{
+    ContentDisposition, LinkIssued, LinkUsed, ObjectKey, RevocationStore, Share, ShareAudit, ShareKeys, ShareTarget,
+};
+
+use super::{Actor, Domain, Error, Result};
+use crate::db::{Db, DbError, FileRow, LinkRow, now};
+
+/// What a new link should be.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ShareRequest {
+    /// How long it lives: `1h`, `1d`, `7d`...
+    pub expires: String,
+    /// Download instead of showing inline.
+    #[serde(default)]
+    pub attachment: bool,
+    /// Bind the link to this user name (it then also needs their login).
+    pub user: Option<String>,
+}
+
+/// A link just issued: its path (`/s/<token>`, shown once) and its record.
+#[derive(Debug, Clone)]
+pub struct NewLink {
+    /// The path of the link.
+    pub path: String,
+    /// The stored link.
+    pub row: LinkRow,
+}
+
+impl Domain {
+    /// Issues a share link to a file the actor may see.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; [`Error::Invalid`] for a lifetime under a minute or above
+    /// `share_max_lifetime`, or an unknown user to bind to; the database's.
+    pub async fn share(&self, actor: &Actor, file_id: &str, request: &ShareRequest) -> Result<(FileRow, NewLink)> {
+        let file = self.file_by_id_or_key(actor, file_id).await?;
+        let lifetime = private_storage::parse_duration(&request.expires)
+            .filter(|d| *d >= Duration::from_secs(60))
+            .ok_or_else(|| Error::Invalid("expires: a duration of at least a minute, such as 1h or 7d.".into()))?;
+        if lifetime > self.config.share_max_lifetime {
+            return Err(Error::Invalid(format!(
+                "expires: links may live at most {}.",
+                humantime(self.config.share_max_lifetime)
+            )));
+        }
+        let mut share = Share::record(&file.id).expires_in(lifetime).issued_by(actor.name());
+        if request.attachment {
+            share = share.disposition(ContentDisposition::attachment().with_filename(&file.name));
+        }
+        let mut bound = None;
+        if let Some(name) = request.user.as_deref().filter(|n| !n.is_empty()) {
+            let user =
+                self.db.user_by_name(name).await?.ok_or_else(|| Error::Invalid(format!("No user is named {name}.")))?;
+            share = share.bound_to(&user.id);
+            bound = Some(user.username);
+        }
+        let link = self.links.issue(share).await?;
+        let row = LinkRow {
+            link_id: link.link_id.clone(),
+            file_id: file.id.clone(),
+            issued_by: Some(actor.name().to_owned()),
+            bound_to: bound,
+            expires: secs(link.expires),
+            created: now(),
+        };
+        self.db.insert_link(&row).await?;
+        Ok((file, NewLink { path: link.url, row }))
+    }
+
+    /// The live links of a file the actor may see.
+    ///
+    /// # Errors
+    /// The database's.
+    pub async fn live_links(&self, file: &FileRow) -> Result<Vec<LinkRow>> {
+        Ok(self.db.live_links(&file.id).await?)
+    }
+
+    /// Revokes a link to a file the actor may see; returns the link.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown link or one to another user's file; the database's.
+    pub async fn revoke(&self, actor: &Actor, link_id: &str) -> Result<LinkRow> {
+        let link = self.db.link(link_id).await?.ok_or(Error::NotFound("link"))?;
+        // Only whoever may see the file may revoke its links.
+        self.file(actor, &link.file_id).await.map_err(|e| match e {
+            Error::NotFound(_) => Error::NotFound("link"),
+            other => other,
+        })?;
+        self.db.revoke_link(&link.link_id, link.expires).await?;
+        tracing::info!(link_id = %link.link_id, by = actor.name(), "share link revoked");
+        Ok(link)
+    }
+}
+
+/// `1h`, `7d`: a duration for people.
+pub(crate) fn humantime(d: Duration) -> String {
+    match d.as_secs() {
+        s if s % 86_400 == 0 => format!("{} day(s)", s / 86_400),
+        s if s % 3600 == 0 => format!("{} hour(s)", s / 3600),
+        s if s % 60 == 0 => format!("{} minute(s)", s / 60),
+        s => format!("{s} seconds"),
+    }
+}
+
+/// The key of a record's file, for links to records: `ServeShared::records`.
+pub(super) fn record_keys(
+    db: Db,
+) -> impl Fn(String) -> BoxFuture<'static, private_storage::Result<Option<ObjectKey>>> + Send + Sync + 'static {
+    move |id| {
+        let db = db.clone();
+        Box::pin(async move {
+            let file = db.file(&id, None).await.map_err(db_error)?;
+            Ok(file.and_then(|f| ObjectKey::new(&f.object_key).ok()))
+        })
+    }
+}
+
+fn target_name(target: &ShareTarget) -> String {
+    match target {
+        ShareTarget::Key(key) => format!("key:{key}"),
+        ShareTarget::Record(id) => format!("file:{id}"),
+        _ => format!("{target:?}"),
+    }
+}
+
+fn secs(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn db_error(e: DbError) -> private_storage::Error {
+    private_storage::Error::Storage { backend: "database", source: Box::new(e) }
+}
+
+/// Revocations in the database: every instance sees them at once.
+#[derive(Debug, Clone)]
+pub struct DbRevocations(pub Db);
+
+#[async_trait]
+impl RevocationStore for DbRevocations {
+    async fn epoch(&self, target: &ShareTarget) -> private_storage::Result<u32> {
+        self.0.epoch(&target_name(target)).await.map(|e| e as u32).map_err(db_error)
+    }
+    async fn bump_epoch(&self, target: &ShareTarget) -> private_storage::Result<u32> {
+        self.0.bump_epoch(&target_name(target)).await.map(|e| e as u32).map_err(db_error)
+    }
+    async fn is_revoked(&self, link_id: &str) -> private_storage::Result<bool> {
+        self.0.is_revoked(link_id).await.map_err(db_error)
+    }
+    async fn revoke(&self, link_id: &str, expires: SystemTime) -> private_storage::Result<()> {
+        self.0.revoke_link(link_id, secs(expires)).await.map_err(db_error)
+    }
+}
+
+/// Share events go to the log and to the `share_events` table.
+#[derive(Debug, Clone)]
+pub struct DbAudit(pub Db);
+
+impl DbAudit {
+    fn record(&self, kind: &'static str, link: Option<String>, target: Option<String>, detail: String) {
+        let db = self.0.clone();
+        tokio::spawn(async move {
+            if let Err(e) = db.share_event(kind, link.as_deref(), target.as_deref(), &detail).await {
+                tracing::error!(error = %e, "could not record a share event");
+            }
+        });
+    }
+}
+
+impl ShareAudit for DbAudit {
+    fn issued(&self, event: &LinkIssued) {
+        private_storage::TracingAudit.issued(event);
+        let detail = format!(
+            "expires={} issued_by={} bound_to={}",
+            secs(event.expires),
+            event.issued_by.as_deref().unwrap_or("-"),
+            event.bound_to.as_deref().unwrap_or("-")
+        );
+        self.record("issued", Some(event.link_id.clone()), Some(target_name(&event.target)), detail);
+    }
+
+    fn used(&self, event: &LinkUsed) {
+        private_storage::TracingAudit.used(event);
+        let detail = format!(
+            "outcome={} status={} bytes={} range={}",
+            event.outcome,
+            event.status,
+            event.bytes.map_or("-".into(), |b| b.to_string()),
+            event.range.as_deref().unwrap_or("-")
+        );
+        self.record("used", event.link_id.clone(), event.target.as_ref().map(target_name), detail);
+    }
+}
+
+/// The signing key kept in `data_dir/share-keys` (created once, readable by the owner only),
+/// for the embedded default. Several instances must share `share_keys` from configuration.
+///
+/// # Errors
+/// A message naming the file when it cannot be read, written or parsed.
+pub fn keys_in(data_dir: &Path) -> std::result::Result<ShareKeys, String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("share-keys");
+    let spec = match std::fs::read_to_string(&path) {
+        Ok(spec) => spec,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let spec = format!("k1={}", super::random_token(32));
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            file.write_all(spec.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            tracing::info!(path = %path.display(), "generated the share-link signing key (set share_keys to run several instances)");
+            spec
+        }
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    ShareKeys::parse(spec.trim()).map_err(|e| format!("{}: {e}", path.display()))
+}

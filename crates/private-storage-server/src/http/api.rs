@@ -1,0 +1,228 @@
+//! The JSON API (`/api/files`), readiness and metrics. Every domain error becomes a response
+//! in one place: [`Failure`].
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use private_storage::UploadForm;
+use serde::{Deserialize, Serialize};
+
+use super::auth::Authed;
+use crate::AppState;
+use crate::db::FileRow;
+use crate::domain::{Error, ShareRequest};
+
+/// A domain error as an API answer: `{"error": message}` with the error's status, and the
+/// headers that go with it (`WWW-Authenticate` on 401, `Retry-After` on 503).
+#[derive(Debug)]
+pub struct Failure(pub Error);
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Self(e)
+    }
+}
+
+impl From<private_storage::Error> for Failure {
+    fn from(e: private_storage::Error) -> Self {
+        Self(Error::Upload(e))
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let status = self.0.status();
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %self.0, "request failed");
+        }
+        let mut response = (status, Json(serde_json::json!({ "error": self.0.message() }))).into_response();
+        let headers = response.headers_mut();
+        headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match status {
+            StatusCode::UNAUTHORIZED => {
+                headers.insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+type ApiResult = Result<Response, Failure>;
+
+fn authed(user: Option<axum::Extension<Authed>>) -> Result<Authed, Failure> {
+    user.map(|u| u.0).ok_or(Failure(Error::Unauthenticated))
+}
+
+/// A cookie-authenticated call that changes something must carry `X-CSRF-Token`.
+fn check_csrf(authed: &Authed, headers: &HeaderMap) -> Result<(), Failure> {
+    if authed.csrf_ok(csrf_header(headers)) {
+        Ok(())
+    } else {
+        Err(Failure(Error::Forbidden("Missing or wrong X-CSRF-Token.".into())))
+    }
+}
+
+pub(super) fn csrf_header(headers: &HeaderMap) -> Option<&str> {
+    headers.get("x-csrf-token").and_then(|v| v.to_str().ok())
+}
+
+/// A file as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct FileJson {
+    id: String,
+    name: String,
+    size: i64,
+    content_type: String,
+    sha256: String,
+    url: String,
+    created: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
+}
+
+/// RFC 3339 UTC time of a unix timestamp.
+pub fn rfc3339(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0).unwrap_or_default().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+impl FileJson {
+    fn new(file: &FileRow, owner: Option<String>) -> Self {
+        Self {
+            id: file.id.clone(),
+            name: file.name.clone(),
+            size: file.size,
+            content_type: file.content_type.clone(),
+            sha256: file.sha256.clone(),
+            url: format!("/files/{}/download", file.id),
+            created: rfc3339(file.created),
+            owner,
+        }
+    }
+}
+
+/// Reads a multipart form whose `file` field goes to the domain's upload. With a cookie session
+/// the CSRF token must come first: as the `X-CSRF-Token` header or a `csrf` field before the
+/// file. Nothing is stored when anything fails.
+pub(super) async fn save_upload(
+    state: &AppState,
+    authed: &Authed,
+    headers: &HeaderMap,
+    form: UploadForm,
+) -> Result<FileRow, Error> {
+    let read = async move {
+        let mut form = form;
+        let mut csrf_ok = authed.csrf_ok(csrf_header(headers));
+        while let Some(field) = form.next_field().await? {
+            match field.name() {
+                Some("csrf") => csrf_ok = csrf_ok || authed.csrf_ok(Some(&field.text().await?)),
+                Some("file") if !csrf_ok => {
+                    return Err(Error::Forbidden("The form has expired: reload the page and try again.".into()));
+                }
+                Some("file") => return Ok(field.into_upload()),
+                _ => {}
+            }
+        }
+        Err(Error::Invalid("The form has no file field.".into()))
+    };
+    state.domain.upload(&authed.actor(), &authed.user.id, read).await
+}
+
+/// `POST /api/files`.
+pub async fn upload(
+    State(state): State<AppState>,
+    user: Option<axum::Extension<Authed>>,
+    headers: HeaderMap,
+    form: Result<UploadForm, private_storage::Error>,
+) -> ApiResult {
+    let authed = authed(user)?;
+    let row = save_upload(&state, &authed, &headers, form?).await?;
+    let mut response = (StatusCode::CREATED, Json(FileJson::new(&row, None))).into_response();
+    let location = HeaderValue::from_str(&format!("/api/files/{}", row.id)).expect("ASCII id");
+    response.headers_mut().insert(http::header::LOCATION, location);
+    Ok(response)
+}
+
+/// `?page=1&per_page=50`.
+#[derive(Debug, Deserialize)]
+pub struct Page {
+    page: Option<i64>,
+    per_page: Option<i64>,
+}
+
+/// `GET /api/files`: the user's files (staff: everyone's, with owners), newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    user: Option<axum::Extension<Authed>>,
+    Query(page): Query<Page>,
+) -> ApiResult {
+    let authed = authed(user)?;
+    let actor = authed.actor();
+    let per_page = page.per_page.unwrap_or(50).clamp(1, 500);
+    let number = page.page.unwrap_or(1).max(1);
+    let (files, total) = state.domain.list(&actor, per_page, (number - 1) * per_page).await?;
+    let files: Vec<FileJson> =
+        files.iter().map(|f| FileJson::new(&f.file, actor.sees_everything().then(|| f.owner.clone()))).collect();
+    Ok(Json(serde_json::json!({ "files": files, "page": number, "per_page": per_page, "total": total }))
+        .into_response())
+}
+
+/// `GET /api/files/{id}`.
+pub async fn show(
+    State(state): State<AppState>,
+    user: Option<axum::Extension<Authed>>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let authed = authed(user)?;
+    let file = state.domain.file(&authed.actor(), &id).await?;
+    Ok(Json(FileJson::new(&file, None)).into_response())
+}
+
+/// `DELETE /api/files/{id}`.
+pub async fn delete(
+    State(state): State<AppState>,
+    user: Option<axum::Extension<Authed>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let authed = authed(user)?;
+    check_csrf(&authed, &headers)?;
+    state.domain.delete(&authed.actor(), &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /api/files/{id}/links`.
+pub async fn share(
+    State(state): State<AppState>,
+    user: Option<axum::Extension<Authed>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(request): Json<ShareRequest>,
+) -> ApiResult {
+    let authed = authed(user)?;
+    check_csrf(&authed, &headers)?;
+    let (_, link) = state.domain.share(&authed.actor(), &id, &request).await?;
+    let body =
+        serde_json::json!({ "url": link.path, "link_id": link.row.link_id, "expires": rfc3339(link.row.expires) });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `GET /readyz`: 200 when the database and the storage answer, 503 otherwise.
+pub async fn ready(State(state): State<AppState>) -> Response {
+    match state.domain.ready().await {
+        Ok(()) => "ready".into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+        }
+    }
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+}

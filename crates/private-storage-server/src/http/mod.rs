@@ -1,0 +1,87 @@
+//! The HTTP front-ends: pages ([`web`]) and the JSON API ([`api`]) over the domain, the
+//! download routes (the library's services, built by the domain), and the middleware every
+//! request passes: request ids, the access log, metrics, authentication ([`auth`]).
+
+pub mod api;
+pub mod auth;
+pub mod web;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::middleware;
+use axum::response::Response;
+use axum::routing::{get, post};
+
+use crate::AppState;
+
+/// The HTTP interface (see the README for the routes).
+pub fn app(state: AppState) -> Router {
+    let timeout = state.config.request_timeout;
+    let pages = Router::new()
+        .route("/", get(web::index))
+        .route("/login", get(web::login_page).post(web::login))
+        .route("/logout", post(web::logout))
+        .route("/files/{id}", get(web::file_page))
+        .route("/files/{id}/delete", get(web::confirm_delete).post(web::delete))
+        .route("/files/{id}/share", post(web::share))
+        .route("/links/{link_id}/revoke", post(web::revoke))
+        .route("/api/files", get(api::list))
+        .route("/api/files/{id}", get(api::show).delete(api::delete))
+        .route("/api/files/{id}/links", post(api::share))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(api::ready))
+        .route("/metrics", get(api::metrics))
+        .route("/static/style.css", get(web::stylesheet))
+        .route("/static/upload.js", get(web::upload_script))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(http::StatusCode::REQUEST_TIMEOUT, timeout));
+    // Transfers are not cut by the request timeout: they may take as long as the bytes do.
+    let transfers = Router::new()
+        .route("/upload", post(web::upload))
+        .route("/api/files", post(api::upload))
+        .layer(DefaultBodyLimit::disable())
+        .route("/files/{id}/download", get(download))
+        .nest_service("/private-media", state.domain.media().clone())
+        .route("/s/{token}", get(shared).head(shared));
+    pages
+        .merge(transfers)
+        .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), crate::metrics::count))
+        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(NewRequestId))
+        .with_state(state)
+}
+
+/// A random id for each request without one, echoed in `x-request-id` and in every log line
+/// of the request.
+#[derive(Debug, Clone, Copy)]
+struct NewRequestId;
+
+impl tower_http::request_id::MakeRequestId for NewRequestId {
+    fn make_request_id<B>(&mut self, _request: &http::Request<B>) -> Option<tower_http::request_id::RequestId> {
+        http::HeaderValue::from_str(&crate::domain::random_token(9)).ok().map(tower_http::request_id::RequestId::new)
+    }
+}
+
+/// The span of a request: method, path and request id. Share-link tokens are capabilities:
+/// their path is logged as `/s/<token>`.
+fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
+    let path = request.uri().path();
+    let path = if path.starts_with("/s/") { "/s/<token>" } else { path };
+    let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+    tracing::info_span!("request", method = %request.method(), path, request_id = id)
+}
+
+/// `GET /files/{id}/download`: the owner, or staff.
+async fn download(State(state): State<AppState>, Path(id): Path<String>, request: Request) -> Response {
+    state.domain.records().serve(&id, request).await.map(axum::body::Body::new)
+}
+
+/// `GET /s/{token}`.
+async fn shared(State(state): State<AppState>, Path(token): Path<String>, request: Request) -> Response {
+    state.domain.shared().serve(&token, request).await.map(axum::body::Body::new)
+}

@@ -1,0 +1,459 @@
+//! Server-rendered pages: login, the file list with the upload form, a file's page with its
+//! share links, and deletion with confirmation. Every form post carries the session's CSRF
+//! token; everything works without JavaScript except the upload progress bar.
+
+use std::net::SocketAddr;
+
+use axum::Extension;
+use axum::extract::connect_info::ConnectInfo;
+use axum::extract::{Form, Path, Query, State};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use http::header::SET_COOKIE;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use minijinja::context;
+use private_storage::{UploadForm, human_size};
+use serde::Deserialize;
+
+use super::api::{rfc3339, save_upload};
+use super::auth::{Authed, SESSION_COOKIE, cookie};
+use crate::AppState;
+use crate::db::FileRow;
+use crate::domain::{Error, ShareRequest, random_token};
+
+/// The cookie that carries the login form's CSRF token (there is no session yet).
+const LOGIN_CSRF_COOKIE: &str = "ps_login_csrf";
+
+/// The page templates, compiled in.
+pub fn templates() -> minijinja::Environment<'static> {
+    let mut env = minijinja::Environment::new();
+    for (name, source) in [
+        ("base.html", include_str!("../../templates/base.html")),
+        ("login.html", include_str!("../../templates/login.html")),
+        ("index.html", include_str!("../../templates/index.html")),
+        ("file.html", include_str!("../../templates/file.html")),
+        ("confirm_delete.html", include_str!("../../templates/confirm_delete.html")),
+        ("error.html", include_str!("../../templates/error.html")),
+    ] {
+        env.add_template(name, source).expect("the templates compile");
+    }
+    env
+}
+
+fn render(state: &AppState, status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
+    match state.templates.get_template(name).and_then(|t| t.render(ctx)) {
+        Ok(html) => {
+            let mut response = (status, Html(html)).into_response();
+            let headers = response.headers_mut();
+            headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
+            headers.insert(http::header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+            headers.insert(
+                http::header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'"),
+            );
+            response
+        }
+        Err(e) => {
+            tracing::error!(error = %e, template = name, "template failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "The page could not be shown.").into_response()
+        }
+    }
+}
+
+/// The one page of a domain error: its status, and its message (server errors say only that
+/// something failed; the cause is in the log).
+fn error_page(state: &AppState, user: Option<&Authed>, error: &Error) -> Response {
+    let status = error.status();
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!(error = %error, "page failed");
+    }
+    let (title, message) = (status.canonical_reason().unwrap_or("Error"), error.message());
+    render(state, status, "error.html", context! { title, message, user => user.map(user_ctx), csrf => csrf_of(user) })
+}
+
+fn user_ctx(authed: &Authed) -> minijinja::Value {
+    context! { username => authed.user.username.clone(), is_staff => authed.actor().sees_everything() }
+}
+
+fn csrf_of(authed: Option<&Authed>) -> String {
+    authed.and_then(|a| a.session.as_ref()).map(|s| s.csrf.clone()).unwrap_or_default()
+}
+
+fn cookie_header(state: &AppState, name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
+    let secure = if state.config.secure_cookies() { "; Secure" } else { "" };
+    let age = max_age.map(|a| format!("; Max-Age={a}")).unwrap_or_default();
+    HeaderValue::from_str(&format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax{age}{secure}"))
+        .expect("cookie values are ASCII")
+}
+
+/// A local path to go back to after login (never another site).
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") && !n.contains(['\r', '\n']) => {
+            n.to_owned()
+        }
+        _ => "/".to_owned(),
+    }
+}
+
+fn file_ctx(file: &FileRow, owner: Option<&str>) -> minijinja::Value {
+    context! {
+        id => file.id.clone(), name => file.name.clone(), size => human_size(file.size as u64),
+        content_type => file.content_type.clone(), sha256 => file.sha256.clone(),
+        created => rfc3339(file.created), created_text => rfc3339(file.created).replace('T', " ").replace('Z', " UTC"),
+        owner => owner.map(str::to_owned),
+    }
+}
+
+/// `?page=&uploaded=`
+#[derive(Debug, Deserialize)]
+pub struct IndexQuery {
+    page: Option<i64>,
+    uploaded: Option<String>,
+}
+
+const PER_PAGE: i64 = 50;
+
+async fn index_page(
+    state: &AppState,
+    authed: &Authed,
+    page: i64,
+    notice: Option<String>,
+    error: Option<Error>,
+) -> Response {
+    let page = page.max(1);
+    let (files, total) = match state.domain.list(&authed.actor(), PER_PAGE, (page - 1) * PER_PAGE).await {
+        Ok(found) => found,
+        Err(e) => return error_page(state, Some(authed), &e),
+    };
+    let files: Vec<_> = files.iter().map(|f| file_ctx(&f.file, Some(&f.owner))).collect();
+    let types = state.config.content_types.join(", ");
+    let (status, error) = error.map_or((StatusCode::OK, None), |e| (e.status(), Some(e.message())));
+    render(
+        state,
+        status,
+        "index.html",
+        context! {
+            user => user_ctx(authed), csrf => csrf_of(Some(authed)), files, total,
+            prev => (page > 1).then_some(page - 1), next => (page * PER_PAGE < total).then_some(page + 1),
+            max_size => human_size(state.config.max_file_size), types, notice, error,
+        },
+    )
+}
+
+/// `GET /`: the file list and the upload form; anonymous visitors go to the login page.
+pub async fn index(
+    State(state): State<AppState>,
+    user: Option<Extension<Authed>>,
+    Query(query): Query<IndexQuery>,
+) -> Response {
+    let Some(Extension(authed)) = user else { return Redirect::to("/login").into_response() };
+    let notice = query.uploaded.map(|name| format!("Uploaded {name}."));
+    index_page(&state, &authed, query.page.unwrap_or(1), notice, None).await
+}
+
+/// `?next=`
+#[derive(Debug, Deserialize)]
+pub struct LoginQuery {
+    next: Option<String>,
+}
+
+fn login_form(state: &AppState, status: StatusCode, next: &str, username: &str, error: Option<&str>) -> Response {
+    let csrf = random_token(24);
+    let mut response = render(state, status, "login.html", context! { csrf => csrf.clone(), next, username, error });
+    response.headers_mut().append(SET_COOKIE, cookie_header(state, LOGIN_CSRF_COOKIE, &csrf, Some(3600)));
+    response
+}
+
+/// `GET /login`.
+pub async fn login_page(
+    State(state): State<AppState>,
+    user: Option<Extension<Authed>>,
+    Query(query): Query<LoginQuery>,
+) -> Response {
+    let next = safe_next(query.next.as_deref());
+    if user.is_some() {
+        return Redirect::to(&next).into_response();
+    }
+    login_form(&state, StatusCode::OK, &next, "", None)
+}
+
+/// The login form.
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    username: String,
+    password: String,
+    csrf: String,
+    next: Option<String>,
+}
+
+/// `POST /login`: checks the form's CSRF token, then logs in through the domain (rate limit,
+/// password), which starts a new session (a new id: any earlier session cookie is replaced).
+pub async fn login(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    cookies: RequestCookies,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let next = safe_next(form.next.as_deref());
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+    let ip = super::auth::client_ip(peer, &headers, &state.config.trusted_proxies);
+    let csrf_ok = cookies
+        .login_csrf
+        .as_deref()
+        .is_some_and(|c| !c.is_empty() && subtle::ConstantTimeEq::ct_eq(c.as_bytes(), form.csrf.as_bytes()).into());
+    if !csrf_ok {
+        state.metrics.denied("csrf");
+        let message = "The form has expired: please try again.";
+        return login_form(&state, StatusCode::FORBIDDEN, &next, &form.username, Some(message));
+    }
+    match state.domain.login(&form.username, &form.password, ip, cookies.session.as_deref()).await {
+        Ok(session) => {
+            let mut response = Redirect::to(&next).into_response();
+            let ttl = state.config.session_ttl.as_secs();
+            response.headers_mut().append(SET_COOKIE, cookie_header(&state, SESSION_COOKIE, &session.id, Some(ttl)));
+            response.headers_mut().append(SET_COOKIE, cookie_header(&state, LOGIN_CSRF_COOKIE, "", Some(0)));
+            response
+        }
+        Err(e) => login_form(&state, e.status(), &next, &form.username, Some(&e.message())),
+    }
+}
+
+/// The cookies the login handler needs.
+#[derive(Debug)]
+pub struct RequestCookies {
+    login_csrf: Option<String>,
+    session: Option<String>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestCookies {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut http::request::Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            login_csrf: cookie(parts, LOGIN_CSRF_COOKIE).map(str::to_owned),
+            session: cookie(parts, SESSION_COOKIE).map(str::to_owned),
+        })
+    }
+}
+
+/// The user posting a form, if logged in and the form carries the session's CSRF token;
+/// otherwise the answer: to the login page, or a 403 page.
+#[allow(clippy::result_large_err)] // the error is the response itself, returned at once
+fn form_user(state: &AppState, user: Option<Extension<Authed>>, csrf: &str) -> Result<Authed, Response> {
+    let Some(Extension(authed)) = user else { return Err(Redirect::to("/login").into_response()) };
+    if !authed.csrf_ok(Some(csrf)) {
+        let expired = Error::Forbidden("The form has expired: reload the page and try again.".into());
+        return Err(error_page(state, Some(&authed), &expired));
+    }
+    Ok(authed)
+}
+
+/// A form with only the CSRF token.
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+/// `POST /logout`.
+pub async fn logout(
+    State(state): State<AppState>,
+    user: Option<Extension<Authed>>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let authed = match form_user(&state, user, &form.csrf) {
+        Ok(authed) => authed,
+        Err(response) => return response,
+    };
+    if let Some(session) = &authed.session
+        && let Err(e) = state.domain.logout(&session.id_hash).await
+    {
+        return error_page(&state, Some(&authed), &e);
+    }
+    let mut response = Redirect::to("/login").into_response();
+    response.headers_mut().append(SET_COOKIE, cookie_header(&state, SESSION_COOKIE, "", Some(0)));
+    response
+}
+
+/// `POST /upload`: the upload form without JavaScript.
+pub async fn upload(
+    State(state): State<AppState>,
+    user: Option<Extension<Authed>>,
+    headers: HeaderMap,
+    form: Result<UploadForm, private_storage::Error>,
+) -> Response {
+    let Some(Extension(authed)) = user else { return Redirect::to("/login").into_response() };
+    let saved = match form {
+        Ok(form) => save_upload(&state, &authed, &headers, form).await,
+        Err(e) => Err(Error::Upload(e)),
+    };
+    match saved {
+        Ok(row) => Redirect::to(&format!("/?uploaded={}", percent_encode(&row.name))).into_response(),
+        Err(e) => index_page(&state, &authed, 1, None, Some(e)).await,
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+async fn file_view(
+    state: &AppState,
+    authed: &Authed,
+    file: &FileRow,
+    new_link: Option<String>,
+    error: Option<Error>,
+) -> Response {
+    let links = match state.domain.live_links(file).await {
+        Ok(links) => links,
+        Err(e) => return error_page(state, Some(authed), &e),
+    };
+    let links: Vec<_> = links
+        .iter()
+        .map(|l| context! { link_id => l.link_id.clone(), expires_text => rfc3339(l.expires).replace('T', " ").replace('Z', " UTC"), bound_to => l.bound_to.clone() })
+        .collect();
+    let owner = state.domain.owner_name(&authed.actor(), file).await.ok().flatten();
+    let new_link = new_link.map(|path| match &state.config.public_url {
+        Some(base) => format!("{}{path}", base.trim_end_matches('/')),
+        None => path,
+    });
+    let (status, error) = error.map_or((StatusCode::OK, None), |e| (e.status(), Some(e.message())));
+    render(
+        state,
+        status,
+        "file.html",
+        context! { user => user_ctx(authed), csrf => csrf_of(Some(authed)), file => file_ctx(file, None), owner, links, new_link, error },
+    )
+}
+
+/// `GET /files/{id}`: a file, its share form and live links.
+pub async fn file_page(
+    State(state): State<AppState>,
+    user: Option<Extension<Authed>>,
+    Path(id): Path<String>,
+) -> Response {
+    let Some(Extension(authed)) = user else {
+        return Redirect::to(&format!("/login?next=/files/{id}")).into_response();
+    };
+    match state.domain.file(&authed.actor(), &id).await {
+        Ok(file) => file_view(&state, &authed, &file, None, None).await,
+        Err(e) => error_page(&state, Some(&authed), &e),
+    }
+}
+
+/// `GET /files/{id}/delete`: asks first.
+pub async fn confirm_delete(
+    State(state): State<AppState>,
+    user: Option<Extension<Authed>>,
+    Path(id): Path<String>,
+) -> Response {
+    let Some(Extension(authed)) = user else { return Redirect::to("/login").into_response() };
+    match state.domain.file(&authed.actor(), &id).await {
+        Ok(file) => render(
+            &state,
+            StatusCode::OK,
+            "confirm_delete.html",
+            context! { user => user_ctx(&authed), csrf => csrf_of(Some(&authed)), file => file_ctx(&file, None) },
+        ),
+        Err(e) => error_page(&state, Some(&authed), &e),
+    }
+}
+
+/// `POST /files/{id}/delete`.
+pub async fn delete(
+    State(state): State<AppState>,
+    user: Option<Extension<Authed>>,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let authed = match form_user(&state, user, &form.csrf) {
+        Ok(authed) => authed,
+        Err(response) => return response,
+    };
+    match state.domain.delete(&authed.actor(), &id).await {
+        Ok(_) => Redirect::to("/").into_response(),
+        Err(e) => error_page(&state, Some(&authed), &e),
+    }
+}
+
+/// The share form.
+#[derive(Debug, Deserialize)]
+pub struct ShareForm {
+    csrf: String,
+    expires: String,
+    attachment: Option<String>,
+    user: Option<String>,
+}
+
+/// `POST /files/{id}/share`: issues a link and shows it once.
+pub async fn share(
+    State(state): State<AppState>,
+    user: Option<Extension<Authed>>,
+    Path(id): Path<String>,
+    Form(form): Form<ShareForm>,
+) -> Response {
+    let authed = match form_user(&state, user, &form.csrf) {
+        Ok(authed) => authed,
+        Err(response) => return response,
+    };
+    let request = ShareRequest { expires: form.expires, attachment: form.attachment.is_some(), user: form.user };
+    match state.domain.share(&authed.actor(), &id, &request).await {
+        Ok((file, link)) => file_view(&state, &authed, &file, Some(link.path), None).await,
+        // A bad value is shown on the file's page, next to the form.
+        Err(e @ Error::Invalid(_)) => match state.domain.file(&authed.actor(), &id).await {
+            Ok(file) => file_view(&state, &authed, &file, None, Some(e)).await,
+            Err(e) => error_page(&state, Some(&authed), &e),
+        },
+        Err(e) => error_page(&state, Some(&authed), &e),
+    }
+}
+
+/// `POST /links/{link_id}/revoke`.
+pub async fn revoke(
+    State(state): State<AppState>,
+    user: Option<Extension<Authed>>,
+    Path(link_id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let authed = match form_user(&state, user, &form.csrf) {
+        Ok(authed) => authed,
+        Err(response) => return response,
+    };
+    match state.domain.revoke(&authed.actor(), &link_id).await {
+        Ok(link) => Redirect::to(&format!("/files/{}", link.file_id)).into_response(),
+        Err(e) => error_page(&state, Some(&authed), &e),
+    }
+}
+
+/// `GET /static/upload.js`: the upload form's progress bar (the page's only script).
+pub async fn upload_script() -> Response {
+    (
+        [
+            (http::header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (http::header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../templates/upload.js"),
+    )
+        .into_response()
+}
+
+/// `GET /static/style.css`.
+pub async fn stylesheet() -> Response {
+    (
+        [
+            (http::header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (http::header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../templates/style.css"),
+    )
+        .into_response()
+}

@@ -1,0 +1,326 @@
+//! The `private-storage` binary's operator commands, run as a user would.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn cli(data: &Path, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_private-storage"));
+    command.arg("--data-dir").arg(data).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command.env_remove("RUST_LOG");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn failed(out: &Output, code: i32) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn users_tokens_and_files_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    assert!(
+        failed(&cli(&data, &["user", "add", "ada", "--password-stdin"], Some("short\n"), &[]), 1)
+            .contains("at least 8 characters")
+    );
+    assert!(
+        ok(&cli(&data, &["user", "add", "ada", "--password-stdin"], Some("a long password\n"), &[]))
+            .contains("created user ada")
+    );
+    assert!(
+        failed(&cli(&data, &["user", "add", "ada", "--password-stdin"], Some("another password\n"), &[]), 1)
+            .contains("exists already")
+    );
+    assert!(
+        ok(&cli(&data, &["user", "add", "root", "--superuser", "--password-stdin"], Some("root password\n"), &[]))
+            .contains("created superuser root")
+    );
+    let users = ok(&cli(&data, &["user", "list"], None, &[]));
+    assert!(users.contains("ada\tuser") && users.contains("root\tsuperuser"), "{users}");
+    let token = ok(&cli(&data, &["token", "create", "ada"], None, &[])).trim().to_owned();
+    assert!(token.starts_with("ps_") && token.len() > 40, "{token}");
+    let db = std::fs::read(data.join("private-storage.db")).unwrap();
+    assert!(!db.windows(token.len()).any(|w| w == token.as_bytes()), "only the token's hash is stored");
+
+    // put / ls / get / rm, through the upload policy.
+    let original = [b"%PDF-1.7\n".as_slice(), &vec![b'z'; 100_000]].concat();
+    let file = dir.path().join("Jahresbericht 2026.pdf");
+    std::fs::write(&file, &original).unwrap();
+    let put = ok(&cli(&data, &["put", file.to_str().unwrap(), "--owner", "ada"], None, &[]));
+    let id = put.split('\t').next().unwrap().to_owned();
+    assert!(put.contains("application/pdf") && put.contains("Jahresbericht 2026.pdf"), "{put}");
+    let listing = ok(&cli(&data, &["ls"], None, &[]));
+    assert!(listing.contains(&id) && listing.contains("\tada\t100009\t"), "{listing}");
+    let out = dir.path().join("copy.pdf");
+    ok(&cli(&data, &["get", &id, "-o", out.to_str().unwrap()], None, &[]));
+    assert!(std::fs::read(&out).unwrap() == original);
+    let exe = dir.path().join("invoice.pdf");
+    std::fs::write(&exe, [b"MZ\x90\x00".as_slice(), &[0u8; 500]].concat()).unwrap();
+    let refused = failed(&cli(&data, &["put", exe.to_str().unwrap(), "--owner", "ada"], None, &[]), 1);
+    assert!(
+        refused.contains("application/pdf") || refused.contains("not allowed") || refused.contains("type"),
+        "{refused}"
+    );
+    assert!(
+        failed(&cli(&data, &["put", file.to_str().unwrap()], None, &[]), 1).contains("--owner"),
+        "two users: say whose"
+    );
+
+    // share / share revoke
+    let link = ok(&cli(&data, &["share", &id, "--expires", "1h", "--attachment"], None, &[]));
+    assert!(link.trim().starts_with("http://127.0.0.1:8000/s/"), "{link}");
+    assert!(failed(&cli(&data, &["share", &id, "--expires", "30d"], None, &[]), 1).contains("at most"));
+
+    ok(&cli(&data, &["rm", &id], None, &[]));
+    assert!(!ok(&cli(&data, &["ls"], None, &[])).contains(&id));
+    assert!(ok(&cli(&data, &["check"], None, &[])).contains("ready"));
+    ok(&cli(&data, &["user", "passwd", "ada", "--password-stdin"], Some("a new password\n"), &[]));
+    let db_url = format!("sqlite://{}", data.join("private-storage.db").display());
+    let token_hash = private_storage_server::domain::sha256_hex(&token);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let db = runtime.block_on(private_storage_server::db::Db::open(&db_url)).unwrap();
+    assert!(runtime.block_on(db.user_by_token(&token_hash)).unwrap().is_some(), "the token works before it is revoked");
+    ok(&cli(&data, &["token", "revoke", "ada"], None, &[]));
+    assert!(
+        runtime.block_on(db.user_by_token(&token_hash)).unwrap().is_none(),
+        "a revoked token no longer authenticates"
+    );
+    ok(&cli(&data, &["user", "rm", "ada"], None, &[]));
+    assert!(!ok(&cli(&data, &["user", "list"], None, &[])).contains("ada"));
+}
+
+#[test]
+fn configuration_is_checked_and_printed_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let secret = format!("k1={}", "Q".repeat(43));
+    let shown = ok(&cli(
+        &data,
+        &["config", "check"],
+        None,
+        &[("PRIVATE_STORAGE_SHARE_KEYS", &secret), ("PRIVATE_STORAGE_MAX_FILE_SIZE", "5MB")],
+    ));
+    assert!(shown.contains("share_keys = \"<redacted>\"  # env PRIVATE_STORAGE_SHARE_KEYS"), "{shown}");
+    assert!(shown.contains("max_file_size = \"5MB\"  # env PRIVATE_STORAGE_MAX_FILE_SIZE"), "{shown}");
+    assert!(!shown.contains("QQQQ"));
+    let typo = failed(&cli(&data, &["config", "check"], None, &[("PRIVATE_STORAGE_MAX_FILESIZE", "5MB")]), 2);
+    assert!(typo.contains("unknown setting `max_filesize`") && typo.contains("PRIVATE_STORAGE_MAX_FILESIZE"), "{typo}");
+    let bad = failed(&cli(&data, &["serve", "-s", "delivery=carrier-pigeon"], None, &[]), 2);
+    assert!(bad.contains("`delivery` (flag)"), "{bad}");
+    let toml = dir.path().join("c.toml");
+    std::fs::write(&toml, "bind = \"127.0.0.1:9\"\n[s3]\nbukcet = \"x\"\n").unwrap();
+    let file_typo = failed(&cli(&data, &["--config", toml.to_str().unwrap(), "config", "check"], None, &[]), 2);
+    assert!(file_typo.contains("s3.bukcet") && file_typo.contains("c.toml"), "{file_typo}");
+    // A storage folder that does not exist is not created behind the user's back.
+    let missing =
+        failed(&cli(&data, &["serve", "--storage", "/nonexistent/media", "--bind", "127.0.0.1:0"], None, &[]), 1);
+    assert!(missing.contains("/nonexistent/media") && missing.contains("create the folder"), "{missing}");
+    assert!(!Path::new("/nonexistent/media").exists());
+    // The nginx snippet for the configured delivery.
+    let nginx = ok(&cli(&data, &["config", "nginx", "-s", "delivery=nginx"], None, &[]));
+    assert!(
+        nginx.contains("location /_private/ {") && nginx.contains("internal;") && nginx.contains("/media/;"),
+        "{nginx}"
+    );
+}
+
+#[test]
+fn copy_storage_copies_verified_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&cli(&data, &["user", "add", "ada", "--password-stdin"], Some("a long password\n"), &[]));
+    let mut originals = Vec::new();
+    for i in 0..3 {
+        let file = dir.path().join(format!("doc {i}.pdf"));
+        let bytes = [b"%PDF-1.7\n".as_slice(), &vec![b'a' + i as u8; 10_000 * (i + 1)]].concat();
+        std::fs::write(&file, &bytes).unwrap();
+        ok(&cli(&data, &["put", file.to_str().unwrap()], None, &[]));
+        originals.push(bytes);
+    }
+    let target = dir.path().join("new-media");
+    std::fs::create_dir(&target).unwrap();
+    let first = ok(&cli(&data, &["copy-storage", target.to_str().unwrap()], None, &[]));
+    assert!(first.contains("copied 3 file(s)"), "{first}");
+    let again = ok(&cli(&data, &["copy-storage", target.to_str().unwrap()], None, &[]));
+    assert!(again.contains("copied 0 file(s)") && again.contains("3 already in place"), "{again}");
+    // Switched over, the server reads the same files from the new folder.
+    let out = dir.path().join("back.pdf");
+    let id = ok(&cli(&data, &["ls"], None, &[])).lines().next().unwrap().split('\t').next().unwrap().to_owned();
+    ok(&cli(&data, &["--storage", target.to_str().unwrap(), "get", &id, "-o", out.to_str().unwrap()], None, &[]));
+    assert!(originals.contains(&std::fs::read(&out).unwrap()));
+    assert!(
+        failed(&cli(&data, &["copy-storage", "/nonexistent/target"], None, &[]), 1).contains("/nonexistent/target")
+    );
+}
+
+/// The binary's `serve`, as the README runs it (on a free port), stopped with SIGTERM.
+struct Served {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Served {
+    fn start(data: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_private-storage"))
+            .arg("--data-dir")
+            .arg(data)
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+        // The server prints its URL once it listens.
+        let url = lines
+            .find_map(|line| line.unwrap().split_once("listening on ").map(|(_, url)| url.trim().to_owned()))
+            .expect("the server prints its URL");
+        // Keep reading: a closed pipe would fail the server's next line of output.
+        std::thread::spawn(move || lines.for_each(drop));
+        Self { child, url }
+    }
+
+    /// SIGTERM, as a service manager stops it: a graceful shutdown exits 0.
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        assert!(self.child.wait().unwrap().success(), "a graceful shutdown exits 0");
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pdf(len: usize) -> Vec<u8> {
+    let mut bytes = b"%PDF-1.7\n".to_vec();
+    bytes.extend((0..len.saturating_sub(9)).map(|i| b'a' + (i % 26) as u8));
+    bytes
+}
+
+/// The README's first steps on the binary: create the first user, `serve`, log in through the
+/// login form, upload, download the same bytes, be refused without a login, stop with SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_flow_runs_on_the_binary() {
+    private_storage::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&cli(&data, &["user", "add", "admin", "--superuser", "--password-stdin"], Some("correct horse battery\n"), &[]));
+    let served = Served::start(&data);
+    let http =
+        reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let page = http.get(format!("{}login", served.url)).send().await.unwrap().text().await.unwrap();
+    let csrf = crate::common::field(&page, "csrf");
+    let login = [("username", "admin"), ("password", "correct horse battery"), ("csrf", &csrf)];
+    let reply = http.post(format!("{}login", served.url)).form(&login).send().await.unwrap();
+    assert_eq!(reply.status(), 303, "logged in");
+    let index = http.get(&served.url).send().await.unwrap().text().await.unwrap();
+    assert!(index.contains("Upload a file"), "{index}");
+
+    let token = ok(&cli(&data, &["token", "create", "admin"], None, &[])).trim().to_owned();
+    let bytes = pdf(20_000);
+    let part = reqwest::multipart::Part::bytes(bytes.clone()).file_name("smoke.pdf");
+    let created: serde_json::Value = http
+        .post(format!("{}api/files", served.url))
+        .bearer_auth(&token)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap_or_else(|| panic!("not uploaded: {created}"));
+    let download = format!("{}files/{id}/download", served.url);
+    let got = http.get(&download).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert!(got.bytes().await.unwrap() == bytes, "the same bytes come back");
+    let anonymous = reqwest::get(&download).await.unwrap();
+    assert_eq!(anonymous.status(), 403);
+    served.stop();
+}
+
+/// Regression: every command used to sweep all staging files at start, so `user list` run
+/// beside a live server destroyed the uploads in flight (the client got 404 after sending
+/// its bytes). An upload held half-way survives `user list`, `ls` and `put`, and arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_in_flight_survives_commands_run_beside_the_live_server() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    private_storage::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&cli(&data, &["user", "add", "ada", "--password-stdin"], Some("correct horse battery\n"), &[]));
+    let token = ok(&cli(&data, &["token", "create", "ada"], None, &[])).trim().to_owned();
+    let served = Served::start(&data);
+
+    let bytes = pdf(3 << 20);
+    let (content_type, body) = crate::common::multipart(&[], "large.pdf", &bytes);
+    let addr = served.url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /api/files HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let half = body.len() / 2;
+    socket.write_all(&body[..half]).await.unwrap();
+    let staging =
+        || crate::common::files_under(&data.join("media")).into_iter().filter(|p| p.contains(".ps-tmp-")).count();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while staging() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the upload never reached the storage");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    assert!(ok(&cli(&data, &["user", "list"], None, &[])).contains("ada"));
+    ok(&cli(&data, &["ls"], None, &[]));
+    let other = dir.path().join("other.pdf");
+    std::fs::write(&other, pdf(1000)).unwrap();
+    ok(&cli(&data, &["put", other.to_str().unwrap(), "--owner", "ada"], None, &[]));
+    assert_eq!(staging(), 1, "the upload in flight is still staged");
+
+    socket.write_all(&body[half..]).await.unwrap();
+    let mut reply = String::new();
+    socket.read_to_string(&mut reply).await.unwrap();
+    assert!(reply.starts_with("HTTP/1.1 201"), "{reply}");
+    let id = reply.split("\"id\":\"").nth(1).and_then(|rest| rest.split('"').next()).unwrap().to_owned();
+    let got = reqwest::Client::new()
+        .get(format!("{}files/{id}/download", served.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert!(got.bytes().await.unwrap() == bytes, "the upload arrived intact");
+    served.stop();
+}

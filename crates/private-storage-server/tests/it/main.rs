@@ -1,0 +1,9 @@
+//! The server's integration tests, one binary (one link step) with a module per subject.
+
+mod app;
+mod browser;
+mod cli;
+mod common;
+mod s3;
+mod scale_out;
+mod socket;

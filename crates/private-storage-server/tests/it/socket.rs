@@ -1,0 +1,224 @@
+//! The server on a real socket: a browser-like client with cookies, many concurrent
+//! downloads, slow clients, the per-user upload cap, and a graceful shutdown that lets a
+//! running download finish.
+use crate::common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::common::{pdf, server, sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct Running {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn run(s: &common::TestServer) -> Running {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let done = tokio::spawn(private_storage_server::serve(s.state.clone(), listener, async move {
+        let _ = stopped.await;
+    }));
+    Running { addr, stop: Some(stop), done }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+async fn upload(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    token: &str,
+    name: &str,
+    bytes: Vec<u8>,
+) -> serde_json::Value {
+    let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned());
+    let reply = http
+        .post(format!("http://{addr}/api/files"))
+        .bearer_auth(token)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 201);
+    reply.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_like_client_logs_in_uploads_downloads_and_logs_out() {
+    let s = server(&[]).await;
+    s.user("ada", false, false).await;
+    let running = run(&s).await;
+    let base = format!("http://{}", running.addr);
+    let http = client();
+    let page = http.get(format!("{base}/login")).send().await.unwrap().text().await.unwrap();
+    let csrf = common::field(&page, "csrf");
+    let login = http
+        .post(format!("{base}/login"))
+        .form(&[("username", "ada"), ("password", "password-ada"), ("csrf", &csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 303);
+    let index = http.get(format!("{base}/")).send().await.unwrap().text().await.unwrap();
+    let session_csrf = common::field(&index, "csrf");
+    let bytes = pdf(3 * 1024 * 1024 + 5);
+    let part = reqwest::multipart::Part::bytes(bytes.clone()).file_name("big.pdf");
+    let form = reqwest::multipart::Form::new().text("csrf", session_csrf.clone()).part("file", part);
+    let uploaded = http.post(format!("{base}/upload")).multipart(form).send().await.unwrap();
+    assert_eq!(uploaded.status(), 303);
+    let files: serde_json::Value = http.get(format!("{base}/api/files")).send().await.unwrap().json().await.unwrap();
+    let id = files["files"][0]["id"].as_str().unwrap().to_owned();
+    let got = http.get(format!("{base}/files/{id}/download")).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(sha256(&got.bytes().await.unwrap()), sha256(&bytes));
+    let out = http.post(format!("{base}/logout")).form(&[("csrf", &session_csrf)]).send().await.unwrap();
+    assert_eq!(out.status(), 303);
+    assert_eq!(
+        http.get(format!("{base}/files/{id}/download")).send().await.unwrap().status(),
+        403,
+        "denied after logout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_downloads_arrive_intact() {
+    let s = server(&[]).await;
+    let ada = s.user("ada", false, false).await;
+    let running = run(&s).await;
+    let bytes = pdf(5 * 1024 * 1024);
+    let expected = sha256(&bytes);
+    let id = upload(&client(), running.addr, &ada, "five.pdf", bytes).await["id"].as_str().unwrap().to_owned();
+    let http = reqwest::Client::new();
+    let downloads = (0..200).map(|_| {
+        let (http, url, token) = (http.clone(), format!("http://{}/files/{id}/download", running.addr), ada.clone());
+        tokio::spawn(async move {
+            let reply = http.get(url).bearer_auth(token).send().await.unwrap();
+            assert_eq!(reply.status(), 200);
+            sha256(&reply.bytes().await.unwrap())
+        })
+    });
+    for hash in futures_util::future::join_all(downloads).await {
+        assert_eq!(hash.unwrap(), expected);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_and_do_not_hold_up_others() {
+    let s = server(&[("header_read_timeout", "1s")]).await;
+    let ada = s.user("ada", false, false).await;
+    let running = run(&s).await;
+    // 100 connections that trickle their headers and never finish them.
+    let mut slow = Vec::new();
+    for _ in 0..100 {
+        let mut socket = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+        socket.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+        slow.push(socket);
+    }
+    // A normal client is served meanwhile.
+    let reply = reqwest::Client::new()
+        .get(format!("http://{}/api/files", running.addr))
+        .bearer_auth(&ada)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    // And the server closes every slow connection once the header timeout passes.
+    for socket in &mut slow {
+        let mut buf = [0u8; 256];
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {} // a 408 before closing is fine
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "a slow connection stayed open past the header timeout");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_may_run_only_so_many_uploads_at_once() {
+    let s = server(&[("max_uploads_per_user", "1")]).await;
+    let (ada, bob) = (s.user("ada", false, false).await, s.user("bob", false, false).await);
+    let running = run(&s).await;
+    // Ada's first upload stalls mid-body, holding her slot.
+    let (content_type, body) = common::multipart(&[], "slow.pdf", &pdf(200_000));
+    let mut socket = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+    let head = format!(
+        "POST /api/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ada}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&body[..100_000]).await.unwrap();
+    // Wait until the server holds the slot (the upload is in progress), then try a second one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let ada_id = s.state.db.user_by_name("ada").await.unwrap().unwrap().id;
+    while s.state.domain.uploads().running(&ada_id) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the first upload never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let http = reqwest::Client::new();
+    let part = reqwest::multipart::Part::bytes(pdf(1000)).file_name("second.pdf");
+    let second = http
+        .post(format!("http://{}/api/files", running.addr))
+        .bearer_auth(&ada)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 429);
+    // Others are not affected.
+    upload(&http, running.addr, &bob, "bob.pdf", pdf(1000)).await;
+    // The first upload finishes, and the slot is free again.
+    socket.write_all(&body[100_000..]).await.unwrap();
+    let mut response = vec![0u8; 1024];
+    let n = socket.read(&mut response).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&response[..n]).starts_with("HTTP/1.1 201"),
+        "{}",
+        String::from_utf8_lossy(&response[..n])
+    );
+    upload(&http, running.addr, &ada, "third.pdf", pdf(1000)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_a_running_download_finish_and_accepts_nothing_new() {
+    let s = server(&[("shutdown_grace", "30s")]).await;
+    let ada = s.user("ada", false, false).await;
+    let mut running = run(&s).await;
+    let bytes = pdf(8 * 1024 * 1024);
+    let id = upload(&client(), running.addr, &ada, "big.pdf", bytes.clone()).await["id"].as_str().unwrap().to_owned();
+    let reply = reqwest::Client::new()
+        .get(format!("http://{}/files/{id}/download", running.addr))
+        .bearer_auth(&ada)
+        .send()
+        .await
+        .unwrap();
+    let mut body = reply.bytes_stream();
+    use futures_util::StreamExt;
+    let mut received = Vec::new();
+    received.extend_from_slice(&body.next().await.unwrap().unwrap());
+    // Stop the server while the download is under way.
+    running.stop.take().unwrap().send(()).unwrap();
+    let refused = async {
+        loop {
+            if tokio::net::TcpStream::connect(running.addr).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), refused).await.expect("the listener closes");
+    while let Some(chunk) = body.next().await {
+        received.extend_from_slice(&chunk.expect("the running download is not cut"));
+    }
+    assert_eq!(sha256(&received), sha256(&bytes));
+    tokio::time::timeout(Duration::from_secs(10), running.done).await.expect("serve returns").unwrap().unwrap();
+}
