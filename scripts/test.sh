@@ -34,41 +34,35 @@ command -v garage >/dev/null 2>&1 || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/garag
 # playwright-core (no browser download: it drives Debian's chromium) for the server's page test.
 npm ci --prefix crates/private-storage-server/tests/browser --no-audit --no-fund --silent
 
+echo "==> rustfmt"
+cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check
+
 echo "==> clippy"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
-echo "==> server smoke test (the README's run command: private-storage serve, user add, login)"
-cargo build -p private-storage-server --bin private-storage --locked
-bin="$PWD/target/debug/private-storage"
+# The README's run command starts the server (the whole flow on the binary — user add, serve,
+# log in, upload, download, SIGTERM — is the test cli::the_readme_flow_runs_on_the_binary).
+echo "==> the README's run command: cargo run -p private-storage-server -- serve"
 work=$(mktemp -d)
-log="$work/serve.log"
 server=""
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
-(cd "$work" && echo "correct horse battery" | "$bin" user add admin --superuser --password-stdin)
-(cd "$work" && exec "$bin" serve --bind 127.0.0.1:0 >"$log" 2>&1) &
+manifest="$PWD/Cargo.toml"
+(cd "$work" && exec cargo run -q --locked --manifest-path "$manifest" -p private-storage-server -- serve --bind 127.0.0.1:0 >serve.log 2>&1) &
 server=$!
 url=""
-for _ in $(seq 200); do  # the server prints its URL once it listens
-  url=$(grep -o 'http://[0-9.:]*/' "$log" | head -n1 || true)
+for _ in $(seq 1200); do  # it prints its URL once it listens (the first run builds it)
+  url=$(grep -o 'http://[0-9.:]*/' "$work/serve.log" | head -n1 || true)
   [ -n "$url" ] && break
-  kill -0 "$server" 2>/dev/null || { cat "$log"; exit 1; }
-  sleep 0.05
+  kill -0 "$server" 2>/dev/null || { cat "$work/serve.log"; exit 1; }
+  sleep 0.1
 done
-[ -n "$url" ] || { echo "the server did not start"; cat "$log"; exit 1; }
-jar="$work/cookies"
-csrf=$(curl -fsS -c "$jar" -b "$jar" "${url}login" | grep -o 'name="csrf" value="[^"]*"' | sed 's/.*value="//; s/"$//')
-[ "$(curl -s -o /dev/null -w '%{http_code}' -c "$jar" -b "$jar" --data-urlencode username=admin \
-      --data-urlencode 'password=correct horse battery' --data-urlencode "csrf=$csrf" "${url}login")" = 303 ]
-curl -fsS -b "$jar" "$url" | grep -q "Upload a file"
-token=$(cd "$work" && "$bin" token create admin 2>/dev/null)
-printf '%%PDF-1.7\nsmoke test\n' >"$work/smoke.pdf"
-id=$(curl -fsS -H "Authorization: Bearer $token" -F "file=@$work/smoke.pdf" "${url}api/files" | grep -o '"id":"[^"]*"' | cut -d'"' -f4)
-curl -fsS -H "Authorization: Bearer $token" "${url}files/$id/download" | cmp - "$work/smoke.pdf"
-[ "$(curl -s -o /dev/null -w '%{http_code}' "${url}files/$id/download")" = 403 ]
+[ -n "$url" ] || { echo "the server did not start"; cat "$work/serve.log"; exit 1; }
+[ "$(curl -fsS "${url}healthz")" = ok ] && grep -q "No users yet" "$work/serve.log"
 kill -TERM "$server"
 wait "$server"  # a graceful shutdown exits 0
 server=""
-echo "server smoke test: ok"
+echo "  served at $url and stopped cleanly"
 
 echo "==> benchmark harness smoke runs"
 bench/upload.sh --smoke
