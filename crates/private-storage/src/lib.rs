@@ -168,12 +168,13 @@
 //! - **Caching.** `Cache-Control: private, no-cache` by default: shared caches never keep a
 //!   private file.
 //! - **Faults.** A full disk answers `507` and keeps earlier files; a killed upload leaves only
-//!   an invisible staging file, removed at start with [`LocalStorage::remove_staging_files`].
+//!   an invisible staging file, removed by [`LocalStorage::remove_staging_files`] (which never
+//!   touches a write in progress, in any process: writers hold a lock on their staging file).
 //!
-//! Where the claims are tested: `tests/traversal.rs` (hostile paths), `tests/http.rs`
-//! (semantics, denials, failures mid-stream), `tests/uploads.rs` (spoofing, limits, naming
-//! properties), `tests/share.rs` and `tests/share_browser.rs` (links), `tests/faults.rs`
-//! (disk full, crash), `tests/nginx.rs` and `tests/apache.rs` (real proxies), and the fuzz
+//! Where the claims are tested: `tests/it/traversal.rs` (hostile paths), `tests/it/http.rs`
+//! (semantics, denials, failures mid-stream), `tests/it/uploads.rs` (spoofing, limits, naming
+//! properties), `tests/it/share.rs` and `tests/it/share_browser.rs` (links), `tests/it/faults.rs`
+//! (disk full, crash), `tests/it/nginx.rs` and `tests/it/apache.rs` (real proxies), and the fuzz
 //! targets in `fuzz/` (keys, the Range/precondition planner, Content-Disposition, multipart
 //! uploads, share tokens).
 
