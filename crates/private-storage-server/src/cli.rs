@@ -336,7 +336,10 @@ fn nginx(config: &Config) -> CliResult {
             private_storage::nginx_internal_location(&config.internal_url, &root, 16)
         }
         (StorageConfig::S3 { settings, .. }, DeliveryName::Nginx) => {
-            let endpoint = settings.get("endpoint").cloned().unwrap_or_else(|| "https://s3.amazonaws.com".to_owned());
+            let endpoint = settings
+                .get(&private_storage::S3Setting::Endpoint)
+                .cloned()
+                .unwrap_or_else(|| "https://s3.amazonaws.com".to_owned());
             private_storage::nginx_s3_location(&config.internal_url, &endpoint)
         }
         _ => return Err("set delivery = \"nginx\" first (the snippet is for X-Accel-Redirect)".into()),

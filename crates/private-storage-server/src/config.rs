@@ -8,47 +8,103 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use private_storage::S3Setting;
+
 /// The environment prefix of every setting (`PRIVATE_STORAGE_BIND`, `PRIVATE_STORAGE_S3_BUCKET`).
 pub const ENV_PREFIX: &str = "PRIVATE_STORAGE_";
 
-/// Every top-level key, with its default (`None`: derived or unset) and what it does.
-pub const KEYS: &[(&str, Option<&str>, &str)] = &[
-    ("data_dir", Some("./private-storage-data"), "folder for the SQLite database, the media folder and generated keys"),
-    ("bind", Some("127.0.0.1:8000"), "address to listen on"),
-    ("database_url", None, "sqlite://… or postgres://… (default: SQLite in data_dir)"),
-    ("storage", None, "a local folder, or s3://bucket/prefix with [s3] settings (default: data_dir/media)"),
-    (
-        "auth_function",
-        Some("allow_superuser"),
-        "rule of /private-media/: allow_authenticated | allow_staff | allow_superuser",
-    ),
-    ("max_file_size", Some("100MiB"), "largest upload: bytes, or 10MB / 1GiB"),
-    (
-        "content_types",
-        Some(""),
-        "allowed upload types, comma-separated (image/*, application/pdf); empty: any sniffable type",
-    ),
-    ("delivery", Some("stream"), "stream | nginx | apache | s3-redirect"),
-    ("internal_url", Some("/_private"), "nginx internal location prefix (delivery = nginx)"),
-    ("on_denied", Some("403"), "answer to a denied download: 403 | 404 | login"),
-    ("public_url", None, "the URL users reach the server at (https://… turns on Secure cookies)"),
-    ("share_keys", None, "share-link signing keys, id=base64,… newest first (default: one generated into data_dir)"),
-    ("share_max_lifetime", Some("7d"), "longest share link"),
-    ("session_ttl", Some("12h"), "how long a login lasts"),
-    ("log_format", Some("text"), "text | json"),
-    ("header_read_timeout", Some("10s"), "a client must send its request headers within this"),
-    ("request_timeout", Some("60s"), "limit on pages and API calls (downloads and uploads are not cut)"),
-    ("shutdown_grace", Some("30s"), "on SIGTERM, how long in-flight requests may finish"),
-    ("max_uploads_per_user", Some("4"), "concurrent uploads one user may run"),
-    (
-        "trusted_proxies",
-        Some(""),
-        "addresses of reverse proxies whose X-Forwarded-For is believed (for the login limit), comma-separated",
-    ),
-];
+/// Declares [`Key`]: every top-level setting with its name, default and help, in one table.
+macro_rules! keys {
+    ($($key:ident = $name:literal, $default:expr, $help:literal;)*) => {
+        /// A top-level setting, typed: the name a file, a `PRIVATE_STORAGE_<NAME>` variable or a
+        /// flag gives it is parsed once into this (as object_store's `AmazonS3ConfigKey`).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[allow(missing_docs)] // see `Key::help`
+        pub enum Key { $($key),* }
 
-/// The names of settings whose values are never printed.
-const SECRETS: &[&str] = &["share_keys", "s3.secret_access_key", "s3.session_token", "s3.customer_key"];
+        impl Key {
+            /// Every key.
+            pub const ALL: &[Key] = &[$(Key::$key),*];
+
+            /// The key's name.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Key::$key => $name),* }
+            }
+
+            /// Its default (`None`: derived or unset).
+            pub fn default_value(self) -> Option<&'static str> {
+                match self { $(Key::$key => $default),* }
+            }
+
+            /// What it does.
+            pub fn help(self) -> &'static str {
+                match self { $(Key::$key => $help),* }
+            }
+        }
+    };
+}
+
+keys! {
+    DataDir = "data_dir", Some("./private-storage-data"), "folder for the SQLite database, the media folder and generated keys";
+    Bind = "bind", Some("127.0.0.1:8000"), "address to listen on";
+    DatabaseUrl = "database_url", None, "sqlite://… or postgres://… (default: SQLite in data_dir)";
+    Storage = "storage", None, "a local folder, or s3://bucket/prefix with [s3] settings (default: data_dir/media)";
+    AuthFunction = "auth_function", Some("allow_superuser"), "rule of /private-media/: allow_authenticated | allow_staff | allow_superuser";
+    MaxFileSize = "max_file_size", Some("100MiB"), "largest upload: bytes, or 10MB / 1GiB";
+    ContentTypes = "content_types", Some(""), "allowed upload types, comma-separated (image/*, application/pdf); empty: any sniffable type";
+    Delivery = "delivery", Some("stream"), "stream | nginx | apache | s3-redirect";
+    InternalUrl = "internal_url", Some("/_private"), "nginx internal location prefix (delivery = nginx)";
+    OnDenied = "on_denied", Some("403"), "answer to a denied download: 403 | 404 | login";
+    PublicUrl = "public_url", None, "the URL users reach the server at (https://… turns on Secure cookies)";
+    ShareKeys = "share_keys", None, "share-link signing keys, id=base64,… newest first (default: one generated into data_dir)";
+    ShareMaxLifetime = "share_max_lifetime", Some("7d"), "longest share link";
+    SessionTtl = "session_ttl", Some("12h"), "how long a login lasts";
+    LogFormat = "log_format", Some("text"), "text | json";
+    HeaderReadTimeout = "header_read_timeout", Some("10s"), "a client must send its request headers within this";
+    RequestTimeout = "request_timeout", Some("60s"), "limit on pages and API calls (downloads and uploads are not cut)";
+    ShutdownGrace = "shutdown_grace", Some("30s"), "on SIGTERM, how long in-flight requests may finish";
+    MaxUploadsPerUser = "max_uploads_per_user", Some("4"), "concurrent uploads one user may run";
+    TrustedProxies = "trusted_proxies", Some(""), "addresses of reverse proxies whose X-Forwarded-For is believed (for the login limit), comma-separated";
+}
+
+/// Any setting: a top-level [`Key`], or an `[s3]` one (`s3.<name>`, `PRIVATE_STORAGE_S3_<NAME>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Setting {
+    /// A top-level setting.
+    Key(Key),
+    /// An S3 setting of the `[s3]` table.
+    S3(S3Setting),
+}
+
+impl Setting {
+    /// Whether the value is a secret, never printed.
+    pub fn is_secret(self) -> bool {
+        match self {
+            Setting::Key(key) => key == Key::ShareKeys,
+            Setting::S3(s3) => s3.is_secret(),
+        }
+    }
+
+    /// The setting of a name (`bind`, `s3.bucket`); an unknown name is an error listing the known ones.
+    fn parse(name: &str) -> Result<Self, String> {
+        if let Some(s3) = name.strip_prefix("s3.") {
+            let known: Vec<&str> = S3Setting::ALL.iter().map(|s| s.as_str()).collect();
+            return s3.parse().map(Setting::S3).map_err(|_| format!("known S3 settings: {}", known.join(", ")));
+        }
+        Key::ALL.iter().find(|k| k.as_str() == name).map(|k| Setting::Key(*k)).ok_or_else(|| {
+            format!("known keys: {}", Key::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", "))
+        })
+    }
+}
+
+impl fmt::Display for Setting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Setting::Key(key) => f.write_str(key.as_str()),
+            Setting::S3(s3) => write!(f, "s3.{s3}"),
+        }
+    }
+}
 
 /// Which access rule guards `/private-media/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,8 +150,8 @@ pub enum StorageConfig {
     S3 {
         /// The `s3://bucket/prefix` URL.
         url: String,
-        /// The `[s3]` settings, by name.
-        settings: BTreeMap<String, String>,
+        /// The `[s3]` settings.
+        settings: BTreeMap<S3Setting, String>,
     },
 }
 
@@ -124,7 +180,7 @@ pub struct Config {
     pub max_uploads_per_user: usize,
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Every effective raw value and where it came from, for `config check`.
-    pub sources: BTreeMap<String, (String, Source)>,
+    pub sources: BTreeMap<Setting, (String, Source)>,
 }
 
 /// Where a value came from.
@@ -163,33 +219,25 @@ fn err(message: impl Into<String>) -> ConfigError {
 /// Gathers raw values layer by layer.
 #[derive(Debug, Default)]
 pub struct Loader {
-    values: BTreeMap<String, (String, Source)>,
+    values: BTreeMap<Setting, (String, Source)>,
 }
 
 impl Loader {
     /// Starts from the defaults.
     pub fn new() -> Self {
         let mut loader = Self::default();
-        for (key, default, _) in KEYS {
-            if let Some(value) = default {
-                loader.values.insert((*key).to_owned(), ((*value).to_owned(), Source::Default));
+        for key in Key::ALL {
+            if let Some(value) = key.default_value() {
+                loader.values.insert(Setting::Key(*key), (value.to_owned(), Source::Default));
             }
         }
         loader
     }
 
-    fn set(&mut self, key: &str, value: String, source: Source) -> Result<(), ConfigError> {
-        let known = KEYS.iter().any(|(k, _, _)| *k == key)
-            || key.strip_prefix("s3.").is_some_and(|s| private_storage::S3_SETTINGS.contains(&s));
-        if !known {
-            let hint = if key.starts_with("s3.") {
-                format!("known S3 settings: {}", private_storage::S3_SETTINGS.join(", "))
-            } else {
-                format!("known keys: {}", KEYS.iter().map(|(k, _, _)| *k).collect::<Vec<_>>().join(", "))
-            };
-            return Err(err(format!("unknown setting `{key}` ({source}); {hint}")));
-        }
-        self.values.insert(key.to_owned(), (value, source));
+    fn set(&mut self, name: &str, value: String, source: Source) -> Result<(), ConfigError> {
+        let setting =
+            Setting::parse(name).map_err(|hint| err(format!("unknown setting `{name}` ({source}); {hint}")))?;
+        self.values.insert(setting, (value, source));
         Ok(())
     }
 
@@ -236,20 +284,20 @@ impl Loader {
     /// Validates everything and derives the defaults that depend on `data_dir`.
     pub fn build(self) -> Result<Config, ConfigError> {
         let v = &self.values;
-        let get = |key: &str| v.get(key).map(|(value, _)| value.as_str());
-        let named = |key: &str, message: String| {
-            let source = v.get(key).map(|(_, s)| s.to_string()).unwrap_or_else(|| "default".into());
-            err(format!("`{key}` ({source}): {message}"))
+        let get = |key: Key| v.get(&Setting::Key(key)).map(|(value, _)| value.as_str());
+        let named = |key: Key, message: String| {
+            let source = v.get(&Setting::Key(key)).map(|(_, s)| s.to_string()).unwrap_or_else(|| "default".into());
+            err(format!("`{}` ({source}): {message}", key.as_str()))
         };
-        let data_dir = PathBuf::from(get("data_dir").unwrap_or_default());
+        let data_dir = PathBuf::from(get(Key::DataDir).unwrap_or_default());
         if data_dir.as_os_str().is_empty() {
-            return Err(named("data_dir", "must not be empty".into()));
+            return Err(named(Key::DataDir, "must not be empty".into()));
         }
-        let bind: SocketAddr = get("bind")
+        let bind: SocketAddr = get(Key::Bind)
             .unwrap_or_default()
             .parse()
-            .map_err(|e| named("bind", format!("not an address such as 127.0.0.1:8000 ({e})")))?;
-        let database_url = match get("database_url") {
+            .map_err(|e| named(Key::Bind, format!("not an address such as 127.0.0.1:8000 ({e})")))?;
+        let database_url = match get(Key::DatabaseUrl) {
             Some(url)
                 if url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://") =>
             {
@@ -257,43 +305,46 @@ impl Loader {
             }
             Some(other) => {
                 return Err(named(
-                    "database_url",
+                    Key::DatabaseUrl,
                     format!("{} is neither sqlite:… nor postgres://…", redact_url(other)),
                 ));
             }
             None => format!("sqlite://{}?mode=rwc", data_dir.join("private-storage.db").display()),
         };
-        let storage = match get("storage") {
+        let storage = match get(Key::Storage) {
             Some(url) if url.starts_with("s3://") => {
                 let settings = v
                     .iter()
-                    .filter_map(|(k, (value, _))| k.strip_prefix("s3.").map(|s| (s.to_owned(), value.clone())))
+                    .filter_map(|(k, (value, _))| match k {
+                        Setting::S3(s3) => Some((*s3, value.clone())),
+                        Setting::Key(_) => None,
+                    })
                     .collect();
                 StorageConfig::S3 { url: url.to_owned(), settings }
             }
             Some(path) if path.contains("://") => {
-                return Err(named("storage", format!("{path:?}: expected a folder or s3://bucket/prefix")));
+                return Err(named(Key::Storage, format!("{path:?}: expected a folder or s3://bucket/prefix")));
             }
             Some(path) => StorageConfig::Local(PathBuf::from(path)),
             None => StorageConfig::Local(data_dir.join("media")),
         };
-        if matches!(storage, StorageConfig::Local(_)) && v.keys().any(|k| k.starts_with("s3.")) {
-            return Err(named("storage", "[s3] settings are given but storage is not s3://bucket/prefix".into()));
+        if matches!(storage, StorageConfig::Local(_)) && v.keys().any(|k| matches!(k, Setting::S3(_))) {
+            return Err(named(Key::Storage, "[s3] settings are given but storage is not s3://bucket/prefix".into()));
         }
-        let auth_function = match get("auth_function").unwrap_or_default() {
+        let auth_function = match get(Key::AuthFunction).unwrap_or_default() {
             "allow_authenticated" => RuleName::Authenticated,
             "allow_staff" => RuleName::Staff,
             "allow_superuser" => RuleName::Superuser,
             other => {
                 return Err(named(
-                    "auth_function",
+                    Key::AuthFunction,
                     format!("{other:?}: expected allow_authenticated, allow_staff or allow_superuser"),
                 ));
             }
         };
-        let max_file_size = parse_size(get("max_file_size").unwrap_or_default())
-            .ok_or_else(|| named("max_file_size", "expected bytes or a size such as 10MB or 1GiB".into()))?;
-        let content_types: Vec<String> = get("content_types")
+        let max_file_size = parse_size(get(Key::MaxFileSize).unwrap_or_default())
+            .ok_or_else(|| named(Key::MaxFileSize, "expected bytes or a size such as 10MB or 1GiB".into()))?;
+        let content_types: Vec<String> = get(Key::ContentTypes)
             .unwrap_or_default()
             .split(',')
             .map(str::trim)
@@ -302,66 +353,69 @@ impl Loader {
             .collect();
         for t in &content_types {
             if !t.contains('/') {
-                return Err(named("content_types", format!("{t:?} is not a media type such as image/png or image/*")));
+                return Err(named(
+                    Key::ContentTypes,
+                    format!("{t:?} is not a media type such as image/png or image/*"),
+                ));
             }
         }
-        let delivery = match get("delivery").unwrap_or_default() {
+        let delivery = match get(Key::Delivery).unwrap_or_default() {
             "stream" => DeliveryName::Stream,
             "nginx" => DeliveryName::Nginx,
             "apache" => DeliveryName::Apache,
             "s3-redirect" => DeliveryName::S3Redirect,
             other => {
-                return Err(named("delivery", format!("{other:?}: expected stream, nginx, apache or s3-redirect")));
+                return Err(named(Key::Delivery, format!("{other:?}: expected stream, nginx, apache or s3-redirect")));
             }
         };
         match (&storage, delivery) {
             (StorageConfig::S3 { .. }, DeliveryName::Apache) => {
-                return Err(named("delivery", "apache (X-Sendfile) needs local storage".into()));
+                return Err(named(Key::Delivery, "apache (X-Sendfile) needs local storage".into()));
             }
             (StorageConfig::Local(_), DeliveryName::S3Redirect) => {
-                return Err(named("delivery", "s3-redirect needs storage = s3://bucket/prefix".into()));
+                return Err(named(Key::Delivery, "s3-redirect needs storage = s3://bucket/prefix".into()));
             }
             _ => {}
         }
-        let internal_url = get("internal_url").unwrap_or_default().to_owned();
-        private_storage::Delivery::nginx(&internal_url).map_err(|e| named("internal_url", e.to_string()))?;
-        let on_denied = match get("on_denied").unwrap_or_default() {
+        let internal_url = get(Key::InternalUrl).unwrap_or_default().to_owned();
+        private_storage::Delivery::nginx(&internal_url).map_err(|e| named(Key::InternalUrl, e.to_string()))?;
+        let on_denied = match get(Key::OnDenied).unwrap_or_default() {
             "403" => DeniedName::Forbidden,
             "404" => DeniedName::NotFound,
             "login" => DeniedName::Login,
-            other => return Err(named("on_denied", format!("{other:?}: expected 403, 404 or login"))),
+            other => return Err(named(Key::OnDenied, format!("{other:?}: expected 403, 404 or login"))),
         };
-        let public_url = get("public_url").map(str::to_owned);
+        let public_url = get(Key::PublicUrl).map(str::to_owned);
         if let Some(url) = &public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            return Err(named("public_url", format!("{url:?}: expected http://… or https://…")));
+            return Err(named(Key::PublicUrl, format!("{url:?}: expected http://… or https://…")));
         }
-        let share_keys = get("share_keys").map(str::to_owned);
+        let share_keys = get(Key::ShareKeys).map(str::to_owned);
         if let Some(keys) = &share_keys {
-            private_storage::ShareKeys::parse(keys).map_err(|e| named("share_keys", e.to_string()))?;
+            private_storage::ShareKeys::parse(keys).map_err(|e| named(Key::ShareKeys, e.to_string()))?;
         }
-        let duration = |key: &str| {
+        let duration = |key: Key| {
             private_storage::parse_duration(get(key).unwrap_or_default())
                 .ok_or_else(|| named(key, "expected a duration such as 30s, 10m, 12h or 7d".into()))
         };
-        let max_uploads_per_user = get("max_uploads_per_user")
+        let max_uploads_per_user = get(Key::MaxUploadsPerUser)
             .unwrap_or_default()
             .parse()
             .ok()
             .filter(|n| *n > 0)
-            .ok_or_else(|| named("max_uploads_per_user", "expected a positive number".into()))?;
-        let trusted_proxies = get("trusted_proxies")
+            .ok_or_else(|| named(Key::MaxUploadsPerUser, "expected a positive number".into()))?;
+        let trusted_proxies = get(Key::TrustedProxies)
             .unwrap_or_default()
             .split(',')
             .map(str::trim)
             .filter(|p| !p.is_empty())
-            .map(|p| p.parse().map_err(|_| named("trusted_proxies", format!("{p:?} is not an IP address"))))
+            .map(|p| p.parse().map_err(|_| named(Key::TrustedProxies, format!("{p:?} is not an IP address"))))
             .collect::<Result<Vec<std::net::IpAddr>, _>>()?;
-        let log_json = match get("log_format").unwrap_or_default() {
+        let log_json = match get(Key::LogFormat).unwrap_or_default() {
             "text" => false,
             "json" => true,
-            other => return Err(named("log_format", format!("{other:?}: expected text or json"))),
+            other => return Err(named(Key::LogFormat, format!("{other:?}: expected text or json"))),
         };
         Ok(Config {
             data_dir,
@@ -376,12 +430,12 @@ impl Loader {
             on_denied,
             public_url,
             share_keys,
-            share_max_lifetime: duration("share_max_lifetime")?,
-            session_ttl: duration("session_ttl")?,
+            share_max_lifetime: duration(Key::ShareMaxLifetime)?,
+            session_ttl: duration(Key::SessionTtl)?,
             log_json,
-            header_read_timeout: duration("header_read_timeout")?,
-            request_timeout: duration("request_timeout")?,
-            shutdown_grace: duration("shutdown_grace")?,
+            header_read_timeout: duration(Key::HeaderReadTimeout)?,
+            request_timeout: duration(Key::RequestTimeout)?,
+            shutdown_grace: duration(Key::ShutdownGrace)?,
             max_uploads_per_user,
             trusted_proxies,
             sources: self.values,
@@ -398,20 +452,20 @@ impl Config {
     /// The effective configuration as TOML-ish lines with sources, secrets redacted.
     pub fn describe(&self) -> String {
         let mut out = String::new();
-        let mut effective: BTreeMap<String, (String, String)> =
-            self.sources.iter().map(|(k, (v, s))| (k.clone(), (v.clone(), s.to_string()))).collect();
-        effective
-            .entry("database_url".into())
-            .or_insert_with(|| (self.database_url.clone(), "derived from data_dir".into()));
+        let mut effective: BTreeMap<String, (Setting, String, String)> =
+            self.sources.iter().map(|(k, (v, s))| (k.to_string(), (*k, v.clone(), s.to_string()))).collect();
+        effective.entry("database_url".into()).or_insert_with(|| {
+            (Setting::Key(Key::DatabaseUrl), self.database_url.clone(), "derived from data_dir".into())
+        });
         if let StorageConfig::Local(path) = &self.storage {
-            effective
-                .entry("storage".into())
-                .or_insert_with(|| (path.display().to_string(), "derived from data_dir".into()));
+            effective.entry("storage".into()).or_insert_with(|| {
+                (Setting::Key(Key::Storage), path.display().to_string(), "derived from data_dir".into())
+            });
         }
-        for (key, (value, source)) in effective {
-            let shown = if SECRETS.contains(&key.as_str()) {
+        for (key, (setting, value, source)) in effective {
+            let shown = if setting.is_secret() {
                 "<redacted>".to_owned()
-            } else if key == "database_url" {
+            } else if setting == Setting::Key(Key::DatabaseUrl) {
                 redact_url(&value)
             } else {
                 value
@@ -507,7 +561,7 @@ mod tests {
         assert_eq!(config.max_file_size, 2 << 20);
         assert_eq!(config.content_types, ["image/*", "application/pdf"]);
         assert_eq!(config.delivery, DeliveryName::Nginx);
-        assert!(matches!(&config.sources["bind"].1, Source::Flag));
+        assert!(matches!(&config.sources[&Setting::Key(Key::Bind)].1, Source::Flag));
     }
 
     #[test]

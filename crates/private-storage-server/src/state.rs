@@ -87,8 +87,8 @@ impl Backend {
             StorageConfig::S3 { url, settings } => {
                 let builder = settings
                     .iter()
-                    .try_fold(private_storage::S3Builder::from_url(url)?, |builder, (name, value)| {
-                        builder.set(name, value)
+                    .try_fold(private_storage::S3Builder::from_url(url)?, |builder, (setting, value)| {
+                        builder.with(*setting, value)
                     })?;
                 Ok(Backend::S3(Arc::new(builder.build()?)))
             }
@@ -136,8 +136,8 @@ impl AppState {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         private_storage::install_tls_provider();
         let derived_media = matches!(&config.storage, StorageConfig::Local(p) if *p == config.data_dir.join("media"));
-        let sqlite_in_data_dir =
-            config.database_url.starts_with("sqlite:") && !config.sources.contains_key("database_url");
+        let sqlite_in_data_dir = config.database_url.starts_with("sqlite:")
+            && !config.sources.contains_key(&crate::config::Setting::Key(crate::config::Key::DatabaseUrl));
         if derived_media || sqlite_in_data_dir || config.share_keys.is_none() {
             create_private_dir(&config.data_dir)?;
         }

@@ -14,13 +14,7 @@ use crate::{Error, Upload};
 /// Answers with [`Error::status`] and [`Error::public_message`]; server errors are logged.
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status = self.status();
-        if status.is_server_error() {
-            tracing::error!(error = %self, "request failed");
-        }
-        let mut response = (status, self.public_message()).into_response();
-        response.headers_mut().insert(http::header::X_CONTENT_TYPE_OPTIONS, http::HeaderValue::from_static("nosniff"));
-        response
+        self.response().map(axum::body::Body::new)
     }
 }
 

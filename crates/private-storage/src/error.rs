@@ -158,6 +158,17 @@ impl Error {
         }
     }
 
+    /// The one HTTP answer to this error: [`status`](Self::status) and
+    /// [`public_message`](Self::public_message) as plain text with the safe headers every answer
+    /// carries; a server error is logged with its cause, which the client never sees.
+    pub(crate) fn response(&self) -> http::Response<crate::http::ResponseBody> {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        crate::http::plain(status, self.public_message())
+    }
+
     pub(crate) fn storage(backend: &'static str, source: impl Into<BoxError>) -> Self {
         Error::Storage { backend, source: source.into() }
     }

@@ -236,7 +236,7 @@ pub use storage::{
 };
 #[cfg(feature = "s3")]
 pub use storage::{
-    DEFAULT_PRESIGN_EXPIRY, Encryption, PostPolicy, PresignedPost, S3_SETTINGS, S3Builder, S3Storage,
+    DEFAULT_PRESIGN_EXPIRY, Encryption, PostPolicy, PresignedPost, S3Builder, S3Setting, S3Storage,
     install_tls_provider,
 };
 pub use units::{human_size, parse_duration};

@@ -1,5 +1,5 @@
 //! The JSON API (`/api/files`), readiness and metrics. Every domain error becomes a response
-//! in one place: [`Failure`].
+//! in one place: [`Failure`](super::Failure).
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -8,49 +8,11 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use private_storage::UploadForm;
 use serde::{Deserialize, Serialize};
 
+use super::Failure;
 use super::auth::Authed;
 use crate::AppState;
 use crate::db::FileRow;
 use crate::domain::{Error, ShareRequest};
-
-/// A domain error as an API answer: `{"error": message}` with the error's status, and the
-/// headers that go with it (`WWW-Authenticate` on 401, `Retry-After` on 503).
-#[derive(Debug)]
-pub struct Failure(pub Error);
-
-impl From<Error> for Failure {
-    fn from(e: Error) -> Self {
-        Self(e)
-    }
-}
-
-impl From<private_storage::Error> for Failure {
-    fn from(e: private_storage::Error) -> Self {
-        Self(Error::Upload(e))
-    }
-}
-
-impl IntoResponse for Failure {
-    fn into_response(self) -> Response {
-        let status = self.0.status();
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(error = %self.0, "request failed");
-        }
-        let mut response = (status, Json(serde_json::json!({ "error": self.0.message() }))).into_response();
-        let headers = response.headers_mut();
-        headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        match status {
-            StatusCode::UNAUTHORIZED => {
-                headers.insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            StatusCode::SERVICE_UNAVAILABLE => {
-                headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
-            }
-            _ => {}
-        }
-        response
-    }
-}
 
 type ApiResult = Result<Response, Failure>;
 

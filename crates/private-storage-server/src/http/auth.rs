@@ -12,7 +12,7 @@ use http::header::{AUTHORIZATION, COOKIE};
 use private_storage::{CurrentUser, User};
 use subtle::ConstantTimeEq;
 
-use super::api::Failure;
+use super::Failure;
 use crate::AppState;
 use crate::db::UserRow;
 use crate::domain::{Actor, Error};

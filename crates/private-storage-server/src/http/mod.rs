@@ -1,18 +1,20 @@
 //! The HTTP front-ends: pages ([`web`]) and the JSON API ([`api`]) over the domain, the
 //! download routes (the library's services, built by the domain), and the middleware every
-//! request passes: request ids, the access log, metrics, authentication ([`auth`]).
+//! request passes: request ids, the access log, metrics, authentication ([`auth`]). A domain
+//! error that reaches HTTP outside the pages is answered as JSON by [`Failure`].
 
 pub mod api;
 pub mod auth;
 pub mod web;
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::middleware;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Json, Router, middleware};
+use http::{HeaderValue, StatusCode};
 
 use crate::AppState;
+use crate::domain::Error;
 
 /// The HTTP interface (see the README for the routes).
 pub fn app(state: AppState) -> Router {
@@ -84,4 +86,43 @@ async fn download(State(state): State<AppState>, Path(id): Path<String>, request
 /// `GET /s/{token}`.
 async fn shared(State(state): State<AppState>, Path(token): Path<String>, request: Request) -> Response {
     state.domain.shared().serve(&token, request).await.map(axum::body::Body::new)
+}
+
+/// A domain error as an API answer: `{"error": message}` with the error's status, and the
+/// headers that go with it (`WWW-Authenticate` on 401, `Retry-After` on 503).
+#[derive(Debug)]
+pub struct Failure(pub Error);
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Self(e)
+    }
+}
+
+impl From<private_storage::Error> for Failure {
+    fn from(e: private_storage::Error) -> Self {
+        Self(Error::Upload(e))
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let status = self.0.status();
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %self.0, "request failed");
+        }
+        let mut response = (status, Json(serde_json::json!({ "error": self.0.message() }))).into_response();
+        let headers = response.headers_mut();
+        headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match status {
+            StatusCode::UNAUTHORIZED => {
+                headers.insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
+        }
+        response
+    }
 }

@@ -19,7 +19,6 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_RANGE, CONTENT_TYPE, ETAG, LAST_MODIFIED, LOCATION, RETRY_AFTER};
@@ -320,24 +319,46 @@ pub(crate) fn bench_plan(
 /// The future of this module's tower services.
 pub(crate) type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
 
-impl<B: Send + 'static> tower_service::Service<Request<B>> for ServePrivate {
-    type Response = Response<ResponseBody>;
-    type Error = Infallible;
-    type Future = ResponseFuture;
+/// The one `tower::Service` of the serving types ([`ServePrivate`], [`ServeRecords`],
+/// [`ServeShared`]): each finds its file from the path below its mount point — a key, a record
+/// id, a share token — in its `serve_mounted`, and everything after is the same pipeline.
+macro_rules! mounted_service {
+    ([$($g:ident: $bound:path)?] $ty:ty) => {
+        impl<$($g: $bound,)? B: Send + 'static> tower_service::Service<http::Request<B>> for $ty {
+            type Response = http::Response<$crate::http::ResponseBody>;
+            type Error = std::convert::Infallible;
+            type Future = $crate::http::ResponseFuture;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
+            fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+                std::task::Poll::Ready(Ok(()))
+            }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let service = self.clone();
-        Box::pin(async move { Ok(service.serve(request).await) })
+            fn call(&mut self, request: http::Request<B>) -> Self::Future {
+                let service = self.clone();
+                Box::pin(async move { Ok(service.serve_mounted(request).await) })
+            }
+        }
+    };
+}
+pub(crate) use mounted_service;
+
+mounted_service!([] ServePrivate);
+
+impl ServePrivate {
+    async fn serve_mounted<B>(&self, request: Request<B>) -> Response<ResponseBody> {
+        self.serve(request).await
     }
 }
 
+/// The first segment of a mounted path, percent-decoded (a record id or a share token).
+pub(crate) fn first_segment<B>(request: &Request<B>) -> String {
+    let raw = request.uri().path().trim_start_matches('/').split('/').next().unwrap_or_default();
+    percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned()
+}
+
 /// A short text response with the safe headers every answer carries.
-pub(crate) fn plain(status: StatusCode, message: &'static str) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::from(message));
+pub(crate) fn plain(status: StatusCode, message: impl Into<ResponseBody>) -> Response<ResponseBody> {
+    let mut response = Response::new(message.into());
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
@@ -385,27 +406,15 @@ fn original_uri(request: &http::request::Parts) -> &http::Uri {
 const QUERY_VALUE: &AsciiSet =
     &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'&').add(b'+').add(b'%').add(b'<').add(b'>').add(b'=').add(b'?');
 
-/// The one mapping of a storage error met while serving to a response; server errors are
-/// logged with their cause and answered generically.
+/// A storage error met while serving, as a response ([`Error::response`]), but for one case: the
+/// object changed between the metadata read and the byte read (our own `if_match`). The client
+/// sent no precondition, so that is not its 412 but a retryable 503.
 fn error_response(error: &Error, key: &ObjectKey) -> Response<ResponseBody> {
-    match error {
-        Error::NotFound { .. } => plain(StatusCode::NOT_FOUND, "Not found."),
-        // The object changed between the metadata read and the byte read (our own `if_match`):
-        // the client did not send a precondition, so this is not its 412.
-        Error::PreconditionFailed { .. } => {
-            tracing::warn!(%key, "object changed while being served");
-            let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "The file changed while being served; retry.");
-            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("0"));
-            response
-        }
-        other => {
-            tracing::error!(%key, error = %other, "serving failed");
-            let status = other.status();
-            if status.is_server_error() {
-                plain(status, "Internal server error.")
-            } else {
-                plain(status, "Request failed.")
-            }
-        }
+    if let Error::PreconditionFailed { .. } = error {
+        tracing::warn!(%key, "object changed while being served");
+        let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "The file changed while being served; retry.");
+        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("0"));
+        return response;
     }
+    error.response()
 }

@@ -1,15 +1,13 @@
 //! Downloads by record: the reference's `PrivateStorageDetailView`.
 
-use std::convert::Infallible;
 use std::fmt;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 
-use super::{ResponseBody, ResponseFuture, ServePrivate, plain};
+use super::{ResponseBody, ServePrivate, plain};
 use crate::{ObjectKey, PrivateFile, Result};
 
 /// Where records come from, for [`ServeRecords`].
@@ -98,8 +96,8 @@ impl<S: RecordSource> ServeRecords<S> {
             Ok(Some(record)) => record,
             Ok(None) => return self.files.deny(&parts),
             Err(e) => {
-                tracing::error!(id, error = %e, "record lookup failed");
-                return plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error.");
+                tracing::error!(id, "record lookup failed");
+                return e.response();
             }
         };
         let Some(key) = self.source.file_key(&record) else {
@@ -116,22 +114,11 @@ impl<S: RecordSource> ServeRecords<S> {
     }
 }
 
-impl<S: RecordSource, B: Send + 'static> tower_service::Service<Request<B>> for ServeRecords<S> {
-    type Response = Response<ResponseBody>;
-    type Error = Infallible;
-    type Future = ResponseFuture;
+super::mounted_service!([S: RecordSource] ServeRecords<S>);
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let service = self.clone();
-        Box::pin(async move {
-            let path = request.uri().path().trim_start_matches('/');
-            let raw = path.split('/').next().unwrap_or_default();
-            let id = percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned();
-            Ok(service.serve(&id, request).await)
-        })
+impl<S: RecordSource> ServeRecords<S> {
+    /// Mounted: the first path segment is the id.
+    async fn serve_mounted<B>(&self, request: Request<B>) -> Response<ResponseBody> {
+        self.serve(&super::first_segment(&request), request).await
     }
 }

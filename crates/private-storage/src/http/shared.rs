@@ -2,12 +2,11 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use futures_core::future::BoxFuture;
 use http::{HeaderValue, Request, Response, StatusCode};
 
-use super::{ResponseBody, ResponseFuture, ServePrivate, plain};
+use super::{ResponseBody, ServePrivate, plain};
 use crate::share::{LinkUsed, Refusal, ShareLinks, ShareTarget};
 use crate::{CurrentUser, ObjectKey, PrivateFile, Result};
 
@@ -127,20 +126,11 @@ impl ServeShared {
     }
 }
 
-impl<B: Send + 'static> tower_service::Service<Request<B>> for ServeShared {
-    type Response = Response<ResponseBody>;
-    type Error = std::convert::Infallible;
-    type Future = ResponseFuture;
+super::mounted_service!([] ServeShared);
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let service = self.clone();
-        Box::pin(async move {
-            let token = request.uri().path().trim_start_matches('/').split('/').next().unwrap_or_default().to_owned();
-            Ok(service.serve(&token, request).await)
-        })
+impl ServeShared {
+    /// Mounted: the first path segment is the token (anything after it is ignored).
+    async fn serve_mounted<B>(&self, request: Request<B>) -> Response<ResponseBody> {
+        self.serve(&super::first_segment(&request), request).await
     }
 }

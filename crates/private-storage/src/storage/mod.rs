@@ -28,7 +28,7 @@ pub use memory::{Fault, MemoryStorage};
 pub use migrate::{MigrationProgress, MigrationReport, migrate};
 #[cfg(feature = "s3")]
 pub use s3::{
-    DEFAULT_PRESIGN_EXPIRY, Encryption, PostPolicy, PresignedPost, S3_SETTINGS, S3Builder, S3Storage,
+    DEFAULT_PRESIGN_EXPIRY, Encryption, PostPolicy, PresignedPost, S3Builder, S3Setting, S3Storage,
     install_tls_provider,
 };
 

@@ -6,8 +6,7 @@ pub mod peers;
 
 use axum::Router;
 use axum::body::Body;
-use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode};
+use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use private_storage_server::{AppState, Loader, app};
 use tower::ServiceExt;
@@ -126,32 +125,7 @@ impl Auth<'_> {
     }
 }
 
-#[derive(Debug)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().unwrap())
-    }
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-    /// The value a `Set-Cookie` of this reply gives `name`.
-    pub fn cookie(&self, name: &str) -> Option<String> {
-        self.headers.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).find_map(|v| {
-            let first = v.split(';').next()?;
-            let (k, value) = first.split_once('=')?;
-            (k == name).then(|| value.to_owned())
-        })
-    }
-}
+pub use test_support::Reply;
 
 /// The `value` of the first `name="<name>" value="…"` input in `html`.
 pub fn field(html: &str, name: &str) -> String {

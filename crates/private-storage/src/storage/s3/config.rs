@@ -49,27 +49,110 @@ impl fmt::Debug for Encryption {
     }
 }
 
-/// The settings [`S3Builder::set`] accepts, by name. The environment form is the name in
-/// upper case after a prefix (`PRIVATE_STORAGE_S3_BUCKET`, see [`S3Builder::from_env`]).
-pub const SETTINGS: &[&str] = &[
-    "bucket",
-    "region",
-    "endpoint",
-    "access_key_id",
-    "secret_access_key",
-    "session_token",
-    "prefix",
-    "base_url",
-    "presign_expiry",
-    "cache_control",
-    "storage_class",
-    "encryption",
-    "kms_key_id",
-    "customer_key",
-    "conditional_writes",
-    "allow_http",
-    "virtual_hosted_style",
-];
+/// A setting [`S3Builder::set`] accepts, by the name configuration files and the environment
+/// spell it (`bucket`; in the environment the name in upper case after a prefix,
+/// `PRIVATE_STORAGE_S3_BUCKET`, see [`S3Builder::from_env`]).
+///
+/// ```
+/// use private_storage::S3Setting;
+/// let key: S3Setting = "presign_expiry".parse()?;
+/// assert_eq!((key, key.as_str()), (S3Setting::PresignExpiry, "presign_expiry"));
+/// assert!(S3Setting::SecretAccessKey.is_secret());
+/// assert!("bukcet".parse::<S3Setting>().is_err());
+/// # Ok::<(), private_storage::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+#[allow(missing_docs)] // each is named after the builder method of the same name
+pub enum S3Setting {
+    Bucket,
+    Region,
+    Endpoint,
+    AccessKeyId,
+    SecretAccessKey,
+    SessionToken,
+    Prefix,
+    BaseUrl,
+    PresignExpiry,
+    CacheControl,
+    StorageClass,
+    Encryption,
+    KmsKeyId,
+    CustomerKey,
+    ConditionalWrites,
+    AllowHttp,
+    VirtualHostedStyle,
+}
+
+impl S3Setting {
+    /// Every setting, in the order of the documentation.
+    pub const ALL: [S3Setting; 17] = [
+        S3Setting::Bucket,
+        S3Setting::Region,
+        S3Setting::Endpoint,
+        S3Setting::AccessKeyId,
+        S3Setting::SecretAccessKey,
+        S3Setting::SessionToken,
+        S3Setting::Prefix,
+        S3Setting::BaseUrl,
+        S3Setting::PresignExpiry,
+        S3Setting::CacheControl,
+        S3Setting::StorageClass,
+        S3Setting::Encryption,
+        S3Setting::KmsKeyId,
+        S3Setting::CustomerKey,
+        S3Setting::ConditionalWrites,
+        S3Setting::AllowHttp,
+        S3Setting::VirtualHostedStyle,
+    ];
+
+    /// The setting's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            S3Setting::Bucket => "bucket",
+            S3Setting::Region => "region",
+            S3Setting::Endpoint => "endpoint",
+            S3Setting::AccessKeyId => "access_key_id",
+            S3Setting::SecretAccessKey => "secret_access_key",
+            S3Setting::SessionToken => "session_token",
+            S3Setting::Prefix => "prefix",
+            S3Setting::BaseUrl => "base_url",
+            S3Setting::PresignExpiry => "presign_expiry",
+            S3Setting::CacheControl => "cache_control",
+            S3Setting::StorageClass => "storage_class",
+            S3Setting::Encryption => "encryption",
+            S3Setting::KmsKeyId => "kms_key_id",
+            S3Setting::CustomerKey => "customer_key",
+            S3Setting::ConditionalWrites => "conditional_writes",
+            S3Setting::AllowHttp => "allow_http",
+            S3Setting::VirtualHostedStyle => "virtual_hosted_style",
+        }
+    }
+
+    /// Whether the value is a secret, never to be printed.
+    pub fn is_secret(self) -> bool {
+        matches!(self, S3Setting::SecretAccessKey | S3Setting::SessionToken | S3Setting::CustomerKey)
+    }
+}
+
+impl fmt::Display for S3Setting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for S3Setting {
+    type Err = Error;
+
+    /// # Errors
+    /// [`Error::Config`] naming the unknown setting and listing the known ones.
+    fn from_str(name: &str) -> Result<Self> {
+        S3Setting::ALL.into_iter().find(|s| s.as_str() == name).ok_or_else(|| {
+            let known: Vec<&str> = S3Setting::ALL.iter().map(|s| s.as_str()).collect();
+            Error::config("s3", format!("unknown S3 setting `{name}` (known: {})", known.join(", ")))
+        })
+    }
+}
 
 /// Builds an [`S3Storage`]; see [`S3Storage::builder`].
 ///
@@ -211,43 +294,47 @@ impl S3Builder {
         self
     }
 
-    /// Sets one setting by its name in [`SETTINGS`], as configuration files and the environment
-    /// spell it. Durations are seconds or take a unit (`90s`, `5m`, `1h`); booleans are
-    /// `true`/`false`; `encryption` is `none`, `s3`, `kms` (with `kms_key_id`) or `customer`
+    /// Sets one setting by its name (an [`S3Setting`]), as configuration files and the
+    /// environment spell it. Durations are seconds or take a unit (`90s`, `5m`, `1h`); booleans
+    /// are `true`/`false`; `encryption` is `none`, `s3`, `kms` (with `kms_key_id`) or `customer`
     /// (with `customer_key`, 32 bytes in base64).
     ///
     /// # Errors
     /// [`Error::Config`] for an unknown name or a value that does not parse, naming it.
-    pub fn set(mut self, name: &str, value: &str) -> Result<Self> {
+    pub fn set(self, name: &str, value: &str) -> Result<Self> {
+        self.with(name.parse()?, value)
+    }
+
+    /// Sets one setting (see [`S3Builder::set`]).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a value that does not parse, naming the setting.
+    pub fn with(mut self, setting: S3Setting, value: &str) -> Result<Self> {
         let value = value.trim().to_owned();
-        match name {
-            "bucket" => self.bucket = Some(value),
-            "region" => self.region = Some(value),
-            "endpoint" => self.endpoint = Some(value),
-            "access_key_id" => self.access_key_id = Some(value),
-            "secret_access_key" => self.secret_access_key = Some(value),
-            "session_token" => self.session_token = Some(value),
-            "prefix" => self.prefix = Some(value),
-            "base_url" => self.base_url = Some(value),
-            "presign_expiry" => {
+        match setting {
+            S3Setting::Bucket => self.bucket = Some(value),
+            S3Setting::Region => self.region = Some(value),
+            S3Setting::Endpoint => self.endpoint = Some(value),
+            S3Setting::AccessKeyId => self.access_key_id = Some(value),
+            S3Setting::SecretAccessKey => self.secret_access_key = Some(value),
+            S3Setting::SessionToken => self.session_token = Some(value),
+            S3Setting::Prefix => self.prefix = Some(value),
+            S3Setting::BaseUrl => self.base_url = Some(value),
+            S3Setting::PresignExpiry => {
                 self.presign_expiry = Some(
                     crate::parse_duration(&value)
                         .ok_or_else(|| bad("presign_expiry", &value, "a duration such as 60s, 5m or 1h"))?,
                 )
             }
-            "cache_control" => self.cache_control = Some(value),
-            "storage_class" => self.storage_class = Some(value),
-            "encryption" => self.encryption_name = Some(value),
-            "kms_key_id" => self.kms_key_id = Some(value),
-            "customer_key" => self.customer_key = Some(value),
-            "conditional_writes" => self.conditional_writes = Some(parse_bool("conditional_writes", &value)?),
-            "allow_http" => self.allow_http = Some(parse_bool("allow_http", &value)?),
-            "virtual_hosted_style" => self.virtual_hosted_style = Some(parse_bool("virtual_hosted_style", &value)?),
-            other => {
-                return Err(Error::config(
-                    "s3",
-                    format!("unknown S3 setting `{other}` (known: {})", SETTINGS.join(", ")),
-                ));
+            S3Setting::CacheControl => self.cache_control = Some(value),
+            S3Setting::StorageClass => self.storage_class = Some(value),
+            S3Setting::Encryption => self.encryption_name = Some(value),
+            S3Setting::KmsKeyId => self.kms_key_id = Some(value),
+            S3Setting::CustomerKey => self.customer_key = Some(value),
+            S3Setting::ConditionalWrites => self.conditional_writes = Some(parse_bool("conditional_writes", &value)?),
+            S3Setting::AllowHttp => self.allow_http = Some(parse_bool("allow_http", &value)?),
+            S3Setting::VirtualHostedStyle => {
+                self.virtual_hosted_style = Some(parse_bool("virtual_hosted_style", &value)?)
             }
         }
         Ok(self)
@@ -487,13 +574,14 @@ mod tests {
 
     #[test]
     fn every_documented_setting_is_accepted_and_a_typo_is_named() {
-        for name in SETTINGS {
-            let value = match *name {
-                "presign_expiry" => "5m",
-                "conditional_writes" | "allow_http" | "virtual_hosted_style" => "true",
+        for setting in S3Setting::ALL {
+            let value = match setting {
+                S3Setting::PresignExpiry => "5m",
+                S3Setting::ConditionalWrites | S3Setting::AllowHttp | S3Setting::VirtualHostedStyle => "true",
                 _ => "x",
             };
-            assert!(S3Storage::builder().set(name, value).is_ok(), "{name}");
+            assert_eq!(setting.as_str().parse::<S3Setting>().unwrap(), setting, "names round-trip");
+            assert!(S3Storage::builder().set(setting.as_str(), value).is_ok(), "{setting}");
         }
         let err = S3Storage::builder().set("secret_key", "x").unwrap_err();
         assert!(err.to_string().contains("`secret_key`"), "{err}");

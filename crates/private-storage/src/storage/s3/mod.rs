@@ -16,7 +16,7 @@ use object_store::path::Path;
 use object_store::signer::{Method, SignedUrlOptions, Signer};
 use object_store::{Attribute, Attributes, GetRange, MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
 
-pub use config::{DEFAULT_PRESIGN_EXPIRY, Encryption, S3Builder, SETTINGS as S3_SETTINGS};
+pub use config::{DEFAULT_PRESIGN_EXPIRY, Encryption, S3Builder, S3Setting};
 pub use post::{PostPolicy, PresignedPost};
 
 use super::{GetOptions, GetResult, ObjectMeta, Payload, PresignedGet, PutMode, PutOptions, PutStream, Storage};

@@ -12,7 +12,7 @@ use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use bytes::Bytes;
-use http::{HeaderMap, Method, StatusCode};
+use http::Method;
 use http_body_util::BodyExt;
 use private_storage::{
     CurrentUser, LocalStorage, MemoryStorage, ResponseBody, ServePrivate, Storage, StorageExt, User,
@@ -70,22 +70,7 @@ pub async fn seed(storage: &dyn Storage, files: &[(&str, &[u8])]) {
     }
 }
 
-/// A collected response.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().unwrap())
-    }
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
+pub use test_support::{Peer, Reply, free_port, nginx, program, wait_for_port};
 
 /// Sends one request through `app` with `oneshot`.
 pub async fn send(app: &Router, method: Method, uri: &str, user: Option<&str>, headers: &[(&str, &str)]) -> Reply {
@@ -160,73 +145,6 @@ macro_rules! over_both_backends {
             }
         }
     )*};
-}
-
-/// A free loopback port (bound, then released for a peer process to take).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The path of a program the test script installs; a clear failure when it is missing.
-pub fn program(name: &str) -> std::path::PathBuf {
-    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
-        let path = std::path::Path::new(dir).join(name);
-        if path.exists() {
-            return path;
-        }
-    }
-    panic!("{name} is not installed: scripts/test.sh installs the real peers the tests need");
-}
-
-/// A daemon started by a test, stopped (with the command given) when dropped.
-pub struct Peer {
-    pub name: &'static str,
-    pub log: std::path::PathBuf,
-    pub stop: std::process::Command,
-}
-
-impl Peer {
-    /// Runs `start` (a command that daemonizes) and fails with the daemon's log if it fails.
-    pub fn start(
-        name: &'static str,
-        mut start: std::process::Command,
-        stop: std::process::Command,
-        log: std::path::PathBuf,
-    ) -> Self {
-        let out = start.output().unwrap_or_else(|e| panic!("{name} did not start: {e}"));
-        let peer = Peer { name, log, stop };
-        assert!(
-            out.status.success(),
-            "{name} failed to start: {}{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            peer.log_text()
-        );
-        peer
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.stop.output();
-    }
-}
-
-/// Waits until something accepts connections on `port`, for daemons whose start command returns
-/// before they listen. Bounded: fails after 10 s.
-pub async fn wait_for_port(port: u16) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "nothing listens on port {port} after 10 s");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
 }
 
 /// A storage wrapper that watches what goes through it: `head` calls, the bytes read streams
@@ -357,46 +275,6 @@ pub fn http() -> reqwest::ClientBuilder {
     #[cfg(feature = "s3")]
     private_storage::install_tls_provider();
     reqwest::Client::builder()
-}
-
-/// nginx in the folder `dir`, listening on `port`, with `locations` inside its `server` block
-/// (and the mime types, temp paths and logs of a test instance); stopped when dropped.
-pub fn nginx(dir: &std::path::Path, port: u16, locations: &str) -> Peer {
-    let prefix = dir.display();
-    let conf = dir.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon on;
-user root;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    include /etc/nginx/mime.types;
-    access_log off;
-    client_body_temp_path {prefix}/body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-{locations}
-    }}
-}}
-"
-        ),
-    )
-    .unwrap();
-    let nginx = program("nginx");
-    let mut start = std::process::Command::new(&nginx);
-    start.arg("-c").arg(&conf).arg("-p").arg(dir);
-    let mut stop = std::process::Command::new(&nginx);
-    stop.arg("-c").arg(&conf).arg("-p").arg(dir).args(["-s", "stop"]);
-    // nginx binds its sockets before it daemonizes: once `start` returns, it listens.
-    Peer::start("nginx", start, stop, dir.join("error.log"))
 }
 
 /// A PNG header (signature + IHDR + IEND) for an image of `width`×`height`.

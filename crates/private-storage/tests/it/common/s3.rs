@@ -3,19 +3,14 @@
 //! ignores If-None-Match and SSE) and Garage as a child process (a production object store that
 //! enforces conditional writes and SSE-C). Both are torn down when dropped.
 
-use std::net::TcpListener as StdListener;
-use std::path::PathBuf;
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use private_storage::{S3Builder, S3Storage};
 
-pub const ACCESS_KEY: &str = "GK31c2f218a2e44f485b94239e";
-pub const SECRET_KEY: &str = "b892c0665f0ada8a4755dae98baa3b133590e11dae3bcc1f9d769d67f16c3835";
-pub const BUCKET: &str = "media";
+pub use test_support::{ACCESS_KEY, BUCKET, SECRET_KEY};
 
 /// A running S3-compatible server.
 pub struct S3Server {
@@ -25,7 +20,7 @@ pub struct S3Server {
     pub dir: tempfile::TempDir,
     /// s3s-fs only: response bodies being sent, and bytes sent in them.
     pub bodies: Option<Bodies>,
-    child: Option<Child>,
+    garage: Option<test_support::GarageCluster>,
 }
 
 /// What an in-process s3s-fs is sending right now.
@@ -111,18 +106,9 @@ impl S3Server {
             .credentials(ACCESS_KEY, SECRET_KEY)
     }
 
-    /// Where Garage wrote its log.
+    /// What Garage logged.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("garage.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.garage.as_ref().map(|g| g.nodes[0].log()).unwrap_or_default()
     }
 }
 
@@ -157,72 +143,18 @@ pub async fn s3s_fs() -> S3Server {
             });
         }
     });
-    S3Server { endpoint: format!("http://{addr}"), region: "us-east-1", dir, bodies: Some(bodies), child: None }
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The Garage binary: on PATH or where `cargo install` puts it.
-fn garage_program() -> PathBuf {
-    let home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
-    let candidates = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .chain(home.map(|h| h.join("bin")));
-    for dir in candidates {
-        let path = dir.join("garage");
-        if path.is_file() {
-            return path;
-        }
-    }
-    panic!("garage is not installed: scripts/test.sh installs it (cargo install garage@2.5.0)");
+    S3Server { endpoint: format!("http://{addr}"), region: "us-east-1", dir, bodies: Some(bodies), garage: None }
 }
 
 /// A single-node Garage with the test key and bucket, ready to answer.
 pub async fn garage() -> S3Server {
-    let dir = tempfile::tempdir().unwrap();
-    let (api, rpc) = (free_port(), free_port());
-    let root = dir.path().display();
-    let config = format!(
-        r#"metadata_dir = "{root}/meta"
-data_dir = "{root}/data"
-db_engine = "sqlite"
-replication_factor = 1
-rpc_bind_addr = "127.0.0.1:{rpc}"
-rpc_public_addr = "127.0.0.1:{rpc}"
-rpc_secret = "{secret}"
-[s3_api]
-s3_region = "garage"
-api_bind_addr = "127.0.0.1:{api}"
-root_domain = ".s3.garage.localhost"
-"#,
-        secret = "7e".repeat(32)
-    );
-    let config_path = dir.path().join("garage.toml");
-    std::fs::write(&config_path, config).unwrap();
-    let log = std::fs::File::create(dir.path().join("garage.log")).unwrap();
-    let child = Command::new(garage_program())
-        .arg("-c")
-        .arg(&config_path)
-        .args(["server", "--single-node", "--default-bucket"])
-        .env("GARAGE_DEFAULT_ACCESS_KEY", ACCESS_KEY)
-        .env("GARAGE_DEFAULT_SECRET_KEY", SECRET_KEY)
-        .env("GARAGE_DEFAULT_BUCKET", BUCKET)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("garage starts");
+    let garage = test_support::GarageCluster::start(1).await;
     let server = S3Server {
-        endpoint: format!("http://127.0.0.1:{api}"),
-        region: "garage",
-        dir,
+        endpoint: garage.nodes[0].endpoint.clone(),
+        region: test_support::GARAGE_REGION,
+        dir: tempfile::tempdir().unwrap(),
         bodies: None,
-        child: Some(child),
+        garage: Some(garage),
     };
     // Ready when the bucket answers a signed request.
     let probe = server.builder().build().unwrap();
