@@ -369,6 +369,7 @@ async fn user(state: &AppState, command: UserCommand) -> CliResult {
     let domain = &state.domain;
     match command {
         UserCommand::Add { name, staff, superuser, password_stdin } => {
+            domain.check_new_user(&name).await?;
             let password = read_password(password_stdin)?;
             let user = domain.add_user(&name, &password, staff, superuser).await?;
             println!("created {} {name}; log in at http://{}/login", role(&user), state.config.bind);

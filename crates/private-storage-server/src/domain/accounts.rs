@@ -127,24 +127,34 @@ impl Domain {
         Ok(self.db.delete_session(session_id_hash).await?)
     }
 
-    /// Creates a user.
+    /// Whether `name` can be a new user: valid, and not taken. (Asked before a password is
+    /// prompted for; [`Domain::add_user`] checks it again.)
     ///
     /// # Errors
-    /// [`Error::Invalid`] for a bad name or a short password, [`Error::Exists`]; the database's.
-    pub async fn add_user(&self, name: &str, password: &str, staff: bool, superuser: bool) -> Result<UserRow> {
+    /// [`Error::Invalid`] for a bad name, [`Error::Exists`]; the database's.
+    pub async fn check_new_user(&self, name: &str) -> Result<()> {
         if name.is_empty() || name.len() > 150 || name.chars().any(|c| c.is_control() || c.is_whitespace() || c == '/')
         {
             return Err(Error::Invalid(format!(
                 "{name:?} is not a valid user name (no spaces, slashes or control characters)"
             )));
         }
-        check_password(password)?;
-        let exists = || Error::Exists(format!("a user named {name} exists already"));
         if self.db.user_by_name(name).await?.is_some() {
-            return Err(exists());
+            return Err(user_exists(name));
         }
+        Ok(())
+    }
+
+    /// Creates a user.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a bad name or a short password, [`Error::Exists`]; the database's.
+    pub async fn add_user(&self, name: &str, password: &str, staff: bool, superuser: bool) -> Result<UserRow> {
+        self.check_new_user(name).await?;
+        check_password(password)?;
         match self.db.create_user(name, &hash_password(password), staff, superuser).await {
-            Err(crate::db::DbError::Conflict(_)) => Err(exists()),
+            // Taken between the check and the insert.
+            Err(crate::db::DbError::Conflict(_)) => Err(user_exists(name)),
             created => Ok(created?),
         }
     }
@@ -222,6 +232,10 @@ impl Domain {
         let revoked = self.db.revoke_tokens(&user.id, label).await?;
         Ok((user, revoked))
     }
+}
+
+fn user_exists(name: &str) -> Error {
+    Error::Exists(format!("a user named {name} exists already"))
 }
 
 fn check_password(password: &str) -> Result<()> {

@@ -96,7 +96,7 @@ impl Domain {
     /// stored when anything fails; every outcome is counted in the metrics.
     ///
     /// # Errors
-    /// [`Error::TooManyUploads`], the front-end's refusals, the policy's ([`Error::Upload`]),
+    /// [`Error::TooManyUploads`], the front-end's refusals, the policy's ([`Error::Storage`]),
     /// [`Error::NotFound`] when a user uploads for someone else; the database's.
     pub async fn upload<'a>(
         &self,

@@ -51,10 +51,10 @@ pub enum Error {
     /// The user already runs as many uploads as allowed.
     #[error("Too many uploads at once: wait for one to finish.")]
     TooManyUploads,
-    /// An upload the policy refused (size, type, a broken body, a full disk), or a storage
-    /// failure while storing it.
+    /// The storage library's answer: an upload the policy refused (size, type, a broken body,
+    /// a full disk), or a storage that failed.
     #[error(transparent)]
-    Upload(#[from] private_storage::Error),
+    Storage(#[from] private_storage::Error),
     /// A bad value in the request, with what is expected.
     #[error("{0}")]
     Invalid(String),
@@ -93,7 +93,7 @@ impl Error {
             Error::TooManyAttempts | Error::TooManyUploads => StatusCode::TOO_MANY_REQUESTS,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::Upload(e) => e.status(),
+            Error::Storage(e) => e.status(),
             Error::Invalid(_) => StatusCode::BAD_REQUEST,
             Error::Exists(_) => StatusCode::CONFLICT,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -104,7 +104,7 @@ impl Error {
     /// What a client may be told.
     pub fn message(&self) -> String {
         match self {
-            Error::Upload(e) => e.public_message(),
+            Error::Storage(e) => e.public_message(),
             other => other.to_string(),
         }
     }

@@ -101,7 +101,7 @@ impl From<Error> for Failure {
 
 impl From<private_storage::Error> for Failure {
     fn from(e: private_storage::Error) -> Self {
-        Self(Error::Upload(e))
+        Self(Error::Storage(e))
     }
 }
 

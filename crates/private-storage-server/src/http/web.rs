@@ -286,25 +286,20 @@ pub async fn upload(
     let Some(Extension(authed)) = user else { return Redirect::to("/login").into_response() };
     let saved = match form {
         Ok(form) => save_upload(&state, &authed, &headers, form).await,
-        Err(e) => Err(Error::Upload(e)),
+        Err(e) => Err(Error::Storage(e)),
     };
     match saved {
-        Ok(row) => Redirect::to(&format!("/?uploaded={}", percent_encode(&row.name))).into_response(),
+        Ok(row) => {
+            Redirect::to(&format!("/?uploaded={}", percent_encoding::utf8_percent_encode(&row.name, QUERY_VALUE)))
+                .into_response()
+        }
         Err(e) => index_page(&state, &authed, 1, None, Some(e)).await,
     }
 }
 
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
+/// What stays as it is in a query value: RFC 3986 §2.3's unreserved characters.
+const QUERY_VALUE: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 async fn file_view(
     state: &AppState,
