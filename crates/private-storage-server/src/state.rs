@@ -144,6 +144,7 @@ impl AppState {
         if derived_media {
             create_private_dir(&config.data_dir.join("media"))?;
         }
+        check_storage_apart(&config)?;
         let db = Db::open(&config.database_url)
             .await
             .map_err(|source| StartError::Database { url: redact_url(&config.database_url), source })?;
@@ -193,6 +194,26 @@ fn delivery(config: &Config) -> Result<Delivery, ConfigError> {
         (DeliveryName::S3Redirect, _) => Ok(Delivery::presigned_redirect(None)),
     };
     built.map_err(|e| ConfigError(e.to_string()))
+}
+
+/// Refuses a local storage that holds the data folder or the SQLite database: `/private-media/`
+/// would serve the database and the share-link keys as files.
+fn check_storage_apart(config: &Config) -> Result<(), StartError> {
+    let StorageConfig::Local(storage) = &config.storage else { return Ok(()) };
+    let Ok(storage) = std::fs::canonicalize(storage) else { return Ok(()) }; // refused later, by name
+    let database = crate::db::sqlite_path(&config.database_url).and_then(|p| p.parent().map(Path::to_path_buf));
+    for (setting, path) in [("data_dir", Some(config.data_dir.clone())), ("database_url", database)] {
+        let Some(Ok(path)) = path.map(std::fs::canonicalize) else { continue };
+        if path.starts_with(&storage) {
+            return Err(StartError::Config(ConfigError(format!(
+                "`storage` ({}) holds `{setting}` ({}): the database and the share-link keys would be served as \
+                 files; give the files a folder of their own",
+                storage.display(),
+                path.display()
+            ))));
+        }
+    }
+    Ok(())
 }
 
 /// Creates a folder only its owner may read (the data folder and the default media folder).

@@ -86,10 +86,13 @@ fn cookie_header(state: &AppState, name: &str, value: &str, max_age: Option<u64>
         .expect("cookie values are ASCII")
 }
 
-/// A local path to go back to after login (never another site).
+/// A local path to go back to after login, never another site: a path that starts with one `/`
+/// and holds no control character and no backslash anywhere (browsers drop tabs and newlines
+/// from a `Location` and read `\\` as `/`, so `/\t/evil.example` would become
+/// `//evil.example`, another origin). Anything else goes to `/`.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") && !n.contains(['\r', '\n']) => {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.chars().any(|c| c.is_control() || c == '\\') => {
             n.to_owned()
         }
         _ => "/".to_owned(),
@@ -451,4 +454,32 @@ pub async fn stylesheet() -> Response {
         include_str!("../../templates/style.css"),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn only_same_origin_paths_are_followed_after_login() {
+        for (next, expected) in [
+            ("/files/1", "/files/1"),
+            ("/?page=2", "/?page=2"),
+            ("/a/b?next=//x", "/a/b?next=//x"),
+            ("//evil.example/", "/"),
+            ("/\\evil.example/", "/"),
+            ("/\t/evil.example/", "/"),
+            ("/a\\b", "/"),
+            ("\t/evil.example", "/"),
+            ("/x\r\nSet-Cookie: a=b", "/"),
+            ("/x\u{85}y", "/"),
+            ("https:evil.example", "/"),
+            ("https://evil.example", "/"),
+            ("evil.example", "/"),
+            ("", "/"),
+        ] {
+            assert_eq!(safe_next(Some(next)), expected, "{next:?}");
+        }
+        assert_eq!(safe_next(None), "/");
+    }
 }

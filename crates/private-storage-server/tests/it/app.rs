@@ -68,6 +68,50 @@ async fn secure_cookies_behind_tls() {
 }
 
 #[tokio::test]
+async fn after_login_only_same_origin_paths_are_followed() {
+    let s = server(&[]).await;
+    s.user("ada", false, false).await;
+    let session = s.login("ada").await;
+    let cookie = Auth::Cookie(&session.cookie);
+    // As the query arrives: percent-encoded tabs, newlines and backslashes; other origins.
+    for next in
+        ["/%09/evil.example/", "/%0d%0a/evil.example", "//evil.example", "/%5Cevil.example", "https:evil.example"]
+    {
+        let reply = s.get(&format!("/login?next={next}"), &cookie).await;
+        assert_eq!((reply.status.as_u16(), reply.header("location")), (303, Some("/")), "{next}");
+    }
+    let reply = s.get("/login?next=/files/abc", &cookie).await;
+    assert_eq!(reply.header("location"), Some("/files/abc"));
+}
+
+#[tokio::test]
+async fn a_storage_that_holds_the_data_folder_is_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    for storage in [data.clone(), dir.path().to_owned()] {
+        let flags = vec![
+            ("data_dir".to_owned(), data.display().to_string()),
+            ("storage".to_owned(), storage.display().to_string()),
+        ];
+        let config = private_storage_server::Loader::new().flags(&flags).unwrap().build().unwrap();
+        let e = private_storage_server::AppState::build(config).await.unwrap_err().to_string();
+        assert!(e.contains("`storage`") && e.contains("`data_dir`"), "{e}");
+    }
+    // A SQLite database elsewhere, but inside the storage, is refused as well.
+    let media = dir.path().join("media");
+    std::fs::create_dir(&media).unwrap();
+    let flags = vec![
+        ("data_dir".to_owned(), data.display().to_string()),
+        ("storage".to_owned(), media.display().to_string()),
+        ("database_url".to_owned(), format!("sqlite://{}?mode=rwc", media.join("x.db").display())),
+    ];
+    let config = private_storage_server::Loader::new().flags(&flags).unwrap().build().unwrap();
+    let e = private_storage_server::AppState::build(config).await.unwrap_err().to_string();
+    assert!(e.contains("`storage`") && e.contains("`database_url`"), "{e}");
+}
+
+#[tokio::test]
 async fn login_attempts_are_rate_limited() {
     let s = server(&[]).await;
     s.user("ada", false, false).await;
@@ -263,6 +307,7 @@ async fn the_pages_list_files_and_delete_with_confirmation() {
 
     let file_page = s.get(&format!("/files/{id}"), &cookie).await;
     assert!(file_page.text().contains("plan.pdf"));
+    assert!(file_page.text().contains("<dd>100 bytes</dd>") && !file_page.text().contains("bytes bytes"));
     let confirm = s.get(&format!("/files/{id}/delete"), &cookie).await;
     assert!(confirm.text().contains("Delete plan.pdf?"));
     let no_token = s.form(&format!("/files/{id}/delete"), &cookie, &[("csrf", "x")]).await;
