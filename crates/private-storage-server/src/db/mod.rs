@@ -1,9 +1,9 @@
 //! The database: SQLite (embedded default) or PostgreSQL (scale-out), through one portable
 //! dialect (`$n` placeholders, `BIGINT` numbers and flags, `TEXT` ids).
 //!
-//! Queries are grouped by concern ([`users`](self::users): accounts, tokens, sessions;
-//! [`files`](self::files); [`links`](self::links): share links, revocations, audit), each
-//! written once: a row type maps itself through [`FromRow`] from either driver, and every query
+//! Queries are grouped by concern (`users`: accounts, tokens, sessions; `files`; `links`: share
+//! links, revocations, audit), each written once: a row type maps itself through `FromRow` from
+//! either driver, and every query
 //! goes through the helpers here, which pick the driver. Errors are a [`DbError`] that tells
 //! an unavailable database from a conflict and a bug.
 

@@ -39,6 +39,19 @@ fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
 }
 
+/// At most this many password hashes at once, each on the blocking pool: a flood of logins
+/// queues here instead of taking the async workers that serve downloads and `/healthz`.
+fn hashing() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())))
+}
+
+/// Runs a password hash or check on the blocking pool, behind [`hashing`]'s permits.
+async fn off_the_workers<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    let _permit = hashing().acquire().await.map_err(|e| Error::Internal(e.into()))?;
+    tokio::task::spawn_blocking(work).await.map_err(|e| Error::Internal(e.into()))
+}
+
 /// A hash to verify against when the user does not exist, so that a login for an unknown name
 /// costs the same time as one with a wrong password.
 fn dummy_hash() -> &'static str {
@@ -96,16 +109,19 @@ impl Domain {
         ip: Option<IpAddr>,
         replaces: Option<&str>,
     ) -> Result<NewSession> {
-        if !self.limiter.allowed(username, ip) {
+        // The attempt counts as a failure from here on (forgotten only if it succeeds), so
+        // parallel guesses cannot all pass the limit while the first ones are being checked.
+        if !self.limiter.reserve(username, ip) {
             self.metrics.denied("login_rate");
             return Err(Error::TooManyAttempts);
         }
         let user = self.db.user_by_name(username).await?;
-        let verified = verify_password(password, user.as_ref().map_or(dummy_hash(), |u| u.password_hash.as_str()));
+        let hash = user.as_ref().map_or(dummy_hash(), |u| u.password_hash.as_str()).to_owned();
+        let password = password.to_owned();
+        let verified = off_the_workers(move || verify_password(&password, &hash)).await?;
         let Some(user) = user.filter(|_| verified) else {
-            self.limiter.failed(username, ip);
             self.metrics.denied("login");
-            tracing::info!(username, "failed login");
+            tracing::info!(username = %username.escape_debug(), "failed login");
             return Err(Error::WrongCredentials);
         };
         self.limiter.succeeded(username, ip);
@@ -133,7 +149,9 @@ impl Domain {
     /// # Errors
     /// [`Error::Invalid`] for a bad name, [`Error::Exists`]; the database's.
     pub async fn check_new_user(&self, name: &str) -> Result<()> {
-        if name.is_empty() || name.len() > 150 || name.chars().any(|c| c.is_control() || c.is_whitespace() || c == '/')
+        if name.is_empty()
+            || name.chars().count() > MAX_NAME
+            || name.chars().any(|c| c.is_control() || c.is_whitespace() || c == '/')
         {
             return Err(Error::Invalid(format!(
                 "{name:?} is not a valid user name (no spaces, slashes or control characters)"
@@ -152,7 +170,9 @@ impl Domain {
     pub async fn add_user(&self, name: &str, password: &str, staff: bool, superuser: bool) -> Result<UserRow> {
         self.check_new_user(name).await?;
         check_password(password)?;
-        match self.db.create_user(name, &hash_password(password), staff, superuser).await {
+        let password = password.to_owned();
+        let hash = off_the_workers(move || hash_password(&password)).await?;
+        match self.db.create_user(name, &hash, staff, superuser).await {
             // Taken between the check and the insert.
             Err(crate::db::DbError::Conflict(_)) => Err(user_exists(name)),
             created => Ok(created?),
@@ -198,7 +218,9 @@ impl Domain {
     pub async fn set_password(&self, name: &str, password: &str) -> Result<()> {
         check_password(password)?;
         let user = self.user_named(name).await?;
-        self.db.set_password(&user.id, &hash_password(password)).await?;
+        let password = password.to_owned();
+        let hash = off_the_workers(move || hash_password(&password)).await?;
+        self.db.set_password(&user.id, &hash).await?;
         Ok(())
     }
 
@@ -245,48 +267,101 @@ fn check_password(password: &str) -> Result<()> {
     Ok(())
 }
 
-/// Failed logins per (name, address) in a sliding window: after `max` failures, further
-/// attempts are refused until the window has passed. Per instance.
+/// Login attempts in a window, per (name, address) and per name: after `per_address`
+/// failures from one address, or `per_account` from all addresses together, further attempts
+/// at that name are refused until the window has passed. Per instance.
+///
+/// The per-account cap is what stops a guesser with many addresses; its price is that anyone
+/// can lock a name out for one window by failing `per_account` times. Both caps are far above
+/// what a person mistyping needs, and a success clears the name's counts.
+///
+/// Memory is bounded: names are compared in lower case on their first 150 characters
+/// (no account has a longer one), and each table holds at most `capacity` entries — expired
+/// ones are dropped first, then the oldest.
 #[derive(Debug)]
 pub struct LoginLimiter {
-    max: u32,
+    per_address: u32,
+    per_account: u32,
     window: Duration,
-    failures: Mutex<HashMap<(String, Option<IpAddr>), (u32, Instant)>>,
+    capacity: usize,
+    state: Mutex<Counts>,
+}
+
+/// The longest user name; longer names are cut to it for counting.
+pub(crate) const MAX_NAME: usize = 150;
+
+#[derive(Debug, Default)]
+struct Counts {
+    pairs: HashMap<(String, Option<IpAddr>), (u32, Instant)>,
+    accounts: HashMap<String, (u32, Instant)>,
+}
+
+fn counted_name(name: &str) -> String {
+    name.chars().take(MAX_NAME).collect::<String>().to_lowercase()
+}
+
+/// The count of `key` in `table` now (an expired window counts zero).
+fn current<K: std::hash::Hash + Eq>(table: &HashMap<K, (u32, Instant)>, key: &K, window: Duration) -> u32 {
+    table.get(key).filter(|(_, since)| since.elapsed() <= window).map_or(0, |(count, _)| *count)
+}
+
+/// Adds one to `key`'s count, making room first if the table is full.
+fn bump<K: std::hash::Hash + Eq + Clone>(
+    table: &mut HashMap<K, (u32, Instant)>,
+    key: K,
+    window: Duration,
+    capacity: usize,
+) {
+    if !table.contains_key(&key) && table.len() >= capacity {
+        table.retain(|_, (_, since)| since.elapsed() <= window);
+        if table.len() >= capacity
+            && let Some(oldest) = table.iter().min_by_key(|(_, (_, since))| *since).map(|(k, _)| k.clone())
+        {
+            table.remove(&oldest);
+        }
+    }
+    let entry = table.entry(key).or_insert((0, Instant::now()));
+    if entry.1.elapsed() > window {
+        *entry = (0, Instant::now());
+    }
+    entry.0 += 1;
 }
 
 impl LoginLimiter {
-    /// At most `max` failures per `window`.
-    pub fn new(max: u32, window: Duration) -> Self {
-        Self { max, window, failures: Mutex::default() }
+    /// At most `per_address` failures per name and address, and `per_account` per name, in
+    /// each `window`; each table holds at most `capacity` entries.
+    pub fn new(per_address: u32, per_account: u32, window: Duration, capacity: usize) -> Self {
+        Self { per_address, per_account, window, capacity: capacity.max(1), state: Mutex::default() }
     }
 
-    /// Whether another attempt is allowed now.
-    pub fn allowed(&self, name: &str, ip: Option<IpAddr>) -> bool {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (name.to_lowercase(), ip);
-        match failures.get(&key) {
-            Some((_, since)) if since.elapsed() > self.window => {
-                failures.remove(&key);
-                true
-            }
-            Some((count, _)) => *count < self.max,
-            None => true,
+    /// Takes an attempt, counted as a failure until [`succeeded`](Self::succeeded) says
+    /// otherwise; `false` (nothing counted) when a cap is reached. Check and count are one step.
+    pub fn reserve(&self, name: &str, ip: Option<IpAddr>) -> bool {
+        let name = counted_name(name);
+        let pair = (name.clone(), ip);
+        let mut counts = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if current(&counts.pairs, &pair, self.window) >= self.per_address
+            || current(&counts.accounts, &name, self.window) >= self.per_account
+        {
+            return false;
         }
+        bump(&mut counts.pairs, pair, self.window, self.capacity);
+        bump(&mut counts.accounts, name, self.window, self.capacity);
+        true
     }
 
-    /// Records a failure.
-    pub fn failed(&self, name: &str, ip: Option<IpAddr>) {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if failures.len() > 100_000 {
-            failures.retain(|_, (_, since)| since.elapsed() <= self.window);
-        }
-        let entry = failures.entry((name.to_lowercase(), ip)).or_insert((0, Instant::now()));
-        entry.0 += 1;
-    }
-
-    /// Forgets failures after a success.
+    /// Forgets a name's failures after a successful login.
     pub fn succeeded(&self, name: &str, ip: Option<IpAddr>) {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&(name.to_lowercase(), ip));
+        let name = counted_name(name);
+        let mut counts = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        counts.pairs.remove(&(name.clone(), ip));
+        counts.accounts.remove(&name);
+    }
+
+    #[cfg(test)]
+    fn entries(&self) -> (usize, usize) {
+        let counts = self.state.lock().unwrap();
+        (counts.pairs.len(), counts.accounts.len())
     }
 }
 
@@ -313,15 +388,38 @@ mod tests {
 
     #[test]
     fn the_limiter_refuses_after_max_failures_and_forgets_after_success() {
-        let limiter = LoginLimiter::new(3, Duration::from_secs(900));
+        let limiter = LoginLimiter::new(3, 100, Duration::from_secs(900), 1000);
         let ip = Some(IpAddr::from([127, 0, 0, 1]));
         for _ in 0..3 {
-            assert!(limiter.allowed("Ada", ip));
-            limiter.failed("Ada", ip);
+            assert!(limiter.reserve("Ada", ip));
         }
-        assert!(!limiter.allowed("ada", ip), "names are compared case-insensitively");
-        assert!(limiter.allowed("bob", ip));
+        assert!(!limiter.reserve("ada", ip), "names are compared case-insensitively");
+        assert!(limiter.reserve("ada", Some(IpAddr::from([10, 0, 0, 1]))), "another address has its own count");
+        assert!(limiter.reserve("bob", ip));
         limiter.succeeded("ada", ip);
-        assert!(limiter.allowed("ada", ip));
+        assert!(limiter.reserve("ada", ip));
+    }
+
+    #[test]
+    fn the_per_account_cap_holds_across_addresses() {
+        let limiter = LoginLimiter::new(5, 20, Duration::from_secs(900), 1000);
+        let allowed = (0..100u8).filter(|i| limiter.reserve("ada", Some(IpAddr::from([10, 0, 0, *i])))).count();
+        assert_eq!(allowed, 20);
+        assert!(limiter.reserve("bob", Some(IpAddr::from([10, 0, 0, 1]))), "other names are not affected");
+    }
+
+    #[test]
+    fn the_limiter_memory_is_bounded() {
+        let limiter = LoginLimiter::new(5, 20, Duration::from_secs(900), 100);
+        for i in 0..10_000u32 {
+            assert!(limiter.reserve(&format!("{i}-{}", "x".repeat(2000)), Some(IpAddr::from(i.to_be_bytes()))));
+        }
+        assert_eq!(limiter.entries(), (100, 100), "at most `capacity` entries per table");
+        // Names beyond the longest possible one count as that one.
+        let long = "y".repeat(5000);
+        for _ in 0..5 {
+            assert!(limiter.reserve(&long, None));
+        }
+        assert!(!limiter.reserve(&format!("{long}z"), None));
     }
 }

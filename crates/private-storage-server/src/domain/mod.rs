@@ -220,7 +220,7 @@ impl Domain {
             policy: Arc::new(policy),
             links,
             uploads: UploadSlots::new(config.max_uploads_per_user),
-            limiter: Arc::new(LoginLimiter::new(5, std::time::Duration::from_secs(15 * 60))),
+            limiter: Arc::new(LoginLimiter::new(5, 20, std::time::Duration::from_secs(15 * 60), 100_000)),
             config,
             db,
             storage,

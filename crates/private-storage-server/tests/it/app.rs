@@ -111,6 +111,31 @@ async fn a_storage_that_holds_the_data_folder_is_refused_naming_both() {
     assert!(e.contains("`storage`") && e.contains("`database_url`"), "{e}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_wrong_guesses_cannot_pass_the_login_limit() {
+    let s = std::sync::Arc::new(server(&[]).await);
+    s.user("ada", false, false).await;
+    // The login form's CSRF check is a double submit: any matching cookie and field pass it.
+    let guesses: Vec<_> = (0..200)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let fields = [("username", "ada"), ("password", &format!("guess-{i}")[..]), ("csrf", "x")];
+                s.form("/login", &Auth::Cookie("ps_login_csrf=x"), &fields).await.status.as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for guess in guesses {
+        statuses.push(guess.await.unwrap());
+    }
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((checked, limited), (5, 195), "only the cap reaches the password check: {statuses:?}");
+    let metrics = s.get("/metrics", &Auth::None).await.text();
+    assert!(metrics.contains("private_storage_denied_total{kind=\"login\"} 5"), "{metrics}");
+}
+
 #[tokio::test]
 async fn login_attempts_are_rate_limited() {
     let s = server(&[]).await;
