@@ -59,6 +59,7 @@ keys! {
     ShareKeys = "share_keys", None, "share-link signing keys, id=base64,… newest first (default: one generated into data_dir)";
     ShareMaxLifetime = "share_max_lifetime", Some("7d"), "longest share link";
     SessionTtl = "session_ttl", Some("12h"), "how long a login lasts";
+    AuditRetention = "audit_retention", Some("90d"), "how long the share-link audit trail is kept";
     LogFormat = "log_format", Some("text"), "text | json";
     HeaderReadTimeout = "header_read_timeout", Some("10s"), "a client must send its request headers within this";
     RequestTimeout = "request_timeout", Some("60s"), "limit on pages and API calls (downloads and uploads are not cut)";
@@ -173,6 +174,7 @@ pub struct Config {
     pub share_keys: Option<String>,
     pub share_max_lifetime: Duration,
     pub session_ttl: Duration,
+    pub audit_retention: Duration,
     pub log_json: bool,
     pub header_read_timeout: Duration,
     pub request_timeout: Duration,
@@ -432,6 +434,7 @@ impl Loader {
             share_keys,
             share_max_lifetime: duration(Key::ShareMaxLifetime)?,
             session_ttl: duration(Key::SessionTtl)?,
+            audit_retention: duration(Key::AuditRetention)?,
             log_json,
             header_read_timeout: duration(Key::HeaderReadTimeout)?,
             request_timeout: duration(Key::RequestTimeout)?,

@@ -77,7 +77,7 @@ pub async fn serve(state: AppState, listener: TcpListener, shutdown: impl Future
 
 /// At start and every few minutes: removes the staging files that interrupted uploads left
 /// (a crash, a `SIGKILL`), without touching an upload in progress in any process, and forgets
-/// expired sessions and revocations.
+/// expired sessions and revocations, and audit events past `audit_retention`.
 async fn upkeep(state: AppState) {
     let mut tick = tokio::time::interval(UPKEEP_EVERY);
     loop {
@@ -93,6 +93,12 @@ async fn upkeep(state: AppState) {
         }
         if let Err(e) = state.db.purge_expired().await {
             tracing::warn!(error = %e, "could not purge expired sessions");
+        }
+        let cutoff = crate::db::now() - state.config.audit_retention.as_secs() as i64;
+        match state.db.purge_share_events(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "purged share-link audit events past their retention"),
+            Err(e) => tracing::warn!(error = %e, "could not purge the share-link audit trail"),
         }
     }
 }

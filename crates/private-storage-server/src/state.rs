@@ -161,6 +161,7 @@ impl AppState {
             RuleName::Staff => serving.clone().rule(allow_staff()),
             RuleName::Superuser => serving.clone().rule(allow_superuser()),
         };
+        let metrics = Arc::new(Metrics::default());
         let keys = match &config.share_keys {
             Some(spec) => ShareKeys::parse(spec).map_err(|e| ConfigError(format!("`share_keys`: {e}")))?,
             None => keys_in(&config.data_dir).map_err(StartError::Storage)?,
@@ -168,10 +169,9 @@ impl AppState {
         let links = ShareLinks::new(keys, DbRevocations(db.clone()))
             .base_url("/s/")
             .max_lifetime(config.share_max_lifetime)
-            .audit(DbAudit(db.clone()));
+            .audit(DbAudit::new(db.clone(), metrics.clone()));
 
         let config = Arc::new(config);
-        let metrics = Arc::new(Metrics::default());
         let domain = Domain::new(Parts {
             config: config.clone(),
             db: db.clone(),

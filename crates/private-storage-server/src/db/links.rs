@@ -101,4 +101,14 @@ impl Db {
         self.all("SELECT kind, detail FROM share_events WHERE link_id = $1 ORDER BY at, id", &[Arg::Text(link_id)])
             .await
     }
+
+    /// Forgets audit events from before `cutoff` (seconds since the epoch); returns how many.
+    pub async fn purge_share_events(&self, cutoff: i64) -> DbResult<u64> {
+        self.execute("DELETE FROM share_events WHERE at < $1", &[Arg::Int(cutoff)]).await
+    }
+
+    /// How many audit events are kept.
+    pub async fn share_event_count(&self) -> DbResult<i64> {
+        Ok(self.optional::<Number>("SELECT COUNT(*) AS n FROM share_events", &[]).await?.map_or(0, |n| n.0))
+    }
 }

@@ -159,13 +159,28 @@ impl RevocationStore for DbRevocations {
     }
 }
 
-/// Share events go to the log and to the `share_events` table.
+/// Share events go to the log and to the `share_events` table — the uses of authentic links
+/// only: a forged or malformed token is counted in the metrics (`denied_total{kind="share_token"}`)
+/// and never written, so a flood of garbage tokens cannot fill the database. What is written is
+/// bounded (the `Range` header is cut to [`MAX_RANGE_LOGGED`] characters), and rows older than
+/// `audit_retention` are purged by the server's upkeep.
 #[derive(Debug, Clone)]
-pub struct DbAudit(pub Db);
+pub struct DbAudit {
+    db: Db,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+}
+
+/// How much of a `Range` header an audit row keeps.
+pub const MAX_RANGE_LOGGED: usize = 64;
 
 impl DbAudit {
+    /// Audit into `db`, counting refused tokens in `metrics`.
+    pub fn new(db: Db, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        Self { db, metrics }
+    }
+
     fn record(&self, kind: &'static str, link: Option<String>, target: Option<String>, detail: String) {
-        let db = self.0.clone();
+        let db = self.db.clone();
         tokio::spawn(async move {
             if let Err(e) = db.share_event(kind, link.as_deref(), target.as_deref(), &detail).await {
                 tracing::error!(error = %e, "could not record a share event");
@@ -188,14 +203,19 @@ impl ShareAudit for DbAudit {
 
     fn used(&self, event: &LinkUsed) {
         private_storage::TracingAudit.used(event);
+        let Some(link_id) = event.link_id.clone() else {
+            self.metrics.denied("share_token");
+            return;
+        };
+        let range: String = event.range.as_deref().unwrap_or("-").chars().take(MAX_RANGE_LOGGED).collect();
         let detail = format!(
             "outcome={} status={} bytes={} range={}",
             event.outcome,
             event.status,
             event.bytes.map_or("-".into(), |b| b.to_string()),
-            event.range.as_deref().unwrap_or("-")
+            range.escape_debug()
         );
-        self.record("used", event.link_id.clone(), event.target.as_ref().map(target_name), detail);
+        self.record("used", Some(link_id), event.target.as_ref().map(target_name), detail);
     }
 }
 

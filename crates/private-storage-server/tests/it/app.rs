@@ -439,6 +439,49 @@ async fn share_links_work_without_login_until_revoked_and_are_audited() {
 }
 
 #[tokio::test]
+async fn forged_share_tokens_are_counted_not_written_and_the_audit_trail_is_bounded() {
+    let s = server(&[]).await;
+    let ada = s.user("ada", false, false).await;
+    let id = s.upload("/api/files", &Auth::Bearer(&ada), &[], "deck.pdf", &pdf(500)).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let request = Request::post(format!("/api/files/{id}/links"))
+        .header("authorization", format!("Bearer {ada}"))
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"expires":"1h"}"#))
+        .unwrap();
+    let link = s.send(request).await.json();
+    let (url, link_id) = (link["url"].as_str().unwrap(), link["link_id"].as_str().unwrap());
+
+    for i in 0..50 {
+        assert_eq!(s.get(&format!("/s/garbage-{i}"), &Auth::None).await.status, 403);
+    }
+    let huge_range = format!("bytes=0-3,{}", "7-8,".repeat(2500));
+    let reply = s.send(Request::get(url).header("range", &huge_range).body(Body::empty()).unwrap()).await;
+    assert!(reply.status.is_success(), "{}", reply.status);
+
+    // The link's own events (issued, used) arrive in the background; nothing else is written.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let events = loop {
+        let events = s.state.db.share_events(link_id).await.unwrap();
+        if events.len() == 2 {
+            break events;
+        }
+        assert!(std::time::Instant::now() < deadline, "{events:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert_eq!(s.state.db.share_event_count().await.unwrap(), 2, "forged tokens write no rows");
+    assert!(events[1].detail.len() < 200, "the stored Range is cut: {}", events[1].detail.len());
+    let metrics = s.get("/metrics", &Auth::None).await.text();
+    assert!(metrics.contains("private_storage_denied_total{kind=\"share_token\"} 50"), "{metrics}");
+
+    // Retention: what is older than the cutoff goes.
+    assert_eq!(s.state.db.purge_share_events(private_storage_server::db::now() + 1).await.unwrap(), 2);
+    assert_eq!(s.state.db.share_event_count().await.unwrap(), 0);
+}
+
+#[tokio::test]
 async fn health_readiness_and_metrics() {
     let s = server(&[]).await;
     let ada = s.user("ada", false, false).await;
