@@ -162,7 +162,7 @@ impl RevocationStore for DbRevocations {
 /// Share events go to the log and to the `share_events` table — the uses of authentic links
 /// only: a forged or malformed token is counted in the metrics (`denied_total{kind="share_token"}`)
 /// and never written, so a flood of garbage tokens cannot fill the database. What is written is
-/// bounded (the `Range` header is cut to [`MAX_RANGE_LOGGED`] characters), and rows older than
+/// bounded (the `Range` header is cut to 64 characters), and rows older than
 /// `audit_retention` are purged by the server's upkeep.
 #[derive(Debug, Clone)]
 pub struct DbAudit {
@@ -171,7 +171,7 @@ pub struct DbAudit {
 }
 
 /// How much of a `Range` header an audit row keeps.
-pub const MAX_RANGE_LOGGED: usize = 64;
+const MAX_RANGE_LOGGED: usize = 64;
 
 impl DbAudit {
     /// Audit into `db`, counting refused tokens in `metrics`.
