@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use private_storage::Upload;
 
 use crate::config::{DeliveryName, StorageConfig};
-use crate::domain::{Actor, Domain, Error, ShareRequest, role};
+use crate::domain::{Actor, Domain, Error, ShareRequest, TheirFiles, role};
 use crate::http::api::rfc3339;
 use crate::{AppState, Backend, Config, Loader};
 
@@ -145,10 +145,17 @@ enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Deletes a user with their files' records, sessions and tokens.
+    /// Deletes a user with their sessions and tokens. Refused while they own files, unless
+    /// told what becomes of them.
     Rm {
         /// The user name.
         name: String,
+        /// Delete their files too: records, share links and bytes.
+        #[arg(long, conflicts_with = "transfer_to")]
+        delete_files: bool,
+        /// Give their files to this user.
+        #[arg(long, value_name = "NAME")]
+        transfer_to: Option<String>,
     },
 }
 
@@ -384,9 +391,18 @@ async fn user(state: &AppState, command: UserCommand) -> CliResult {
             domain.set_password(&name, &password).await?;
             println!("password of {name} changed; their sessions ended");
         }
-        UserCommand::Rm { name } => {
-            domain.remove_user(&name).await?;
-            println!("deleted {name}");
+        UserCommand::Rm { name, delete_files, transfer_to } => {
+            let files = match (delete_files, transfer_to) {
+                (true, _) => TheirFiles::Delete,
+                (false, Some(to)) => TheirFiles::TransferTo(to),
+                (false, None) => TheirFiles::Refuse,
+            };
+            let moved = domain.remove_user(&name, &files).await?;
+            match files {
+                TheirFiles::Delete => println!("deleted {name} and their {moved} file(s)"),
+                TheirFiles::TransferTo(to) => println!("deleted {name}; their {moved} file(s) now belong to {to}"),
+                _ => println!("deleted {name}"),
+            }
         }
     }
     Ok(())

@@ -62,4 +62,9 @@ impl Db {
     pub async fn delete_file(&self, id: &str) -> DbResult<bool> {
         Ok(self.execute("DELETE FROM files WHERE id = $1", &[Arg::Text(id)]).await? > 0)
     }
+
+    /// Gives every file of one user to another; returns how many.
+    pub async fn transfer_files(&self, from: &str, to: &str) -> DbResult<u64> {
+        self.execute("UPDATE files SET owner_id = $1 WHERE owner_id = $2", &[Arg::Text(to), Arg::Text(from)]).await
+    }
 }

@@ -69,7 +69,8 @@ impl Db {
         Ok(changed > 0)
     }
 
-    /// Deletes a user with their sessions, tokens and file records. `false` if no such user.
+    /// Deletes a user with their sessions and tokens (and, by cascade, any file records left).
+    /// `false` if no such user.
     pub async fn delete_user(&self, user_id: &str) -> DbResult<bool> {
         Ok(self.execute("DELETE FROM users WHERE id = $1", &[Arg::Text(user_id)]).await? > 0)
     }

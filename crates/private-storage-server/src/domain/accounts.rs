@@ -59,6 +59,17 @@ fn dummy_hash() -> &'static str {
     HASH.get_or_init(|| hash_password("not a password anyone has"))
 }
 
+/// What becomes of a deleted user's files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TheirFiles {
+    /// Nothing: the user is not deleted while they own files.
+    Refuse,
+    /// They are deleted: records, share links and bytes.
+    Delete,
+    /// They now belong to the user of this name.
+    TransferTo(String),
+}
+
 /// A session just started: the id for the cookie (shown once; only its hash is stored).
 #[derive(Debug, Clone)]
 pub struct NewSession {
@@ -224,14 +235,50 @@ impl Domain {
         Ok(())
     }
 
-    /// Deletes a user with their sessions, tokens and file records.
+    /// Deletes a user with their sessions and tokens, doing with their files what `files`
+    /// says; returns how many files were deleted or transferred. A user who owns files is not
+    /// deleted unless told what becomes of them: their bytes would otherwise stay in the
+    /// storage with no record.
     ///
     /// # Errors
-    /// [`Error::NotFound`]; the database's.
-    pub async fn remove_user(&self, name: &str) -> Result<()> {
+    /// [`Error::NotFound`] for an unknown user (or transfer target); [`Error::Invalid`] when
+    /// they own files and `files` is [`TheirFiles::Refuse`], or the target is the user
+    /// themselves; the database's and the storage's.
+    pub async fn remove_user(&self, name: &str, files: &TheirFiles) -> Result<u64> {
         let user = self.user_named(name).await?;
+        let (_, owned) = self.db.files(Some(&user.id), 1, 0).await?;
+        let done = match files {
+            TheirFiles::Refuse if owned > 0 => {
+                return Err(Error::Invalid(format!(
+                    "{name} owns {owned} file(s): add --delete-files to delete them, or --transfer-to NAME to give \
+                     them to another user"
+                )));
+            }
+            TheirFiles::Refuse => 0,
+            TheirFiles::Delete => {
+                let mut deleted = 0;
+                loop {
+                    let (batch, _) = self.db.files(Some(&user.id), 500, 0).await?;
+                    if batch.is_empty() {
+                        break deleted;
+                    }
+                    for file in batch {
+                        self.delete(&super::Actor::Operator, &file.file.id).await?;
+                        deleted += 1;
+                    }
+                }
+            }
+            TheirFiles::TransferTo(to) => {
+                let heir = self.user_named(to).await?;
+                if heir.id == user.id {
+                    return Err(Error::Invalid(format!("{name} cannot inherit their own files")));
+                }
+                self.db.transfer_files(&user.id, &heir.id).await?
+            }
+        };
         self.db.delete_user(&user.id).await?;
-        Ok(())
+        tracing::info!(user = name, files = done, "user deleted");
+        Ok(done)
     }
 
     /// Creates an API token for a user; returns it (the only time it is seen).

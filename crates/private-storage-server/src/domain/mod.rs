@@ -17,7 +17,7 @@ use http::StatusCode;
 use private_storage::{ServePrivate, ServeRecords, ServeShared, ShareLinks, Storage, UploadPolicy};
 
 pub(crate) use accounts::role;
-pub use accounts::{LoginLimiter, NewSession, hash_password, random_token, sha256_hex};
+pub use accounts::{LoginLimiter, NewSession, TheirFiles, hash_password, random_token, sha256_hex};
 pub use files::{DbRecords, Owner, UploadSlots};
 pub use links::{DbAudit, DbRevocations, NewLink, ShareRequest, keys_in};
 

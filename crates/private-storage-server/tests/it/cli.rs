@@ -324,3 +324,37 @@ async fn an_upload_in_flight_survives_commands_run_beside_the_live_server() {
     assert!(got.bytes().await.unwrap() == bytes, "the upload arrived intact");
     served.stop();
 }
+
+/// `user rm` never leaves bytes without a record: it refuses while the user owns files, unless
+/// told to delete them (records and bytes) or to give them to another user.
+#[test]
+fn removing_a_user_who_owns_files_needs_a_decision_about_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for name in ["ada", "bob", "eve"] {
+        ok(&cli(&data, &["user", "add", name, "--password-stdin"], Some("correct horse battery\n"), &[]));
+    }
+    let file = dir.path().join("notes.pdf");
+    std::fs::write(&file, pdf(5000)).unwrap();
+    let put = |owner: &str| ok(&cli(&data, &["put", file.to_str().unwrap(), "--owner", owner], None, &[]));
+    let ada_files: Vec<String> = (0..2).map(|_| put("ada").split('\t').next().unwrap().to_owned()).collect();
+    put("eve");
+    let stored = || crate::common::files_under(&data.join("media")).len();
+    assert_eq!(stored(), 3);
+
+    let refused = failed(&cli(&data, &["user", "rm", "ada"], None, &[]), 1);
+    assert!(refused.contains("owns 2 file(s)") && refused.contains("--delete-files"), "{refused}");
+    assert!(ok(&cli(&data, &["user", "list"], None, &[])).contains("ada"), "not deleted");
+    assert!(failed(&cli(&data, &["user", "rm", "ada", "--transfer-to", "ada"], None, &[]), 1).contains("own files"));
+
+    ok(&cli(&data, &["user", "rm", "ada", "--transfer-to", "bob"], None, &[]));
+    let bobs = ok(&cli(&data, &["ls", "--owner", "bob"], None, &[]));
+    assert!(ada_files.iter().all(|id| bobs.contains(id.as_str())), "{bobs}");
+    let out = dir.path().join("copy.pdf");
+    ok(&cli(&data, &["get", &ada_files[0], "-o", out.to_str().unwrap()], None, &[]));
+    assert_eq!(stored(), 3, "transferred, not copied");
+
+    ok(&cli(&data, &["user", "rm", "eve", "--delete-files"], None, &[]));
+    assert_eq!(stored(), 2, "eve's bytes are gone with her record");
+    assert!(!ok(&cli(&data, &["ls"], None, &[])).contains("\teve\t"));
+}
