@@ -67,6 +67,9 @@ impl FileJson {
     }
 }
 
+/// What an upload form may hold beyond its file: part headers, boundaries, the CSRF field.
+const FORM_OVERHEAD: u64 = 64 * 1024;
+
 /// Reads a multipart form whose `file` field goes to the domain's upload. With a cookie session
 /// the CSRF token must come first: as the `X-CSRF-Token` header or a `csrf` field before the
 /// file. Nothing is stored when anything fails.
@@ -76,7 +79,15 @@ pub(super) async fn save_upload(
     headers: &HeaderMap,
     form: UploadForm,
 ) -> Result<FileRow, Error> {
+    let declared = headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let limit = state.config.max_file_size;
     let read = async move {
+        // A body that says it is larger than the file may be (plus room for the form's framing
+        // and small fields) is refused before a byte of it is read: with `Expect: 100-continue`
+        // the client never sends it.
+        if declared.is_some_and(|len| len > limit.saturating_add(FORM_OVERHEAD)) {
+            return Err(Error::Storage(private_storage::Error::TooLarge { limit }));
+        }
         let mut form = form;
         let mut csrf_ok = authed.csrf_ok(csrf_header(headers));
         while let Some(field) = form.next_field().await? {

@@ -222,3 +222,34 @@ async fn shutdown_lets_a_running_download_finish_and_accepts_nothing_new() {
     assert_eq!(sha256(&received), sha256(&bytes));
     tokio::time::timeout(Duration::from_secs(10), running.done).await.expect("serve returns").unwrap().unwrap();
 }
+
+/// An upload that announces more bytes than may be stored is refused before its body is read:
+/// with `Expect: 100-continue` the answer is 413, never 100, so the client sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_upload_is_refused_before_its_body_is_read() {
+    let s = server(&[("max_file_size", "1MiB")]).await;
+    let token = s.user("ada", false, false).await;
+    let running = run(&s).await;
+    for expect in [true, false] {
+        let mut socket = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+        let head = format!(
+            "POST /api/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: {}\r\n{}\r\n",
+            50 << 20,
+            if expect { "Expect: 100-continue\r\n" } else { "" }
+        );
+        socket.write_all(head.as_bytes()).await.unwrap();
+        if !expect {
+            socket
+                .write_all(b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.pdf\"\r\n\r\n%PDF")
+                .await
+                .unwrap();
+        }
+        // The answer comes while 50 MiB are still unsent.
+        let mut reply = vec![0u8; 1024];
+        let n = socket.read(&mut reply).await.unwrap();
+        let reply = String::from_utf8_lossy(&reply[..n]);
+        assert!(reply.starts_with("HTTP/1.1 413"), "expect: {expect}: {reply}");
+        assert!(reply.contains("The file may not be larger than 1.0 MB."), "{reply}");
+    }
+    assert!(crate::common::stored_files(&s).is_empty());
+}
