@@ -112,10 +112,8 @@ impl Domain {
                 Actor::User(user) => Some(self.uploads.take(&user.id).ok_or(Error::TooManyUploads)?),
                 Actor::Operator => None,
             };
-            let upload = read.await?;
-            let fallback = upload.filename().to_owned();
-            let saved = self.policy.save(&Owner(owner_id.to_owned()), upload).await?;
-            self.record(owner_id, &saved, &fallback).await
+            let saved = self.policy.save(&Owner(owner_id.to_owned()), read.await?).await?;
+            self.record(owner_id, &saved).await
         }
         .await;
         match &result {
@@ -125,12 +123,13 @@ impl Domain {
         result
     }
 
-    async fn record(&self, owner_id: &str, saved: &SavedFile, fallback_name: &str) -> Result<FileRow> {
+    /// The record of a stored upload; its name is the client's, cleaned by the policy.
+    async fn record(&self, owner_id: &str, saved: &SavedFile) -> Result<FileRow> {
         let row = FileRow {
             id: new_id(),
             owner_id: owner_id.to_owned(),
             object_key: saved.key.to_string(),
-            name: if saved.original_name.is_empty() { fallback_name.to_owned() } else { saved.original_name.clone() },
+            name: saved.original_name.clone(),
             size: saved.size as i64,
             content_type: saved.content_type.clone(),
             sha256: saved.sha256.clone(),

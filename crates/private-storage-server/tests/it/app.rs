@@ -482,6 +482,19 @@ async fn forged_share_tokens_are_counted_not_written_and_the_audit_trail_is_boun
 }
 
 #[tokio::test]
+async fn client_file_names_are_cleaned_once_and_shown_escaped() {
+    let s = server(&[]).await;
+    let ada = s.user("ada", false, false).await;
+    let sent = "inv\u{202E}fdp.exe\t\u{2066}<b>.pdf";
+    let reply = s.upload("/api/files", &Auth::Bearer(&ada), &[], sent, &pdf(300)).await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    assert_eq!(reply.json()["name"], "invfdp.exe<b>.pdf", "controls and reordering characters removed");
+    let session = s.login("ada").await;
+    let index = s.get("/", &Auth::Cookie(&session.cookie)).await.text();
+    assert!(index.contains("invfdp.exe&lt;b&gt;.pdf") && !index.contains("<b>.pdf"), "{index}");
+}
+
+#[tokio::test]
 async fn health_readiness_and_metrics() {
     let s = server(&[]).await;
     let ada = s.user("ada", false, false).await;

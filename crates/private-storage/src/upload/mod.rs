@@ -174,7 +174,9 @@ pub struct SavedFile {
     pub size: u64,
     /// Its content type, as sniffed from the bytes.
     pub content_type: String,
-    /// The file name the client sent.
+    /// The file name the client sent, cleaned for showing: its last path component, without
+    /// control characters or bidirectional formatting characters, at most 200 bytes (the
+    /// extension kept). Never empty.
     pub original_name: String,
     /// Hex SHA-256 of the content.
     pub sha256: String,
@@ -350,7 +352,15 @@ impl<R: ?Sized> UploadPolicy<R> {
         let meta = self.storage.put(&key, body, options).await?;
         let (size, sha256) =
             digest.await.map_err(|_| Error::storage("upload", "the upload was stored without its digest"))?;
-        Ok(SavedFile { key: meta.key, size, content_type: found, original_name: filename, sha256, width, height })
+        Ok(SavedFile {
+            key: meta.key,
+            size,
+            content_type: found,
+            original_name: naming::display_name(&filename),
+            sha256,
+            width,
+            height,
+        })
     }
 
     /// Checks an object that a client wrote straight into the storage (through an

@@ -16,6 +16,23 @@ pub(crate) fn clean_filename(name: &str) -> String {
     shorten(cleaned)
 }
 
+/// The client's file name as it may be shown and stored in a record: the last path component
+/// (some browsers send a whole path), without control characters (C0, C1, DEL) or the
+/// invisible characters that reorder text (bidirectional marks, embeddings, overrides and
+/// isolates: `evil\u{202E}fdp.exe` would read as `evilexe.pdf`), trimmed, and at most
+/// [`MAX_NAME`] bytes with the extension kept. Never empty: `file` stands in.
+pub(crate) fn display_name(name: &str) -> String {
+    let last = name.rsplit(['/', '\\']).next().unwrap_or_default();
+    let cleaned: String = last.chars().filter(|c| !c.is_control() && !is_bidi_control(*c)).collect();
+    let cleaned = cleaned.trim();
+    if cleaned.is_empty() { "file".to_owned() } else { shorten(cleaned.to_owned()) }
+}
+
+/// Unicode's bidirectional formatting characters (UAX #9, table 4).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 /// One folder name made safe as a key segment, or `None` if nothing usable is left.
 pub(crate) fn clean_segment(segment: &str) -> Option<String> {
     clean(segment).map(shorten)
@@ -98,6 +115,24 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn display_names_lose_controls_and_reordering_characters_and_keep_their_extension() {
+        for (sent, shown) in [
+            ("Report 2026.pdf", "Report 2026.pdf"),
+            ("C:\\fakepath\\Quartalsbericht März.pdf", "Quartalsbericht März.pdf"),
+            ("evil\u{202E}fdp.exe", "evilfdp.exe"),
+            ("a\u{2066}b\u{2069}\u{200F}.txt", "ab.txt"),
+            ("line\nbreak\r\u{85}\u{1b}[31m.txt", "linebreak[31m.txt"),
+            ("  \t ", "file"),
+            ("\u{202D}", "file"),
+        ] {
+            assert_eq!(display_name(sent), shown, "{sent:?}");
+        }
+        let long = format!("{}.pdf", "ä".repeat(500));
+        let shown = display_name(&long);
+        assert!(shown.len() <= MAX_NAME && shown.ends_with(".pdf"), "{shown}");
+    }
+
     use super::*;
     use std::time::Duration;
 
