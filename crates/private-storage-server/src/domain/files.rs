@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use private_storage::{ObjectKey, PrivateFile, RecordSource, SavedFile, Upload};
+use private_storage::{ContentDisposition, ObjectKey, PrivateFile, RecordSource, SavedFile, Upload};
 
 use super::{Actor, Domain, Error, Result, may_access};
 use crate::db::{Db, FileRow, OwnedFile, new_id, now};
@@ -80,6 +80,15 @@ impl RecordSource for DbRecords {
     fn file_key(&self, record: &FileRow) -> Option<ObjectKey> {
         ObjectKey::new(&record.object_key).ok()
     }
+}
+
+/// The `Content-Disposition` of a download by record: the record's name (RFC 6266, UTF-8 with
+/// an ASCII fallback), as an attachment — or inline with `?inline=1`, for viewing in the browser
+/// (active content is an attachment whatever is asked).
+pub(super) fn disposition(request: &http::request::Parts, record: &FileRow) -> Option<ContentDisposition> {
+    let inline = request.uri.query().is_some_and(|q| q.split('&').any(|p| p == "inline" || p == "inline=1"));
+    let disposition = if inline { ContentDisposition::inline() } else { ContentDisposition::attachment() };
+    Some(disposition.with_filename(&record.name))
 }
 
 /// The rule of downloads by record: [`may_access`] on the record the file belongs to.

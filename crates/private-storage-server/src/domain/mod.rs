@@ -211,7 +211,8 @@ impl Domain {
         if !config.content_types.is_empty() {
             policy = policy.content_types(config.content_types.clone());
         }
-        let records = ServeRecords::new(DbRecords(db.clone()), serving.clone().rule(files::owner_or_staff));
+        let records = ServeRecords::new(DbRecords(db.clone()), serving.clone().rule(files::owner_or_staff))
+            .disposition(files::disposition);
         let shared = ServeShared::new(links.clone(), serving.clone()).records(links::record_keys(db.clone()));
         Self {
             media,

@@ -545,6 +545,32 @@ async fn every_response_carries_a_request_id() {
     assert_eq!(given.header("x-request-id"), Some("from-the-proxy"), "an id from the proxy in front is kept");
 }
 
+/// Downloads by record are named after the record, in every delivery mode and for every client.
+#[tokio::test]
+async fn downloads_by_record_carry_the_records_name() {
+    let expected =
+        "attachment; filename=\"Quartalsbericht Marz.pdf\"; filename*=UTF-8''Quartalsbericht%20M%C3%A4rz.pdf";
+    for delivery in ["stream", "nginx", "apache"] {
+        let s = server(&[("delivery", delivery)]).await;
+        let ada = s.user("ada", false, false).await;
+        let uploaded = s.upload("/api/files", &Auth::Bearer(&ada), &[], "Quartalsbericht März.pdf", &pdf(100)).await;
+        let id = uploaded.json()["id"].as_str().unwrap().to_owned();
+        let url = format!("/files/{id}/download");
+        for agent in ["curl/8.5.0", "Mozilla/5.0 (Windows NT 10.0) Chrome/131.0"] {
+            let request = Request::get(&url)
+                .header("authorization", format!("Bearer {ada}"))
+                .header("user-agent", agent)
+                .body(Body::empty())
+                .unwrap();
+            let reply = s.send(request).await;
+            assert_eq!(reply.status, 200, "{delivery}");
+            assert_eq!(reply.header("content-disposition"), Some(expected), "{delivery}, {agent}");
+        }
+        let inline = s.get(&format!("{url}?inline=1"), &Auth::Bearer(&ada)).await;
+        assert!(inline.header("content-disposition").unwrap().starts_with("inline;"), "{delivery}");
+    }
+}
+
 #[tokio::test]
 async fn the_configured_delivery_mode_hands_off_after_the_rule() {
     let s = server(&[("delivery", "nginx"), ("internal_url", "/_files")]).await;

@@ -172,6 +172,11 @@ async fn the_server_redirects_allowed_downloads_to_presigned_s3_urls() {
     let got = reqwest::get(location).await.unwrap();
     assert_eq!(got.status(), 200);
     assert_eq!(got.headers()["content-type"], "application/pdf");
+    assert_eq!(
+        got.headers()["content-disposition"],
+        "attachment; filename=\"Angebot.pdf\"; filename*=UTF-8''Angebot.pdf",
+        "the bucket answers with the record's name, signed into the URL"
+    );
     assert_eq!(sha256(&got.bytes().await.unwrap()), sha256(&bytes));
     // HEAD is answered by the server itself.
     let head = s

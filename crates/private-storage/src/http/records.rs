@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 
-use super::{ResponseBody, ServePrivate, plain};
+use super::{ContentDisposition, ResponseBody, ServePrivate, plain};
 use crate::{ObjectKey, PrivateFile, Result};
 
 /// Where records come from, for [`ServeRecords`].
@@ -65,18 +65,22 @@ pub trait RecordSource: Send + Sync + 'static {
 /// let downloads = ServeRecords::new(Documents, ServePrivate::new(MemoryStorage::new()).rule(owner_or_staff));
 /// let app: axum::Router = axum::Router::new().nest_service("/documents", downloads);
 /// ```
-pub struct ServeRecords<S> {
+pub struct ServeRecords<S: RecordSource> {
     source: Arc<S>,
     files: ServePrivate,
+    disposition: Option<Arc<Disposition<S::Record>>>,
 }
 
-impl<S> Clone for ServeRecords<S> {
+/// Chooses the `Content-Disposition` of a record's file for a request.
+type Disposition<R> = dyn Fn(&Parts, &R) -> Option<ContentDisposition> + Send + Sync;
+
+impl<S: RecordSource> Clone for ServeRecords<S> {
     fn clone(&self) -> Self {
-        Self { source: Arc::clone(&self.source), files: self.files.clone() }
+        Self { source: Arc::clone(&self.source), files: self.files.clone(), disposition: self.disposition.clone() }
     }
 }
 
-impl<S> fmt::Debug for ServeRecords<S> {
+impl<S: RecordSource> fmt::Debug for ServeRecords<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServeRecords").field("files", &self.files).finish_non_exhaustive()
     }
@@ -86,7 +90,20 @@ impl<S: RecordSource> ServeRecords<S> {
     /// Serves the files of `source`'s records through `files` (its storage, rule, denial
     /// policy, delivery and headers).
     pub fn new(source: S, files: ServePrivate) -> Self {
-        Self { source: Arc::new(source), files }
+        Self { source: Arc::new(source), files, disposition: None }
+    }
+
+    /// Sets the `Content-Disposition` of a record's file from the request and the record —
+    /// typically the record's own file name, which the key may not carry (`report-x7Kq.pdf` for
+    /// `report.pdf`). It is computed with every other header, so every delivery mode sends the
+    /// same one, and active content stays an attachment whatever it says. Defaults to that of
+    /// the `ServePrivate` it was built with.
+    pub fn disposition<F>(mut self, choose: F) -> Self
+    where
+        F: Fn(&Parts, &S::Record) -> Option<ContentDisposition> + Send + Sync + 'static,
+    {
+        self.disposition = Some(Arc::new(choose));
+        self
     }
 
     /// Serves the file of the record `id` to `request`.
@@ -103,6 +120,10 @@ impl<S: RecordSource> ServeRecords<S> {
         let Some(key) = self.source.file_key(&record) else {
             return plain(StatusCode::NOT_FOUND, "Not found.");
         };
+        let mut parts = parts;
+        if let Some(disposition) = self.disposition.as_ref().and_then(|choose| choose(&parts, &record)) {
+            parts.extensions.insert(disposition);
+        }
         let file = PrivateFile::for_service(
             parts,
             Arc::clone(self.files.storage()),
