@@ -84,7 +84,8 @@ enum Command {
         /// The file id.
         id: String,
     },
-    /// Prints a share link for a file (`share ID --expires 1h`), or revokes one (`share revoke LINK_ID`).
+    /// Prints a share link for a file (`share ID --expires 1h`), lists a file's live links
+    /// (`share list ID`), or revokes one by its URL, token or id (`share revoke LINK`).
     Share(ShareArgs),
     /// Copies every file of the configured storage to another one (local folder ↔ S3),
     /// verifying each by SHA-256; re-running resumes. Switch `storage` over afterwards.
@@ -96,9 +97,9 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ShareArgs {
-    /// A file id, or `revoke`.
+    /// A file id (or key); or `list` or `revoke`.
     target: String,
-    /// With `revoke`: the link id.
+    /// With `list`: the file id. With `revoke`: the link's URL, token or id.
     link: Option<String>,
     /// How long the link lives.
     #[arg(long, default_value = "1d")]
@@ -568,11 +569,28 @@ async fn copy_storage(state: &AppState, to: &str) -> CliResult {
 }
 
 async fn share(state: &AppState, args: ShareArgs) -> CliResult {
-    if args.target == "revoke" {
-        let link_id = args.link.ok_or("share revoke LINK_ID")?;
-        state.domain.revoke(&Actor::Operator, &link_id).await?;
-        println!("revoked link {link_id}");
-        return Ok(());
+    match args.target.as_str() {
+        "revoke" => {
+            let link = args.link.ok_or("share revoke LINK (its URL, token or id)")?;
+            let revoked = state.domain.revoke(&Actor::Operator, &link).await?;
+            println!("revoked link {}", revoked.link_id);
+            return Ok(());
+        }
+        "list" => {
+            let file = args.link.ok_or("share list FILE_ID")?;
+            let file = state.domain.file_by_id_or_key(&Actor::Operator, &file).await?;
+            for link in state.domain.live_links(&file).await? {
+                let bound = link.bound_to.as_deref().unwrap_or("-");
+                println!(
+                    "{}\t{}\t{}\t{bound}",
+                    link.link_id,
+                    rfc3339(link.expires),
+                    link.issued_by.as_deref().unwrap_or("-")
+                );
+            }
+            return Ok(());
+        }
+        _ => {}
     }
     let request = ShareRequest { expires: args.expires, attachment: args.attachment, user: args.user };
     let (file, link) = state.domain.share(&Actor::Operator, &args.target, &request).await?;

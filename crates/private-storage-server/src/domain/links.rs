@@ -83,12 +83,17 @@ impl Domain {
         Ok(self.db.live_links(&file.id).await?)
     }
 
-    /// Revokes a link to a file the actor may see; returns the link.
+    /// Revokes a link to a file the actor may see — named by its URL, its token or its id;
+    /// returns the link.
     ///
     /// # Errors
     /// [`Error::NotFound`] for an unknown link or one to another user's file; the database's.
-    pub async fn revoke(&self, actor: &Actor, link_id: &str) -> Result<LinkRow> {
-        let link = self.db.link(link_id).await?.ok_or(Error::NotFound("link"))?;
+    pub async fn revoke(&self, actor: &Actor, link: &str) -> Result<LinkRow> {
+        // A URL (`…/s/<token>`), a token, or the link's id.
+        let token =
+            link.rsplit_once("/s/").map_or(link, |(_, token)| token).split(['/', '?', '#']).next().unwrap_or("");
+        let link_id = self.links.link_id(token).unwrap_or_else(|| link.to_owned());
+        let link = self.db.link(&link_id).await?.ok_or(Error::NotFound("link"))?;
         // Only whoever may see the file may revoke its links.
         self.file(actor, &link.file_id).await.map_err(|e| match e {
             Error::NotFound(_) => Error::NotFound("link"),

@@ -358,3 +358,29 @@ fn removing_a_user_who_owns_files_needs_a_decision_about_them() {
     assert_eq!(stored(), 2, "eve's bytes are gone with her record");
     assert!(!ok(&cli(&data, &["ls"], None, &[])).contains("\teve\t"));
 }
+
+/// `share` prints a URL, so `share revoke` takes it — or the token, or the link id — and
+/// `share list` shows what is live.
+#[test]
+fn share_links_are_listed_and_revoked_by_url_token_or_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&cli(&data, &["user", "add", "ada", "--password-stdin"], Some("correct horse battery\n"), &[]));
+    let file = dir.path().join("notes.pdf");
+    std::fs::write(&file, pdf(2000)).unwrap();
+    let id = ok(&cli(&data, &["put", file.to_str().unwrap()], None, &[])).split('\t').next().unwrap().to_owned();
+    let urls: Vec<String> =
+        (0..3).map(|_| ok(&cli(&data, &["share", &id, "--expires", "1h"], None, &[])).trim().to_owned()).collect();
+    let listed = ok(&cli(&data, &["share", "list", &id], None, &[]));
+    assert_eq!(listed.lines().count(), 3, "{listed}");
+
+    ok(&cli(&data, &["share", "revoke", &urls[0]], None, &[]));
+    let token = urls[1].rsplit('/').next().unwrap();
+    ok(&cli(&data, &["share", "revoke", token], None, &[]));
+    let left = ok(&cli(&data, &["share", "list", &id], None, &[]));
+    assert_eq!(left.lines().count(), 1, "{left}");
+    let last_id = left.split('\t').next().unwrap().to_owned();
+    ok(&cli(&data, &["share", "revoke", &last_id], None, &[]));
+    assert!(ok(&cli(&data, &["share", "list", &id], None, &[])).is_empty());
+    assert!(failed(&cli(&data, &["share", "revoke", "http://x/s/forged"], None, &[]), 1).contains("no such link"));
+}

@@ -457,6 +457,25 @@ impl ShareLinks {
         self.revocations.bump_epoch(target).await.map(|_| ())
     }
 
+    /// The link id of a token this instance signed — whether or not the link has expired or
+    /// was revoked — to act on a link someone holds (revoke it by its URL). `None` for a token
+    /// that is malformed, forged or signed with a key no longer known.
+    ///
+    /// ```
+    /// use private_storage::{MemoryRevocations, Share, ShareKeys, ShareLinks};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let links = ShareLinks::new(ShareKeys::new("k1", [7u8; 32])?, MemoryRevocations::new());
+    /// let link = links.issue(Share::record("42")).await?;
+    /// assert_eq!(links.link_id(&link.token), Some(link.link_id));
+    /// assert_eq!(links.link_id("forged"), None);
+    /// # Ok::<(), private_storage::Error>(()) }).unwrap();
+    /// ```
+    pub fn link_id(&self, token: &str) -> Option<String> {
+        let (key_id, bytes) = token::key_id(token).ok()?;
+        let claims = token::verify(&bytes, self.keys.get(&key_id)?).ok()?;
+        Some(hex(&claims.link_id))
+    }
+
     pub(crate) fn audit_use(&self, event: &LinkUsed) {
         self.audit.used(event);
     }
