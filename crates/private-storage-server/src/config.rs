@@ -65,6 +65,7 @@ keys! {
     RequestTimeout = "request_timeout", Some("60s"), "limit on pages and API calls (downloads and uploads are not cut)";
     ShutdownGrace = "shutdown_grace", Some("30s"), "on SIGTERM, how long in-flight requests may finish";
     MaxUploadsPerUser = "max_uploads_per_user", Some("4"), "concurrent uploads one user may run";
+    MaxConnections = "max_connections", Some("4096"), "open connections at most; more are answered 503 and closed";
     TrustedProxies = "trusted_proxies", Some(""), "addresses of reverse proxies whose X-Forwarded-For is believed (for the login limit), comma-separated";
 }
 
@@ -180,6 +181,7 @@ pub struct Config {
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
     pub max_uploads_per_user: usize,
+    pub max_connections: usize,
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Every effective raw value and where it came from, for `config check`.
     pub sources: BTreeMap<Setting, (String, Source)>,
@@ -407,6 +409,12 @@ impl Loader {
             .ok()
             .filter(|n| *n > 0)
             .ok_or_else(|| named(Key::MaxUploadsPerUser, "expected a positive number".into()))?;
+        let max_connections = get(Key::MaxConnections)
+            .unwrap_or_default()
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| named(Key::MaxConnections, "expected a positive number".into()))?;
         let trusted_proxies = get(Key::TrustedProxies)
             .unwrap_or_default()
             .split(',')
@@ -440,6 +448,7 @@ impl Loader {
             request_timeout: duration(Key::RequestTimeout)?,
             shutdown_grace: duration(Key::ShutdownGrace)?,
             max_uploads_per_user,
+            max_connections,
             trusted_proxies,
             sources: self.values,
         })

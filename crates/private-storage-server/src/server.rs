@@ -5,11 +5,11 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::connect_info::ConnectInfo;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
@@ -32,8 +32,12 @@ pub async fn serve(state: AppState, listener: TcpListener, shutdown: impl Future
     let grace = state.config.shutdown_grace;
     let header_timeout = state.config.header_read_timeout;
     let router = app(state.clone());
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
+    // HTTP/1.1 only, built directly: hyper-util's protocol detection waits for the first bytes
+    // without a timer, so a connection that sent nothing was kept forever. Here the
+    // header-read timeout runs from the moment the connection is accepted.
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
+    let connections = Arc::new(tokio::sync::Semaphore::new(state.config.max_connections));
     let graceful = GracefulShutdown::new();
     let upkeep = tokio::spawn(upkeep(state.clone()));
     tokio::pin!(shutdown);
@@ -51,16 +55,19 @@ pub async fn serve(state: AppState, listener: TcpListener, shutdown: impl Future
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tokio::spawn(turn_away(stream));
+            continue;
+        };
         let service = router.clone().map_request(move |mut request: axum::extract::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
             request.map(axum::body::Body::new)
         });
-        let connection = builder.serve_connection_with_upgrades(
-            TokioIo::new(stream),
-            hyper_util::service::TowerToHyperService::new(service),
-        );
-        let connection = graceful.watch(connection.into_owned());
+        let connection =
+            builder.serve_connection(TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(service));
+        let connection = graceful.watch(connection);
         tokio::spawn(async move {
+            let _permit = permit; // the connection's place, given back when it ends
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
@@ -101,6 +108,20 @@ async fn upkeep(state: AppState) {
             Err(e) => tracing::warn!(error = %e, "could not purge the share-link audit trail"),
         }
     }
+}
+
+/// The answer to a connection beyond `max_connections`: a 503 that says to come back, then
+/// the connection is closed. Bounded in time, so a client that does not read cannot hold it.
+async fn turn_away(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+        retry-after: 1\r\nconnection: close\r\ncontent-length: 29\r\n\r\nToo many connections: retry.\n";
+    tracing::warn!("max_connections reached: a connection was turned away");
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(BUSY).await?;
+        stream.shutdown().await
+    })
+    .await;
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

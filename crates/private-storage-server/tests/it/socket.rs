@@ -143,6 +143,79 @@ async fn slow_clients_are_cut_off_and_do_not_hold_up_others() {
     }
 }
 
+/// Reads until the server closes the connection; whatever it sent (a 408, say) is returned.
+async fn until_closed(socket: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => return seen,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_after_the_header_timeout() {
+    let s = server(&[("header_read_timeout", "1s"), ("max_connections", "2000")]).await;
+    let ada = s.user("ada", false, false).await;
+    let running = run(&s).await;
+    // 1,000 connections that never send a byte.
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(tokio::net::TcpStream::connect(running.addr).await.unwrap());
+    }
+    let reply = reqwest::Client::new()
+        .get(format!("http://{}/api/files", running.addr))
+        .bearer_auth(&ada)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200, "a normal client is served meanwhile");
+    // Every one is closed by the server within the timeout and a margin.
+    let all_closed = tokio::time::timeout(Duration::from_secs(8), async {
+        for socket in &mut idle {
+            until_closed(socket).await;
+        }
+    })
+    .await;
+    assert!(all_closed.is_ok(), "idle connections stayed open past the header timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_max_connections_are_told_so_and_closed() {
+    let s = server(&[("max_connections", "10"), ("header_read_timeout", "30s")]).await;
+    let running = run(&s).await;
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        let mut socket = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+        // A request in progress: its connection counts.
+        socket.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        held.push(socket);
+    }
+    let mut extra = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), until_closed(&mut extra))
+        .await
+        .expect("the connection beyond the cap is answered and closed at once");
+    let answer = String::from_utf8(answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    assert!(answer.contains("retry-after:") || answer.contains("Retry-After:"), "{answer}");
+    // A held request completes, its connection ends, and there is room again.
+    held[0].write_all(b"Connection: close\r\n\r\n").await.unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(10), until_closed(&mut held[0])).await.unwrap();
+    assert!(String::from_utf8(done).unwrap().starts_with("HTTP/1.1 200"));
+    drop(held.remove(0));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let reply = reqwest::Client::new().get(format!("http://{}/healthz", running.addr)).send().await;
+        if reply.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no room after a connection ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_may_run_only_so_many_uploads_at_once() {
     let s = server(&[("max_uploads_per_user", "1")]).await;
