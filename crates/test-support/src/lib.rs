@@ -335,6 +335,7 @@ impl GarageCluster {
         let dir = tempfile::tempdir().unwrap();
         let secret = "5c".repeat(32);
         let mut nodes = Vec::new();
+        let mut ports = Vec::new();
         for i in 0..n {
             let (api, rpc) = (free_port(), free_port());
             let root = dir.path().join(format!("node{i}"));
@@ -350,8 +351,14 @@ impl GarageCluster {
             .unwrap();
             let child = GarageNode::spawn(&config, std::fs::File::create(root.join("log")).unwrap());
             nodes.push(GarageNode { endpoint: format!("http://127.0.0.1:{api}"), config, child: Some(child) });
+            ports.push((rpc, api));
         }
         let cluster = Self { nodes, _dir: dir };
+        // `node id` answers from the key file before the node listens: wait until it does.
+        for (rpc, api) in ports {
+            wait_for_port(rpc).await;
+            wait_for_port(api).await;
+        }
         // Node ids, once each node answers on its RPC port.
         let mut ids = Vec::new();
         for node in &cluster.nodes {

@@ -259,6 +259,7 @@ async fn an_expired_presigned_url_is_refused_by_the_server() {
     let storage = server.builder().conditional_writes(false).presign_expiry(Duration::from_secs(1)).build().unwrap();
     storage.put_bytes(&key("a.txt"), "soon gone").await.unwrap();
     let url = storage.presigned_get(&key("a.txt"), &Default::default()).await.unwrap().unwrap();
+    assert!(!url.contains("X-Amz-Security-Token"), "static keys sign no session token: {url}");
     assert_eq!(client().get(&url).send().await.unwrap().status(), 200);
     // Poll until the one-second lifetime has passed; from then on the server refuses it.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use base64::Engine;
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut, S3CopyIfNotExists};
+use object_store::aws::{AmazonS3Builder, S3ConditionalPut, S3CopyIfNotExists};
 
 use super::S3Storage;
 use crate::{Error, Result};
@@ -474,11 +474,16 @@ impl S3Builder {
         }
         os = os.with_allow_http(allow_http.unwrap_or(false));
         if let (Some(id), Some(secret)) = (&self.access_key_id, &self.secret_access_key) {
-            os = os.with_access_key_id(id).with_secret_access_key(secret);
-            os = match &self.session_token {
-                Some(token) => os.with_token(token),
-                None => os.with_config(AmazonS3ConfigKey::Token, ""),
+            // Static keys are the whole credential: no session token from the environment, and
+            // none at all unless one is set — an empty `X-Amz-Security-Token` would otherwise be
+            // signed into every request and presigned URL, which AWS documents only for
+            // temporary credentials.
+            let credential = object_store::aws::AwsCredential {
+                key_id: id.clone(),
+                secret_key: secret.clone(),
+                token: self.session_token.clone().filter(|t| !t.is_empty()),
             };
+            os = os.with_credentials(std::sync::Arc::new(object_store::StaticCredentialProvider::new(credential)));
         }
         let conditional_writes = self.conditional_writes.unwrap_or(true);
         os = if conditional_writes {
@@ -570,6 +575,19 @@ mod tests {
 
     fn base() -> S3Builder {
         S3Storage::builder().bucket("media").endpoint("http://127.0.0.1:9").credentials("ak", "sk")
+    }
+
+    #[tokio::test]
+    async fn presigned_urls_carry_a_security_token_only_when_one_is_set() {
+        use crate::Storage;
+        let url = |builder: S3Builder| async move {
+            let key = crate::ObjectKey::new("a.txt").unwrap();
+            builder.build().unwrap().presigned_get(&key, &Default::default()).await.unwrap().unwrap()
+        };
+        let plain = url(base()).await;
+        assert!(plain.contains("X-Amz-Credential=ak%2F") && !plain.contains("Security-Token"), "{plain}");
+        let temporary = url(base().set("session_token", "tok").unwrap()).await;
+        assert!(temporary.contains("X-Amz-Security-Token=tok"), "{temporary}");
     }
 
     #[test]
