@@ -545,6 +545,22 @@ async fn every_response_carries_a_request_id() {
     assert_eq!(given.header("x-request-id"), Some("from-the-proxy"), "an id from the proxy in front is kept");
 }
 
+#[tokio::test]
+async fn an_unknown_record_is_404_for_staff_and_the_denial_for_others() {
+    let s = server(&[]).await;
+    let (ada, staff) = (s.user("ada", false, false).await, s.user("sam", true, false).await);
+    let id = s.upload("/api/files", &Auth::Bearer(&ada), &[], "a.pdf", &pdf(100)).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let unknown = "00000000000000000000";
+    assert_eq!(s.get(&format!("/files/{unknown}/download"), &Auth::Bearer(&staff)).await.status, 404);
+    assert_eq!(s.get(&format!("/files/{id}/download"), &Auth::Bearer(&staff)).await.status, 200);
+    for auth in [Auth::Bearer(&ada), Auth::None] {
+        assert_eq!(s.get(&format!("/files/{unknown}/download"), &auth).await.status, 403, "ids are not enumerable");
+    }
+}
+
 /// Downloads by record are named after the record, in every delivery mode and for every client.
 #[tokio::test]
 async fn downloads_by_record_carry_the_records_name() {

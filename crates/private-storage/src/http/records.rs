@@ -25,6 +25,14 @@ pub trait RecordSource: Send + Sync + 'static {
 
     /// The key of the record's file, or `None` when the record has no file.
     fn file_key(&self, record: &Self::Record) -> Option<ObjectKey>;
+
+    /// Whether this request may see every record (staff, say): then an unknown id is answered
+    /// `404`, as there is nothing to hide from someone who could read any record. Everyone else
+    /// gets the denial for an unknown id, so ids cannot be enumerated. Defaults to `false`.
+    fn sees_every_record(&self, request: &Parts) -> bool {
+        let _ = request;
+        false
+    }
 }
 
 /// Serves the file a record holds, found by the record's id: same rule, HTTP semantics and
@@ -32,7 +40,8 @@ pub trait RecordSource: Send + Sync + 'static {
 /// [`PrivateFile::parent`] to see the record).
 ///
 /// - An id that is unknown, or outside the request's scope, gets **exactly the answer a denied
-///   request gets**: ids cannot be enumerated.
+///   request gets**: ids cannot be enumerated — unless the request may see every record
+///   ([`RecordSource::sees_every_record`]), which gets `404`.
 /// - A record without a file gets `404`, before the rule runs (there is no file to show it):
 ///   a record in the request's scope with an empty file is visible as such, so keep the scope
 ///   as tight as the rule.
@@ -111,6 +120,7 @@ impl<S: RecordSource> ServeRecords<S> {
         let (parts, _body) = request.into_parts();
         let record = match self.source.find(&parts, id).await {
             Ok(Some(record)) => record,
+            Ok(None) if self.source.sees_every_record(&parts) => return plain(StatusCode::NOT_FOUND, "Not found."),
             Ok(None) => return self.files.deny(&parts),
             Err(e) => {
                 tracing::error!(id, "record lookup failed");
