@@ -41,6 +41,12 @@ impl Reply {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 
+    /// The name and value of the cookie `base` or `__Host-<base>` this reply sets.
+    pub fn prefixed_cookie(&self, base: &str) -> Option<(String, String)> {
+        let secure = format!("__Host-{base}");
+        self.cookie(&secure).map(|v| (secure, v)).or_else(|| self.cookie(base).map(|v| (base.to_owned(), v)))
+    }
+
     /// The value a `Set-Cookie` of this reply gives `name`.
     pub fn cookie(&self, name: &str) -> Option<String> {
         self.headers.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).find_map(|v| {

@@ -17,8 +17,35 @@ use crate::AppState;
 use crate::db::UserRow;
 use crate::domain::{Actor, Error};
 
-/// The session cookie.
+/// The session cookie (`__Host-ps_session` over TLS).
 pub const SESSION_COOKIE: &str = "ps_session";
+
+/// Whether the request came over TLS: `public_url` is `https://`, or a trusted proxy says so
+/// (`X-Forwarded-Proto: https`). Decided once, by [`authenticate`], for every request. Over
+/// TLS, cookies are `Secure` and their names carry the `__Host-` prefix, which browsers
+/// accept only from a secure origin, for the whole host (no `Domain`) and `Path=/`: a
+/// sibling subdomain or a plain-HTTP page cannot set or shadow them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tls(pub bool);
+
+impl Tls {
+    /// A cookie's name as this request carries it.
+    pub fn cookie_name(self, base: &str) -> String {
+        if self.0 { format!("__Host-{base}") } else { base.to_owned() }
+    }
+}
+
+fn came_over_tls(state: &AppState, parts: &http::request::Parts) -> bool {
+    if state.config.secure_cookies() {
+        return true;
+    }
+    let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let from_proxy = peer.is_some_and(|ip| state.config.trusted_proxies.contains(&ip));
+    // The nearest proxy's word: the last value it appended.
+    let proto =
+        parts.headers.get_all("x-forwarded-proto").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(','));
+    from_proxy && proto.last().is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+}
 
 /// The logged-in user of a request, as handlers see it.
 #[derive(Debug, Clone)]
@@ -84,6 +111,8 @@ pub fn cookie<'a>(request: &'a http::request::Parts, name: &str) -> Option<&'a s
 /// (503).
 pub async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
+    let tls = Tls(came_over_tls(&state, &parts));
+    parts.extensions.insert(tls);
     let bearer = parts
         .headers
         .get(AUTHORIZATION)
@@ -100,7 +129,7 @@ pub async fn authenticate(State(state): State<AppState>, request: Request, next:
                 return axum::response::IntoResponse::into_response(Failure(e));
             }
         }
-    } else if let Some(id) = cookie(&parts, SESSION_COOKIE) {
+    } else if let Some(id) = cookie(&parts, &tls.cookie_name(SESSION_COOKIE)) {
         match state.domain.session(id).await {
             Ok(Some(found)) => Some(Authed {
                 user: Arc::new(found.user),

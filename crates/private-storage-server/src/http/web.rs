@@ -15,7 +15,7 @@ use private_storage::{UploadForm, human_size};
 use serde::Deserialize;
 
 use super::api::{rfc3339, save_upload};
-use super::auth::{Authed, SESSION_COOKIE, cookie};
+use super::auth::{Authed, SESSION_COOKIE, Tls, cookie};
 use crate::AppState;
 use crate::db::FileRow;
 use crate::domain::{Error, ShareRequest, random_token};
@@ -79,8 +79,9 @@ fn csrf_of(authed: Option<&Authed>) -> String {
     authed.and_then(|a| a.session.as_ref()).map(|s| s.csrf.clone()).unwrap_or_default()
 }
 
-fn cookie_header(state: &AppState, name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
-    let secure = if state.config.secure_cookies() { "; Secure" } else { "" };
+fn cookie_header(tls: Tls, name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
+    let secure = if tls.0 { "; Secure" } else { "" };
+    let name = tls.cookie_name(name);
     let age = max_age.map(|a| format!("; Max-Age={a}")).unwrap_or_default();
     HeaderValue::from_str(&format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax{age}{secure}"))
         .expect("cookie values are ASCII")
@@ -161,16 +162,24 @@ pub struct LoginQuery {
     next: Option<String>,
 }
 
-fn login_form(state: &AppState, status: StatusCode, next: &str, username: &str, error: Option<&str>) -> Response {
+fn login_form(
+    state: &AppState,
+    tls: Tls,
+    status: StatusCode,
+    next: &str,
+    username: &str,
+    error: Option<&str>,
+) -> Response {
     let csrf = random_token(24);
     let mut response = render(state, status, "login.html", context! { csrf => csrf.clone(), next, username, error });
-    response.headers_mut().append(SET_COOKIE, cookie_header(state, LOGIN_CSRF_COOKIE, &csrf, Some(3600)));
+    response.headers_mut().append(SET_COOKIE, cookie_header(tls, LOGIN_CSRF_COOKIE, &csrf, Some(3600)));
     response
 }
 
 /// `GET /login`.
 pub async fn login_page(
     State(state): State<AppState>,
+    Extension(tls): Extension<Tls>,
     user: Option<Extension<Authed>>,
     Query(query): Query<LoginQuery>,
 ) -> Response {
@@ -178,7 +187,7 @@ pub async fn login_page(
     if user.is_some() {
         return Redirect::to(&next).into_response();
     }
-    login_form(&state, StatusCode::OK, &next, "", None)
+    login_form(&state, tls, StatusCode::OK, &next, "", None)
 }
 
 /// The login form.
@@ -209,23 +218,26 @@ pub async fn login(
     if !csrf_ok {
         state.metrics.denied("csrf");
         let message = "The form has expired: please try again.";
-        return login_form(&state, StatusCode::FORBIDDEN, &next, &form.username, Some(message));
+        return login_form(&state, cookies.tls, StatusCode::FORBIDDEN, &next, &form.username, Some(message));
     }
     match state.domain.login(&form.username, &form.password, ip, cookies.session.as_deref()).await {
         Ok(session) => {
             let mut response = Redirect::to(&next).into_response();
             let ttl = state.config.session_ttl.as_secs();
-            response.headers_mut().append(SET_COOKIE, cookie_header(&state, SESSION_COOKIE, &session.id, Some(ttl)));
-            response.headers_mut().append(SET_COOKIE, cookie_header(&state, LOGIN_CSRF_COOKIE, "", Some(0)));
+            response
+                .headers_mut()
+                .append(SET_COOKIE, cookie_header(cookies.tls, SESSION_COOKIE, &session.id, Some(ttl)));
+            response.headers_mut().append(SET_COOKIE, cookie_header(cookies.tls, LOGIN_CSRF_COOKIE, "", Some(0)));
             response
         }
-        Err(e) => login_form(&state, e.status(), &next, &form.username, Some(&e.message())),
+        Err(e) => login_form(&state, cookies.tls, e.status(), &next, &form.username, Some(&e.message())),
     }
 }
 
 /// The cookies the login handler needs.
 #[derive(Debug)]
 pub struct RequestCookies {
+    tls: Tls,
     login_csrf: Option<String>,
     session: Option<String>,
 }
@@ -234,9 +246,11 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestCookies {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut http::request::Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let tls = parts.extensions.get::<Tls>().copied().unwrap_or_default();
         Ok(Self {
-            login_csrf: cookie(parts, LOGIN_CSRF_COOKIE).map(str::to_owned),
-            session: cookie(parts, SESSION_COOKIE).map(str::to_owned),
+            tls,
+            login_csrf: cookie(parts, &tls.cookie_name(LOGIN_CSRF_COOKIE)).map(str::to_owned),
+            session: cookie(parts, &tls.cookie_name(SESSION_COOKIE)).map(str::to_owned),
         })
     }
 }
@@ -262,6 +276,7 @@ pub struct CsrfForm {
 /// `POST /logout`.
 pub async fn logout(
     State(state): State<AppState>,
+    Extension(tls): Extension<Tls>,
     user: Option<Extension<Authed>>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
@@ -275,7 +290,7 @@ pub async fn logout(
         return error_page(&state, Some(&authed), &e);
     }
     let mut response = Redirect::to("/login").into_response();
-    response.headers_mut().append(SET_COOKIE, cookie_header(&state, SESSION_COOKIE, "", Some(0)));
+    response.headers_mut().append(SET_COOKIE, cookie_header(tls, SESSION_COOKIE, "", Some(0)));
     response
 }
 

@@ -64,7 +64,12 @@ async fn login_needs_the_form_token_and_the_password_and_rotates_the_session() {
 async fn secure_cookies_behind_tls() {
     let s = server(&[("public_url", "https://files.example.com")]).await;
     s.user("ada", false, false).await;
-    assert!(s.login("ada").await.set_cookie.contains("; Secure"));
+    let session = s.login("ada").await;
+    assert!(session.set_cookie.starts_with("__Host-ps_session=") && session.set_cookie.contains("; Secure"));
+    assert!(session.cookie.starts_with("__Host-ps_session="));
+    assert_eq!(s.get("/", &Auth::Cookie(&session.cookie)).await.status, 200, "the prefixed cookie is the session");
+    let plain = session.cookie.trim_start_matches("__Host-");
+    assert_eq!(s.get("/", &Auth::Cookie(plain)).await.status, 303, "an unprefixed cookie is not, over TLS");
 }
 
 #[tokio::test]

@@ -143,6 +143,28 @@ async fn slow_clients_are_cut_off_and_do_not_hold_up_others() {
     }
 }
 
+/// Behind a TLS-terminating proxy that is trusted, cookies are `Secure` and `__Host-`; an
+/// untrusted client cannot claim TLS with the header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookies_are_secure_when_a_trusted_proxy_says_the_request_came_over_tls() {
+    for (trusted, proto, secure) in [("127.0.0.1", "https", true), ("127.0.0.1", "http", false), ("", "https", false)] {
+        let s = server(&[("trusted_proxies", trusted)]).await;
+        let running = run(&s).await;
+        let reply = reqwest::Client::new()
+            .get(format!("http://{}/login", running.addr))
+            .header("x-forwarded-proto", proto)
+            .send()
+            .await
+            .unwrap();
+        let cookie = reply.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert_eq!(
+            (cookie.starts_with("__Host-ps_login_csrf="), cookie.contains("; Secure")),
+            (secure, secure),
+            "trusted {trusted:?}, {proto}: {cookie}"
+        );
+    }
+}
+
 /// Reads until the server closes the connection; whatever it sent (a 408, say) is returned.
 async fn until_closed(socket: &mut tokio::net::TcpStream) -> Vec<u8> {
     let mut seen = Vec::new();

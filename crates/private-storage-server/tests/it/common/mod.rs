@@ -79,9 +79,10 @@ impl TestServer {
     pub async fn login_with(&self, name: &str, password: &str) -> Result<Session, Reply> {
         let page = self.get("/login", &Auth::None).await;
         assert_eq!(page.status, 200);
-        let login_cookie = page.cookie("ps_login_csrf").expect("the login form sets its CSRF cookie");
+        let (csrf_name, login_cookie) =
+            page.prefixed_cookie("ps_login_csrf").expect("the login form sets its CSRF cookie");
         let csrf = field(&page.text(), "csrf");
-        let cookie = format!("ps_login_csrf={login_cookie}");
+        let cookie = format!("{csrf_name}={login_cookie}");
         let reply = self
             .form(
                 "/login",
@@ -92,8 +93,8 @@ impl TestServer {
         if reply.status != StatusCode::SEE_OTHER {
             return Err(reply);
         }
-        let session = reply.cookie("ps_session").expect("a session cookie");
-        let cookie = format!("ps_session={session}");
+        let (session_name, session) = reply.prefixed_cookie("ps_session").expect("a session cookie");
+        let cookie = format!("{session_name}={session}");
         let index = self.get("/", &Auth::Cookie(&cookie)).await;
         Ok(Session {
             cookie,
