@@ -111,6 +111,10 @@ impl Delivery {
     /// Apache's `mod_xsendfile` serves the bytes: the response carries an empty body and
     /// `X-Sendfile: <absolute path>`, plus this crate's ETag and Last-Modified so Apache's own
     /// conditional handling agrees with every other mode. Only for storages with local paths.
+    ///
+    /// A file whose path holds `%` is streamed by the application instead: mod_xsendfile 1.0
+    /// percent-decodes the header and 0.12 does not, so no spelling of such a path names the
+    /// same file under both.
     pub fn apache() -> Self {
         Self(Mode::Apache)
     }
@@ -194,6 +198,13 @@ pub(crate) async fn deliver(
             let path = file
                 .full_path()
                 .ok_or_else(|| Error::config("delivery", "X-Sendfile needs a storage with local paths"))?;
+            // mod_xsendfile 1.0 percent-decodes the header (`XSendFileUnescape`, on by default),
+            // 0.12 (Debian's) does not: a key holding `%2e%2e` or `%41` would name another file
+            // under one of them whichever way it is sent. Such a file's bytes go through the
+            // application instead — the file the rule saw, on any version.
+            if path.as_os_str().as_encoded_bytes().contains(&b'%') {
+                return stream_response(file, prepared).await;
+            }
             let value = HeaderValue::from_bytes(path.as_os_str().as_encoded_bytes())
                 .map_err(|e| Error::storage("apache", e))?;
             Ok(handoff(prepared, X_SENDFILE, value))

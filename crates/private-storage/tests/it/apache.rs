@@ -20,6 +20,15 @@ async fn apache_serves_allowed_files_through_x_sendfile_and_nothing_else() {
     std::fs::write(root.join("hello.txt"), "hello").unwrap();
     std::fs::write(root.join("big.bin"), &big).unwrap();
     std::fs::write(root.join(NAME), "öl").unwrap();
+    // Names mod_xsendfile would decode into another file, if sent as they are.
+    std::fs::create_dir_all(root.join("users/1/%2e%2e/6")).unwrap();
+    std::fs::create_dir_all(root.join("users/6")).unwrap();
+    std::fs::write(root.join("users/1/%2e%2e/6/x"), "user one's").unwrap();
+    std::fs::write(root.join("users/6/x"), "user six's").unwrap();
+    std::fs::write(root.join("%41.txt"), "percent four one").unwrap();
+    std::fs::write(root.join("A.txt"), "the letter A").unwrap();
+    std::fs::write(root.join("100%.txt"), "a stray percent").unwrap();
+    std::fs::write(root.join("50% off %zz.txt"), "spaces and percents").unwrap();
 
     let storage = LocalStorage::new(&root).unwrap();
     let own_etag = storage.head(&ObjectKey::new("big.bin").unwrap()).await.unwrap().etag.unwrap();
@@ -79,6 +88,18 @@ XSendFilePath {root}
     let r = client.get(url(NAME)).bearer_auth("root").send().await.unwrap();
     assert_eq!(r.status(), 200, "a non-ASCII name with spaces: {}", peer.log_text());
     assert_eq!(r.text().await.unwrap(), "öl");
+
+    // Apache serves exactly the file the rule saw, whatever `%` the name holds.
+    for (key, body) in [
+        ("users/1/%2e%2e/6/x", "user one's"),
+        ("%41.txt", "percent four one"),
+        ("100%.txt", "a stray percent"),
+        ("50% off %zz.txt", "spaces and percents"),
+    ] {
+        let r = client.get(url(key)).bearer_auth("root").send().await.unwrap();
+        assert_eq!(r.status(), 200, "{key}: {}", peer.log_text());
+        assert_eq!(r.text().await.unwrap(), body, "{key}");
+    }
 
     let r = client.head(url("big.bin")).bearer_auth("root").send().await.unwrap();
     assert_eq!(r.status(), 200);

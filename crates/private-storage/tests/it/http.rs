@@ -547,6 +547,19 @@ async fn apache_mode_answers_with_the_absolute_path_in_x_sendfile() {
     assert!(r.header("etag").is_some() && r.header("last-modified").is_some(), "Apache gets our validators");
 }
 
+#[tokio::test]
+async fn apache_mode_streams_a_file_whose_path_holds_a_percent_sign_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("users/1/%2e%2e/6")).unwrap();
+    std::fs::write(dir.path().join("users/1/%2e%2e/6/x"), "user one's").unwrap();
+    let storage = private_storage::LocalStorage::new(dir.path()).unwrap();
+    let router = app(ServePrivate::new(storage).delivery(Delivery::apache()));
+    let r = get(&router, "/private-media/users/1/%252e%252e/6/x", Some("root"), &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.header("x-sendfile").is_none(), "no path mod_xsendfile could read as another file");
+    assert_eq!(r.text(), "user one's");
+}
+
 #[test]
 #[should_panic(expected = "needs a storage with local paths")]
 fn apache_mode_refuses_a_storage_without_paths_when_built() {
