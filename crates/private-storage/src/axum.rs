@@ -49,7 +49,16 @@ impl IntoResponse for Error {
 ///     Err(Error::BadUpload { message: "the form has no file field".into() })
 /// }
 /// ```
-pub struct UploadForm(multer::Multipart<'static>);
+pub struct UploadForm {
+    multipart: multer::Multipart<'static>,
+    fields: usize,
+}
+
+/// The most fields an [`UploadForm`] reads; a form with more is refused.
+pub const MAX_FORM_FIELDS: usize = 64;
+
+/// The longest value [`FormField::text`] reads; a longer one is refused.
+pub const MAX_TEXT_FIELD: usize = 64 * 1024;
 
 impl std::fmt::Debug for UploadForm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -66,7 +75,7 @@ impl<S: Send + Sync> FromRequest<S> for UploadForm {
         let boundary = multer::parse_boundary(content_type)
             .map_err(|_| bad("expected a multipart/form-data body with a boundary"))?;
         let body = Paced::new(request.into_body().into_data_stream());
-        Ok(Self(multer::Multipart::new(body, boundary)))
+        Ok(Self { multipart: multer::Multipart::new(body, boundary), fields: 0 })
     }
 }
 
@@ -74,9 +83,17 @@ impl UploadForm {
     /// The next field of the form, or `None` at its end.
     ///
     /// # Errors
-    /// [`Error::BadUpload`] for a malformed body.
+    /// [`Error::BadUpload`] for a malformed body, or a form of more than [`MAX_FORM_FIELDS`]
+    /// fields.
     pub async fn next_field(&mut self) -> Result<Option<FormField>, Error> {
-        self.0.next_field().await.map(|f| f.map(FormField)).map_err(|e| bad(&e.to_string()))
+        let field = self.multipart.next_field().await.map_err(|e| bad(&e.to_string()))?;
+        if field.is_some() {
+            self.fields += 1;
+            if self.fields > MAX_FORM_FIELDS {
+                return Err(bad(&format!("the form has more than {MAX_FORM_FIELDS} fields")));
+            }
+        }
+        Ok(field.map(FormField))
     }
 }
 
@@ -105,12 +122,20 @@ impl FormField {
         self.0.content_type().map(|m| m.essence_str())
     }
 
-    /// The field's value as text (for the small, non-file fields of a form).
+    /// The field's value as text (for the small, non-file fields of a form), read up to
+    /// [`MAX_TEXT_FIELD`] bytes.
     ///
     /// # Errors
-    /// [`Error::BadUpload`] for a malformed body or text that is not UTF-8.
-    pub async fn text(self) -> Result<String, Error> {
-        self.0.text().await.map_err(|e| bad(&e.to_string()))
+    /// [`Error::BadUpload`] for a malformed body, a longer value, or text that is not UTF-8.
+    pub async fn text(mut self) -> Result<String, Error> {
+        let mut value = Vec::new();
+        while let Some(chunk) = self.0.chunk().await.map_err(|e| bad(&e.to_string()))? {
+            if value.len() + chunk.len() > MAX_TEXT_FIELD {
+                return Err(bad(&format!("a form field is longer than {} KiB", MAX_TEXT_FIELD / 1024)));
+            }
+            value.extend_from_slice(&chunk);
+        }
+        String::from_utf8(value).map_err(|_| bad("a form field is not UTF-8 text"))
     }
 
     /// The field as an [`Upload`]: its file name (`file` if it has none), its declared type and

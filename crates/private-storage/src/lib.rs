@@ -184,7 +184,7 @@ mod access;
 #[cfg(feature = "axum")]
 mod axum;
 #[cfg(feature = "axum")]
-pub use axum::{FormField, UploadForm};
+pub use axum::{FormField, MAX_FORM_FIELDS, MAX_TEXT_FIELD, UploadForm};
 mod error;
 mod http;
 mod key;

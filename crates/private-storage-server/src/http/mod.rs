@@ -16,6 +16,9 @@ use http::{HeaderValue, StatusCode};
 use crate::AppState;
 use crate::domain::Error;
 
+/// The largest body of a route that is not an upload (a form, a JSON call).
+const PAGE_BODY_LIMIT: usize = 64 * 1024;
+
 /// The HTTP interface (see the README for the routes).
 pub fn app(state: AppState) -> Router {
     let timeout = state.config.request_timeout;
@@ -35,7 +38,9 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(api::metrics))
         .route("/static/style.css", get(web::stylesheet))
         .route("/static/upload.js", get(web::upload_script))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(http::StatusCode::REQUEST_TIMEOUT, timeout));
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(http::StatusCode::REQUEST_TIMEOUT, timeout))
+        // Forms and JSON are small: a larger body is 413 before it is buffered.
+        .layer(DefaultBodyLimit::max(PAGE_BODY_LIMIT));
     // Transfers are not cut by the request timeout: they may take as long as the bytes do.
     let transfers = Router::new()
         .route("/upload", post(web::upload))

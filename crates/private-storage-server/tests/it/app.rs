@@ -500,6 +500,38 @@ async fn client_file_names_are_cleaned_once_and_shown_escaped() {
 }
 
 #[tokio::test]
+async fn request_bodies_are_bounded_everywhere() {
+    let s = server(&[]).await;
+    let ada = s.user("ada", false, false).await;
+    // Pages and API calls: 413 past 64 KiB, before the body is buffered.
+    let huge = "a".repeat(1 << 20);
+    let login = s.form("/login", &Auth::None, &[("username", "ada"), ("password", &huge), ("csrf", "x")]).await;
+    assert_eq!(login.status, 413);
+    let id = s.upload("/api/files", &Auth::Bearer(&ada), &[], "a.pdf", &pdf(100)).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let share = Request::post(format!("/api/files/{id}/links"))
+        .header("authorization", format!("Bearer {ada}"))
+        .header("content-type", "application/json")
+        .body(Body::from(format!(r#"{{"expires":"1h","user":"{huge}"}}"#)))
+        .unwrap();
+    assert_eq!(s.send(share).await.status, 413);
+    // Upload forms: a text field is read up to 64 KiB, and a form has at most 64 fields.
+    let session = s.login("ada").await;
+    let cookie = Auth::Cookie(&session.cookie);
+    let long_csrf = s.upload("/api/files", &cookie, &[("csrf", &huge)], "b.pdf", &pdf(100)).await;
+    assert_eq!(long_csrf.status, 400, "{}", long_csrf.text());
+    assert!(long_csrf.json()["error"].as_str().unwrap().contains("longer than 64 KiB"));
+    let many: Vec<(String, String)> = (0..100).map(|i| (format!("f{i}"), "x".to_owned())).collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let crowded = s.upload("/api/files", &Auth::Bearer(&ada), &many, "c.pdf", &pdf(100)).await;
+    assert_eq!(crowded.status, 400, "{}", crowded.text());
+    assert!(crowded.json()["error"].as_str().unwrap().contains("more than 64 fields"));
+    assert_eq!(crate::common::stored_files(&s).len(), 1, "only the first upload was stored");
+}
+
+#[tokio::test]
 async fn health_readiness_and_metrics() {
     let s = server(&[]).await;
     let ada = s.user("ada", false, false).await;
