@@ -206,7 +206,10 @@ impl Domain {
         let Parts { config, db, storage, serving, media, links, metrics } = parts;
         let mut policy = UploadPolicy::<Owner>::from_arc(storage.clone())
             .upload_to("files/%Y/%m")
-            .upload_subfolder(|owner: &Owner| vec![owner.0.clone()])
+            // A folder of its own per upload (80 random bits): two uploads of one name never
+            // race for one key, even where the storage cannot create atomically (S3 without
+            // conditional writes), so no clean-up can delete another upload's bytes.
+            .upload_subfolder(|owner: &Owner| vec![owner.0.clone(), crate::db::new_id()])
             .max_file_size(config.max_file_size);
         if !config.content_types.is_empty() {
             policy = policy.content_types(config.content_types.clone());
