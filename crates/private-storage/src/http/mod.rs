@@ -227,14 +227,20 @@ impl ServePrivate {
     }
 
     /// Serves the request: its URI path (after the mount prefix) is the percent-encoded key.
+    ///
+    /// A path that is not a canonical key — a dot segment, an empty segment (`//`) anywhere in
+    /// the URI the client sent, any spelling [`ObjectKey`] rejects — never reaches the rule or
+    /// the storage, and gets the denial.
     pub async fn serve<B>(&self, request: Request<B>) -> Response<ResponseBody> {
         let (parts, _body) = request.into_parts();
         let path = parts.uri.path();
+        // The mount point's prefix is stripped before the path reaches here, and with it the
+        // empty segment of `/private-media//x`: look at what the client sent.
+        let empty_segment = original_uri(&parts).path().contains("//");
         let key = match ObjectKey::from_url_path(path.strip_prefix('/').unwrap_or(path)) {
-            Ok(key) => key,
-            // Never reaches the storage; answered exactly like a denial.
-            Err(e) => {
-                tracing::debug!(path, error = %e, "rejected key");
+            Ok(key) if !empty_segment => key,
+            rejected => {
+                tracing::debug!(path, error = ?rejected.err(), "rejected key");
                 return self.deny(&parts);
             }
         };

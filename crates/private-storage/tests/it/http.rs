@@ -649,3 +649,23 @@ async fn head_never_reads_the_file() {
     let get = get(&router, "/private-media/hello.txt", Some("root"), &[]).await;
     assert_eq!(get.status, StatusCode::INTERNAL_SERVER_ERROR, "the fault was still waiting: HEAD did not read");
 }
+
+/// Every non-canonical spelling is rejected, never normalised — an empty segment too, even
+/// where the mount point's prefix would swallow it — and gets the denial, the superuser's too.
+#[tokio::test]
+async fn non_canonical_paths_are_rejected_even_where_the_mount_prefix_hides_them() {
+    let (storage, _dir) = fixture(Backend::Local).await;
+    let router = app(ServePrivate::from_arc(storage));
+    for path in [
+        "/private-media//hello.txt",
+        "/private-media//users/1/notes.txt",
+        "/private-media/users//1/notes.txt",
+        "/private-media/a/../hello.txt",
+        "/private-media/./hello.txt",
+    ] {
+        for user in [Some("root"), Some("alice"), None] {
+            assert_eq!(get(&router, path, user, &[]).await.status, StatusCode::FORBIDDEN, "{user:?}: {path}");
+        }
+    }
+    assert_eq!(get(&router, "/private-media/hello.txt", Some("root"), &[]).await.status, StatusCode::OK);
+}
