@@ -15,14 +15,13 @@ async fn ready(base: &str) -> u16 {
     reqwest::get(format!("{base}/readyz")).await.unwrap().status().as_u16()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_s3_outage_aborts_transfers_cleanly_and_the_server_recovers() {
-    let mut garage = peers::GarageCluster::start(1).await;
-    let dir = tempfile::tempdir().unwrap();
-    let flags: Vec<(String, String)> = [
-        ("data_dir", dir.path().display().to_string()),
+/// The server on the Garage node `node` (`s3://media/files`, `conditional_writes = false`, as
+/// `check` requires on Garage), with `extra` settings; its data folder lives in `dir`.
+async fn on_garage(node: &peers::GarageNode, dir: &std::path::Path, extra: &[(&str, &str)]) -> AppState {
+    let mut flags: Vec<(String, String)> = [
+        ("data_dir", dir.display().to_string()),
         ("storage", "s3://media/files".to_owned()),
-        ("s3.endpoint", garage.nodes[0].endpoint.clone()),
+        ("s3.endpoint", node.endpoint.clone()),
         ("s3.region", "garage".to_owned()),
         ("s3.access_key_id", peers::ACCESS_KEY.to_owned()),
         ("s3.secret_access_key", peers::SECRET_KEY.to_owned()),
@@ -31,7 +30,15 @@ async fn an_s3_outage_aborts_transfers_cleanly_and_the_server_recovers() {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let state = AppState::build(Loader::new().flags(&flags).unwrap().build().unwrap()).await.unwrap();
+    flags.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    AppState::build(Loader::new().flags(&flags).unwrap().build().unwrap()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_outage_aborts_transfers_cleanly_and_the_server_recovers() {
+    let mut garage = peers::GarageCluster::start(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = on_garage(&garage.nodes[0], dir.path(), &[]).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(private_storage_server::serve(state.clone(), listener, std::future::pending()));
@@ -138,21 +145,8 @@ async fn an_s3_outage_aborts_transfers_cleanly_and_the_server_recovers() {
 async fn the_server_redirects_allowed_downloads_to_presigned_s3_urls() {
     let garage = peers::GarageCluster::start(1).await;
     let dir = tempfile::tempdir().unwrap();
-    let flags: Vec<(String, String)> = [
-        ("data_dir", dir.path().display().to_string()),
-        ("storage", "s3://media/files".to_owned()),
-        ("delivery", "s3-redirect".to_owned()),
-        ("s3.endpoint", garage.nodes[0].endpoint.clone()),
-        ("s3.region", "garage".to_owned()),
-        ("s3.access_key_id", peers::ACCESS_KEY.to_owned()),
-        ("s3.secret_access_key", peers::SECRET_KEY.to_owned()),
-        ("s3.conditional_writes", "false".to_owned()),
-        ("s3.presign_expiry", "30s".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let state = AppState::build(Loader::new().flags(&flags).unwrap().build().unwrap()).await.unwrap();
+    let state =
+        on_garage(&garage.nodes[0], dir.path(), &[("delivery", "s3-redirect"), ("s3.presign_expiry", "30s")]).await;
     let app = private_storage_server::app(state.clone());
     let s = common::TestServer { state, app, dir };
     let (ada, bob) = (s.user("ada", false, false).await, s.user("bob", false, false).await);
@@ -197,20 +191,7 @@ async fn the_server_redirects_allowed_downloads_to_presigned_s3_urls() {
 async fn concurrent_uploads_of_one_name_to_s3_all_succeed_with_their_own_bytes() {
     let garage = peers::GarageCluster::start(1).await;
     let dir = tempfile::tempdir().unwrap();
-    let flags: Vec<(String, String)> = [
-        ("data_dir", dir.path().display().to_string()),
-        ("storage", "s3://media/files".to_owned()),
-        ("s3.endpoint", garage.nodes[0].endpoint.clone()),
-        ("s3.region", "garage".to_owned()),
-        ("s3.access_key_id", peers::ACCESS_KEY.to_owned()),
-        ("s3.secret_access_key", peers::SECRET_KEY.to_owned()),
-        ("s3.conditional_writes", "false".to_owned()),
-        ("max_uploads_per_user", "16".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let state = AppState::build(Loader::new().flags(&flags).unwrap().build().unwrap()).await.unwrap();
+    let state = on_garage(&garage.nodes[0], dir.path(), &[("max_uploads_per_user", "16")]).await;
     let app = private_storage_server::app(state.clone());
     let s = std::sync::Arc::new(common::TestServer { state, app, dir });
     let ada = s.user("ada", false, false).await;

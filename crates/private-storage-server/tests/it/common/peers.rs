@@ -1,7 +1,7 @@
 //! The real peers of the server tests: those of `test-support` (PostgreSQL, Garage), and nginx
 //! balancing over several server instances.
 
-pub use test_support::{ACCESS_KEY, GarageCluster, Postgres, SECRET_KEY};
+pub use test_support::{ACCESS_KEY, GarageCluster, GarageNode, Postgres, SECRET_KEY};
 
 /// nginx balancing over `upstreams`, on its own port.
 pub struct Nginx {
