@@ -4,8 +4,8 @@
 //! showing, deleting, sharing, revoking, and the download services — and answers with one
 //! error type, [`Error`]. Who may touch which file is decided here once ([`Actor`]), so a rule
 //! added here holds on every path a byte takes. Front-ends only translate: a request into a
-//! call, and an [`Error`] into their medium, each in one place (`http::api::Failure`,
-//! `http::web::error_page`, `cli::fail`).
+//! call, and an [`Error`] into their medium, each in one place (`http::Failure` for JSON,
+//! `http::web::error_page` for pages, `cli::Failure` for the command line).
 
 mod accounts;
 mod files;
@@ -86,7 +86,7 @@ impl From<DbError> for Error {
 }
 
 impl Error {
-    /// The HTTP status of this error (the command line maps the same classes to its exit codes).
+    /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         match self {
             Error::Unauthenticated | Error::BadToken | Error::WrongCredentials => StatusCode::UNAUTHORIZED,
