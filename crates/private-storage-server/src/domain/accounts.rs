@@ -39,17 +39,46 @@ fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
 }
 
-/// At most this many password hashes at once, each on the blocking pool: a flood of logins
-/// queues here instead of taking the async workers that serve downloads and `/healthz`.
-fn hashing() -> &'static tokio::sync::Semaphore {
-    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    PERMITS.get_or_init(|| tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())))
+/// A password hash or check, run on one of the hashing threads.
+type HashJob = Box<dyn FnOnce() + Send>;
+
+/// The hashing threads: as many as the machine has cores (at most 4), fed by one queue. Each
+/// argon2 call takes 19 MiB; on a few threads of their own that memory is reused, where the
+/// blocking pool would spread it over its many threads' allocator arenas (a login flood took a
+/// server from 20 to 250 MiB that way). A flood queues here, off the async workers that serve
+/// downloads and `/healthz`.
+fn hashing() -> &'static std::sync::Mutex<std::sync::mpsc::Sender<HashJob>> {
+    static QUEUE: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<HashJob>>> = std::sync::OnceLock::new();
+    QUEUE.get_or_init(|| {
+        let (jobs, queue) = std::sync::mpsc::channel::<HashJob>();
+        let queue = std::sync::Arc::new(Mutex::new(queue));
+        for n in 0..std::thread::available_parallelism().map_or(2, |n| n.get()).min(4) {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{n}"))
+                .spawn(move || {
+                    loop {
+                        let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .expect("a hashing thread starts");
+        }
+        Mutex::new(jobs)
+    })
 }
 
-/// Runs a password hash or check on the blocking pool, behind [`hashing`]'s permits.
+/// Runs a password hash or check on the hashing threads.
 async fn off_the_workers<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    let _permit = hashing().acquire().await.map_err(|e| Error::Internal(e.into()))?;
-    tokio::task::spawn_blocking(work).await.map_err(|e| Error::Internal(e.into()))
+    let (done, result) = tokio::sync::oneshot::channel();
+    let job: HashJob = Box::new(move || {
+        let _ = done.send(work());
+    });
+    hashing().lock().unwrap_or_else(|e| e.into_inner()).send(job).map_err(|e| Error::Internal(e.to_string().into()))?;
+    result.await.map_err(|e| Error::Internal(e.into()))
 }
 
 /// A hash to verify against when the user does not exist, so that a login for an unknown name
