@@ -47,8 +47,8 @@ type HashJob = Box<dyn FnOnce() + Send>;
 /// blocking pool would spread it over its many threads' allocator arenas (a login flood took a
 /// server from 20 to 250 MiB that way). A flood queues here, off the async workers that serve
 /// downloads and `/healthz`.
-fn hashing() -> &'static std::sync::Mutex<std::sync::mpsc::Sender<HashJob>> {
-    static QUEUE: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<HashJob>>> = std::sync::OnceLock::new();
+fn hashing() -> &'static std::sync::mpsc::Sender<HashJob> {
+    static QUEUE: std::sync::OnceLock<std::sync::mpsc::Sender<HashJob>> = std::sync::OnceLock::new();
     QUEUE.get_or_init(|| {
         let (jobs, queue) = std::sync::mpsc::channel::<HashJob>();
         let queue = std::sync::Arc::new(Mutex::new(queue));
@@ -67,7 +67,7 @@ fn hashing() -> &'static std::sync::Mutex<std::sync::mpsc::Sender<HashJob>> {
                 })
                 .expect("a hashing thread starts");
         }
-        Mutex::new(jobs)
+        jobs
     })
 }
 
@@ -77,7 +77,7 @@ async fn off_the_workers<T: Send + 'static>(work: impl FnOnce() -> T + Send + 's
     let job: HashJob = Box::new(move || {
         let _ = done.send(work());
     });
-    hashing().lock().unwrap_or_else(|e| e.into_inner()).send(job).map_err(|e| Error::Internal(e.to_string().into()))?;
+    hashing().send(job).map_err(|e| Error::Internal(e.to_string().into()))?;
     result.await.map_err(|e| Error::Internal(e.into()))
 }
 

@@ -113,12 +113,7 @@ async fn slow_clients_are_cut_off_and_do_not_hold_up_others() {
     let ada = s.user("ada", false, false).await;
     let running = run(&s).await;
     // 100 connections that trickle their headers and never finish them.
-    let mut slow = Vec::new();
-    for _ in 0..100 {
-        let mut socket = tokio::net::TcpStream::connect(running.addr).await.unwrap();
-        socket.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
-        slow.push(socket);
-    }
+    let mut slow = partial_requests(running.addr, 100, b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ").await;
     // A normal client is served meanwhile.
     let reply = reqwest::Client::new()
         .get(format!("http://{}/api/files", running.addr))
@@ -155,6 +150,17 @@ async fn cookies_are_secure_when_a_trusted_proxy_says_the_request_came_over_tls(
             "trusted {trusted:?}, {proto}: {cookie}"
         );
     }
+}
+
+/// `n` connections that have each sent `head` and nothing more.
+async fn partial_requests(addr: SocketAddr, n: usize, head: &[u8]) -> Vec<tokio::net::TcpStream> {
+    let mut sockets = Vec::new();
+    for _ in 0..n {
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        socket.write_all(head).await.unwrap();
+        sockets.push(socket);
+    }
+    sockets
 }
 
 /// Reads until the server closes the connection; whatever it sent (a 408, say) is returned.
@@ -200,13 +206,8 @@ async fn idle_connections_are_closed_after_the_header_timeout() {
 async fn connections_beyond_max_connections_are_told_so_and_closed() {
     let s = server(&[("max_connections", "10"), ("header_read_timeout", "30s")]).await;
     let running = run(&s).await;
-    let mut held = Vec::new();
-    for _ in 0..10 {
-        let mut socket = tokio::net::TcpStream::connect(running.addr).await.unwrap();
-        // A request in progress: its connection counts.
-        socket.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
-        held.push(socket);
-    }
+    // Requests in progress: their connections count.
+    let mut held = partial_requests(running.addr, 10, b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
     let mut extra = tokio::net::TcpStream::connect(running.addr).await.unwrap();
     let answer = tokio::time::timeout(Duration::from_secs(10), until_closed(&mut extra))
         .await
