@@ -78,7 +78,8 @@
 //! `Content-Disposition` signed in), and `Delivery::nginx_presigned` (nginx streams from S3;
 //! the URL never reaches the client). `S3Storage::presigned_post` lets browsers upload
 //! straight to the bucket within a size range the S3 server enforces, and
-//! [`UploadPolicy::finalise_direct`] checks what arrived.
+//! [`UploadPolicy::finalise_direct`] moves what arrived to a key the client never had and
+//! checks it there.
 //!
 //! # Uploads
 //!
@@ -134,8 +135,8 @@
 //!   no symlink below the root is followed. Tested by a corpus of 77 hostile paths sent over a
 //!   real socket (`tests/traversal.rs`).
 //! - **Information leaks.** The rule runs before the file's existence is looked up, for every
-//!   method: a denied request, a rejected key and (with [`OnDenied::NotFound`]) a missing file
-//!   get the same answer. Server errors are logged and answered with a generic message.
+//!   method: a denied request and (with [`OnDenied::NotFound`]) a missing file get the same
+//!   answer; a rejected key names no file and gets the missing file's `404`, whoever asks. Server errors are logged and answered with a generic message.
 //! - **Partial files.** Writes are staged and renamed into place after fsync; a failed or
 //!   dropped write leaves nothing. A read that fails mid-way aborts the response, so a client
 //!   never takes a truncated file for a whole one.
@@ -184,7 +185,7 @@ mod access;
 #[cfg(feature = "axum")]
 mod axum;
 #[cfg(feature = "axum")]
-pub use axum::{FormField, MAX_FORM_FIELDS, MAX_TEXT_FIELD, UploadForm};
+pub use axum::{FormField, MAX_FORM_FIELDS, MAX_PART_HEADERS, MAX_TEXT_FIELD, UploadForm};
 mod error;
 mod http;
 mod key;

@@ -48,6 +48,7 @@ pub async fn conformance_skipping<S: Storage + ?Sized>(storage: &S, skip: &[&str
     if_match(storage).await;
     put_modes(storage).await;
     create_unique(storage).await;
+    copy(storage).await;
     failed_put_leaves_nothing(storage).await;
     large_object_streams(storage).await;
     delete(storage).await;
@@ -182,6 +183,27 @@ async fn create_unique<S: Storage + ?Sized>(s: &S) {
         assert!(got.starts_with(b"copy "), "unique: each variant holds its own bytes");
     }
     assert_eq!(s.read(&k).await.expect("read original"), "first", "unique: the original is untouched");
+}
+
+async fn copy<S: Storage + ?Sized>(s: &S) {
+    let (from, to) = (key("conformance/copy/from.txt"), key("conformance/copy/to.txt"));
+    let bytes = vec![42u8; 20_000];
+    s.put_bytes(&from, bytes.clone()).await.expect("put");
+    let copied = s.copy(&from, &to, PutMode::Create).await.expect("copy to a free key");
+    assert_eq!((&copied.key, copied.size), (&to, 20_000), "copy: the metadata names the copy");
+    assert_eq!(s.read(&to).await.expect("read the copy"), bytes, "copy: the bytes");
+    s.put_bytes(&from, "changed").await.expect("overwrite the source");
+    assert_eq!(s.read(&to).await.expect("read the copy").len(), 20_000, "copy: independent of its source");
+    let again = s.copy(&from, &to, PutMode::Create).await;
+    assert!(matches!(again, Err(Error::AlreadyExists { .. })), "copy: create on a taken key is AlreadyExists");
+    let unique = s.copy(&from, &to, PutMode::CreateUnique).await.expect("copy to a unique key");
+    assert_ne!(unique.key, to, "copy: create-unique picks a free key");
+    assert_eq!(s.read(&unique.key).await.expect("read"), "changed", "copy: the source's current bytes");
+    let missing = key("conformance/copy/missing.txt");
+    match s.copy(&missing, &key("conformance/copy/other.txt"), PutMode::Overwrite).await {
+        Err(Error::NotFound { key }) => assert_eq!(key, missing, "copy: the error names the missing source"),
+        other => panic!("copy: a missing source is NotFound, got {other:?}"),
+    }
 }
 
 async fn failed_put_leaves_nothing<S: Storage + ?Sized>(s: &S) {

@@ -40,7 +40,8 @@ pub(crate) use headers::essence;
 use headers::{HeaderPolicy, NOSNIFF};
 
 /// What a request the access rule denied is answered with. The answer never depends on
-/// whether the file exists, and is the same for a key that failed validation.
+/// whether the file exists. (A path that is not a canonical key names no file and is answered
+/// like a missing one, `404`, whoever asks: see [`ServePrivate::serve`].)
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OnDenied {
@@ -206,8 +207,8 @@ impl ServePrivate {
         self
     }
 
-    /// The answer to a denied request, per [`OnDenied`]: the same for a denial, a rejected key
-    /// and an unknown record.
+    /// The answer to a denied request, per [`OnDenied`]: the same for a denial and an unknown
+    /// record.
     pub(crate) fn deny(&self, request: &http::request::Parts) -> Response<ResponseBody> {
         denied(&self.config.on_denied, request)
     }
@@ -230,7 +231,9 @@ impl ServePrivate {
     ///
     /// A path that is not a canonical key — a dot segment, an empty segment (`//`) anywhere in
     /// the URI the client sent, any spelling [`ObjectKey`] rejects — never reaches the rule or
-    /// the storage, and gets the denial.
+    /// the storage, and is answered `404 Not Found`, as a missing file is: no file can have
+    /// that name, so the answer says nothing the client did not know, and a superuser sees no
+    /// difference between a key that was rejected and one that is absent.
     pub async fn serve<B>(&self, request: Request<B>) -> Response<ResponseBody> {
         let (parts, _body) = request.into_parts();
         let path = parts.uri.path();
@@ -241,7 +244,7 @@ impl ServePrivate {
             Ok(key) if !empty_segment => key,
             rejected => {
                 tracing::debug!(path, error = ?rejected.err(), "rejected key");
-                return self.deny(&parts);
+                return not_found();
             }
         };
         let file = PrivateFile::for_service(parts, Arc::clone(&self.config.storage), key, None, self.inline_max());
@@ -268,7 +271,7 @@ impl ServePrivate {
         }
         let meta = match file.metadata().await {
             Ok(Some(meta)) => meta.clone(),
-            Ok(None) => return plain(StatusCode::NOT_FOUND, "Not found."),
+            Ok(None) => return not_found(),
             Err(e) => return error_response(&e, file.key()),
         };
         let validators = Validators { etag: meta.etag.as_deref(), last_modified: meta.last_modified, len: meta.size };
@@ -373,11 +376,16 @@ pub(crate) fn plain(status: StatusCode, message: impl Into<ResponseBody>) -> Res
     response
 }
 
-/// The answer to a denied request (or a rejected key).
+/// The answer to a missing file, and to a path that names none.
+fn not_found() -> Response<ResponseBody> {
+    plain(StatusCode::NOT_FOUND, "Not found.")
+}
+
+/// The answer to a denied request.
 fn denied(on_denied: &OnDenied, request: &http::request::Parts) -> Response<ResponseBody> {
     match on_denied {
         OnDenied::Forbidden => plain(StatusCode::FORBIDDEN, "Forbidden."),
-        OnDenied::NotFound => plain(StatusCode::NOT_FOUND, "Not found."),
+        OnDenied::NotFound => not_found(),
         OnDenied::LoginRedirect { login_url } => {
             let anonymous = request.extensions.get::<CurrentUser>().is_none_or(|u| !u.is_authenticated());
             if !anonymous {

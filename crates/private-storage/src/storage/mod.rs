@@ -232,6 +232,7 @@ impl GetResult {
 /// - `put` is atomic: until the input stream has ended cleanly nobody sees the object, and if
 ///   the stream fails (or the future is dropped) nothing remains, and any previous object is
 ///   untouched; the input stream's own error is returned unchanged;
+/// - `copy` follows `put`'s modes, and a missing source is [`Error::NotFound`];
 /// - `delete` of a missing object succeeds;
 /// - `list` yields every object inside a folder prefix (whole segments), in any order.
 ///
@@ -256,6 +257,19 @@ pub trait Storage: Debug + Send + Sync + 'static {
     /// Writes the object from a stream, atomically. The returned metadata names the key written
     /// (which differs from `key` only with [`PutMode::CreateUnique`]).
     async fn put(&self, key: &ObjectKey, data: PutStream<'_>, options: PutOptions) -> Result<ObjectMeta>;
+
+    /// Copies the object at `from` to `to` (or, with [`PutMode::CreateUnique`], a free variant
+    /// of it), as atomically as [`Storage::put`]; the returned metadata names the key written.
+    /// Defaults to streaming a `get` into a `put`; backends that can copy on their side do.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] naming `from` when it does not exist; otherwise as [`Storage::put`].
+    async fn copy(&self, from: &ObjectKey, to: &ObjectKey, mode: PutMode) -> Result<ObjectMeta> {
+        let source = self.get(from, GetOptions::default()).await?;
+        let mut options = PutOptions::default().with_mode(mode);
+        options.content_type = source.meta.content_type.clone();
+        self.put(to, source.into_stream(), options).await
+    }
 
     /// Deletes the object; succeeds if it does not exist.
     async fn delete(&self, key: &ObjectKey) -> Result<()>;

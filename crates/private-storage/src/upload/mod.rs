@@ -366,33 +366,49 @@ impl<R: ?Sized> UploadPolicy<R> {
     /// Checks an object that a client wrote straight into the storage (through an
     /// [`S3Storage::presigned_post`](crate::S3Storage) form, say) against this policy, as
     /// [`UploadPolicy::save`] checks a stream: size, the sniffed type against the allow-list,
-    /// the declared type and the name, image rules. The whole object is read once (bounded
-    /// memory) for its SHA-256, pinned to the version first seen. An object that breaks the
-    /// policy is deleted before the error is returned; a missing one is [`Error::NotFound`].
+    /// the declared type and the name, image rules.
+    ///
+    /// What is checked is what is kept: the object is first copied (on the S3 server, with no
+    /// bytes through here) to the key this policy names for `record` — one the client never
+    /// had, so a form that is still valid cannot swap the bytes afterwards — and the client's
+    /// object is deleted. The copy is then read once (bounded memory) for its SHA-256, and
+    /// deleted if it breaks the policy. Objects the client writes to its key later are never
+    /// referenced: give the upload prefix a lifecycle rule that expires them.
     ///
     /// # Errors
-    /// As [`UploadPolicy::save`], plus [`Error::BadUpload`] when `expected_sha256` is given
-    /// and differs, and [`Error::PreconditionFailed`] when the object changed while it was
-    /// checked (it is deleted then too).
-    pub async fn finalise_direct(
-        &self,
-        key: &ObjectKey,
-        declared_type: Option<&str>,
-        expected_sha256: Option<&str>,
-    ) -> Result<SavedFile> {
-        let checked = self.check_stored(key, declared_type, expected_sha256).await;
-        if let Err(e) = &checked
-            && !e.is_not_found()
-            && let Err(delete) = self.storage.delete(key).await
-        {
-            tracing::error!(%key, error = %delete, "could not delete a direct upload that broke the policy");
+    /// As [`UploadPolicy::save`], plus [`Error::NotFound`] when nothing was uploaded under
+    /// `uploaded`, and [`Error::BadUpload`] when `expected_sha256` is given and differs. A
+    /// storage error before the copy leaves the client's object in place, so the call can be
+    /// retried.
+    pub fn finalise_direct<'a>(
+        &'a self,
+        record: &R,
+        uploaded: &'a ObjectKey,
+        declared_type: Option<&'a str>,
+        expected_sha256: Option<&'a str>,
+    ) -> impl Future<Output = Result<SavedFile>> + Send + 'a {
+        // As in `save`: the future does not hold the record.
+        let target = self.key_for(record, uploaded.file_name());
+        async move {
+            let mode = if self.overwrite { PutMode::Overwrite } else { PutMode::CreateUnique };
+            let kept = self.storage.copy(uploaded, &target?, mode).await?.key;
+            if let Err(e) = self.storage.delete(uploaded).await {
+                tracing::warn!(key = %uploaded, error = %e, "could not delete a direct upload after copying it");
+            }
+            let checked = self.check_stored(&kept, uploaded.file_name(), declared_type, expected_sha256).await;
+            if checked.is_err()
+                && let Err(e) = self.storage.delete(&kept).await
+            {
+                tracing::error!(key = %kept, error = %e, "could not delete a direct upload that broke the policy");
+            }
+            checked
         }
-        checked
     }
 
     async fn check_stored(
         &self,
         key: &ObjectKey,
+        filename: &str,
         declared_type: Option<&str>,
         expected_sha256: Option<&str>,
     ) -> Result<SavedFile> {
@@ -411,7 +427,7 @@ impl<R: ?Sized> UploadPolicy<R> {
         let head_len = (if self.image.is_some() { IMAGE_HEAD } else { HEAD } as u64).min(meta.size);
         let head = self.storage.get(key, pinned(GetOptions::default().with_range(0..head_len))).await?.bytes().await?;
         let found = sniff::sniff(&head);
-        let (width, height) = self.validate(&found, &head, declared_type, key.file_name())?;
+        let (width, height) = self.validate(&found, &head, declared_type, filename)?;
         let mut hasher = sha2::Sha256::new();
         let mut size = 0u64;
         let mut body = self.storage.get(key, pinned(GetOptions::default())).await?.into_stream();
@@ -429,7 +445,7 @@ impl<R: ?Sized> UploadPolicy<R> {
         {
             return Err(Error::BadUpload { message: "The file does not match its checksum.".to_owned() });
         }
-        let original_name = key.file_name().to_owned();
+        let original_name = naming::display_name(filename);
         Ok(SavedFile { key: key.clone(), size, content_type: found, original_name, sha256, width, height })
     }
 

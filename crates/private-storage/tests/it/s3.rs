@@ -50,7 +50,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{StreamExt, stream};
+use futures_util::{StreamExt, TryStreamExt, stream};
 use http::Method;
 use private_storage::{
     Delivery, Encryption, Error, GetOptions, MemoryRevocations, ObjectKey, PostPolicy, PutMode, PutOptions, S3Storage,
@@ -325,7 +325,8 @@ async fn direct_uploads_are_bounded_by_the_server_and_checked_when_finalised() {
     let storage = Arc::new(server.builder().prefix("direct").conditional_writes(false).build().unwrap());
     let policy: UploadPolicy = UploadPolicy::from_arc(storage.clone())
         .content_types(["image/png", "application/pdf"])
-        .max_file_size(64 * 1024);
+        .max_file_size(64 * 1024)
+        .upload_to("kept");
     let png = common::png(4, 3);
 
     // Within the policy: stored by the S3 server, then accepted when finalised.
@@ -335,9 +336,19 @@ async fn direct_uploads_are_bounded_by_the_server_and_checked_when_finalised() {
         .unwrap();
     let posted = post_form(&form, "image/png", png.clone()).await;
     assert!(posted.status().is_success(), "{:?}: {}", posted.status(), posted.text().await.unwrap());
-    let saved = policy.finalise_direct(&form.key, Some("image/png"), None).await.unwrap();
+    let saved = policy.finalise_direct(&(), &form.key, Some("image/png"), None).await.unwrap();
     assert_eq!((saved.size, saved.content_type.as_str()), (png.len() as u64, "image/png"));
     assert_eq!(saved.sha256, common::sha256(&png));
+    assert_eq!(saved.original_name, "photo.png");
+    // What was checked is what is kept: under a key the form never named, the client's own
+    // object gone. The form is still valid, and a replay cannot swap the kept bytes.
+    assert!(saved.key.as_str().starts_with("kept/") && saved.key.file_name().ends_with(".png"), "{}", saved.key);
+    assert!(!form.fields.iter().any(|(_, value)| value.contains(saved.key.as_str())));
+    assert!(!storage.exists(&form.key).await.unwrap(), "the client's object is deleted");
+    let html = b"<!doctype html><script>alert(document.cookie)</script>".to_vec();
+    assert!(post_form(&form, "image/png", html.clone()).await.status().is_success(), "the form can be replayed");
+    assert_eq!(storage.read(&saved.key).await.unwrap(), png, "the replay did not reach the kept object");
+    storage.delete(&form.key).await.unwrap();
 
     // Over the size the form pins: the S3 server refuses it, nothing is stored.
     let small = storage
@@ -359,9 +370,8 @@ async fn direct_uploads_are_bounded_by_the_server_and_checked_when_finalised() {
         .presigned_post(&PostPolicy::new(key("incoming/a3/cat.png"), 64 * 1024).content_type("image/png"))
         .await
         .unwrap();
-    let html = b"<!doctype html><script>alert(document.cookie)</script>".to_vec();
     assert!(post_form(&spoof, "image/png", html).await.status().is_success());
-    let err = policy.finalise_direct(&spoof.key, Some("image/png"), None).await.unwrap_err();
+    let err = policy.finalise_direct(&(), &spoof.key, Some("image/png"), None).await.unwrap_err();
     assert_eq!(err.status(), 415, "{err}");
     assert!(!storage.exists(&spoof.key).await.unwrap(), "the spoofed object is deleted");
 
@@ -371,9 +381,13 @@ async fn direct_uploads_are_bounded_by_the_server_and_checked_when_finalised() {
         .await
         .unwrap();
     assert!(post_form(&form, "image/png", png.clone()).await.status().is_success());
-    let err = policy.finalise_direct(&form.key, Some("image/png"), Some(&"0".repeat(64))).await.unwrap_err();
+    let err = policy.finalise_direct(&(), &form.key, Some("image/png"), Some(&"0".repeat(64))).await.unwrap_err();
     assert_eq!(err.status(), 400);
     assert!(!storage.exists(&form.key).await.unwrap());
+    let kept: Vec<_> = storage.list(Some(&key("kept"))).try_collect().await.unwrap();
+    assert_eq!(kept.len(), 1, "only the accepted upload was kept: {kept:?}");
+    let err = policy.finalise_direct(&(), &form.key, None, None).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "nothing uploaded: {err}");
 
     // SSE-C storages cannot offer forms.
     let sse_c = server.builder().encryption(Encryption::Customer { key: [1; 32] }).build().unwrap();

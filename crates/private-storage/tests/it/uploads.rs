@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use http::StatusCode;
 use http_body_util::BodyExt;
 use private_storage::{
-    Error, LocalStorage, ObjectKey, SavedFile, Storage, StorageExt, Upload, UploadForm, UploadPolicy,
+    Error, LocalStorage, MAX_PART_HEADERS, ObjectKey, SavedFile, Storage, StorageExt, Upload, UploadForm, UploadPolicy,
 };
 use tower::ServiceExt;
 
@@ -346,6 +346,33 @@ async fn a_malformed_multipart_body_is_a_400_and_stores_nothing() {
         let (status, text) = reply(&app, upload_request(axum::body::Body::from(body))).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
         assert!(text.starts_with("Bad upload:"), "{text}");
+    }
+    assert!(common::entries(storage.root()).is_empty(), "{:?}", common::entries(storage.root()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_part_headers_or_preamble_are_cut_with_400_after_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = LocalStorage::new(dir.path()).unwrap();
+    let app = upload_app(UploadPolicy::new(storage.clone()));
+    // 32 MiB that never end a header block, or never reach a boundary: the parser would hold
+    // them all in memory, re-scanning as they grow.
+    let header =
+        format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.pdf\"\r\nX-Pad: ");
+    let cases = [(header, "a form part's headers are longer than 16 KiB"), (String::new(), "the form has no boundary")];
+    for (start, message) in cases {
+        let pulled = Arc::new(AtomicU64::new(0));
+        let counter = pulled.clone();
+        let parts = std::iter::once(Bytes::from(start)).chain(std::iter::repeat_n(Bytes::from(vec![b'a'; 4096]), 8192));
+        let body = futures_util::stream::iter(parts).map(move |b| {
+            counter.fetch_add(b.len() as u64, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(b)
+        });
+        let (status, text) = reply(&app, upload_request(axum::body::Body::from_stream(body))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+        assert!(text.contains(message), "{text}");
+        let read = pulled.load(Ordering::SeqCst);
+        assert!(read < (MAX_PART_HEADERS + 128 * 1024) as u64, "{message}: read {read} bytes");
     }
     assert!(common::entries(storage.root()).is_empty(), "{:?}", common::entries(storage.root()));
 }

@@ -282,22 +282,23 @@ impl S3Storage {
             return Ok(self.written(key.clone(), size, etag, options));
         }
         let staged = StagedObject { store: self.store.clone(), path: Some(target.clone()) };
-        let committed = self
-            .commit(key, options.mode, |path, create| {
-                let from = target.clone();
-                async move {
-                    if create {
-                        self.store.copy_if_not_exists(&from, &path).await?;
-                    } else {
-                        self.store.copy(&from, &path).await?;
-                    }
-                    Ok(self.store.head(&path).await?.e_tag)
-                }
-            })
-            .await;
+        let committed = self.copy_path(&target, key, options.mode).await;
         staged.remove().await;
         let (key, etag) = committed?;
         Ok(self.written(key, size, etag, options))
+    }
+
+    /// A server-side copy (`CopyObject`) of the object at `from` to `to`, in `mode`.
+    async fn copy_path(&self, from: &Path, to: &ObjectKey, mode: PutMode) -> Result<(ObjectKey, Option<String>)> {
+        self.commit(to, mode, |path, create| async move {
+            if create {
+                self.store.copy_if_not_exists(from, &path).await?;
+            } else {
+                self.store.copy(from, &path).await?;
+            }
+            Ok(self.store.head(&path).await?.e_tag)
+        })
+        .await
     }
 }
 
@@ -389,6 +390,16 @@ impl Storage for S3Storage {
             }
         }
         self.put_multipart(key, first, data, &options).await
+    }
+
+    /// `CopyObject` on the S3 server: the bytes never pass through here.
+    async fn copy(&self, from: &ObjectKey, to: &ObjectKey, mode: PutMode) -> Result<ObjectMeta> {
+        let (key, _) = self.copy_path(&self.path(from), to, mode).await.map_err(|e| match e {
+            // A write's target cannot be missing: it is the source.
+            Error::NotFound { .. } => Error::NotFound { key: from.clone() },
+            e => e,
+        })?;
+        self.head(&key).await
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<()> {

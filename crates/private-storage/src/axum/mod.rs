@@ -1,5 +1,7 @@
 //! axum glue (feature `axum`): `IntoResponse` for [`Error`] and the [`UploadForm`] extractor.
 
+mod framing;
+
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -10,6 +12,8 @@ use futures_core::Stream;
 use futures_util::{StreamExt, TryStreamExt};
 
 use crate::{Error, Upload};
+pub use framing::MAX_PART_HEADERS;
+use framing::{Framing, FramingError};
 
 /// Answers with [`Error::status`] and [`Error::public_message`]; server errors are logged.
 impl IntoResponse for Error {
@@ -25,7 +29,10 @@ impl IntoResponse for Error {
 /// body has ready into its buffer, so a fast client could fill memory ahead of a slower
 /// storage. `UploadForm` paces the body (at most 64 KiB read ahead), so memory stays bounded
 /// by the chunk size whatever the upload's size, and a size limit cuts the upload off after
-/// little more than the limit. Other form fields are read as usual.
+/// little more than the limit. Other form fields are read as usual, within limits: at most
+/// [`MAX_FORM_FIELDS`] fields, text values of at most [`MAX_TEXT_FIELD`] bytes, and a
+/// preamble and per-part header blocks of at most [`MAX_PART_HEADERS`] bytes (the parser
+/// holds those whole).
 ///
 /// axum limits request bodies to 2 MB by default: disable or raise the limit on upload routes
 /// (`DefaultBodyLimit::disable()`) and let the policy's `max_file_size` do the work.
@@ -74,7 +81,12 @@ impl<S: Send + Sync> FromRequest<S> for UploadForm {
             request.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
         let boundary = multer::parse_boundary(content_type)
             .map_err(|_| bad("expected a multipart/form-data body with a boundary"))?;
-        let body = Paced::new(request.into_body().into_data_stream());
+        let mut framing = Framing::new(&boundary);
+        let body = Paced::new(request.into_body().into_data_stream()).map(move |chunk| {
+            let chunk = chunk?;
+            framing.feed(&chunk)?;
+            Ok::<_, BoxError>(chunk)
+        });
         Ok(Self { multipart: multer::Multipart::new(body, boundary), fields: 0 })
     }
 }
@@ -83,10 +95,10 @@ impl UploadForm {
     /// The next field of the form, or `None` at its end.
     ///
     /// # Errors
-    /// [`Error::BadUpload`] for a malformed body, or a form of more than [`MAX_FORM_FIELDS`]
-    /// fields.
+    /// [`Error::BadUpload`] for a malformed body, a form of more than [`MAX_FORM_FIELDS`]
+    /// fields, or a preamble or part headers longer than [`MAX_PART_HEADERS`].
     pub async fn next_field(&mut self) -> Result<Option<FormField>, Error> {
-        let field = self.multipart.next_field().await.map_err(|e| bad(&e.to_string()))?;
+        let field = self.multipart.next_field().await.map_err(malformed)?;
         if field.is_some() {
             self.fields += 1;
             if self.fields > MAX_FORM_FIELDS {
@@ -129,7 +141,7 @@ impl FormField {
     /// [`Error::BadUpload`] for a malformed body, a longer value, or text that is not UTF-8.
     pub async fn text(mut self) -> Result<String, Error> {
         let mut value = Vec::new();
-        while let Some(chunk) = self.0.chunk().await.map_err(|e| bad(&e.to_string()))? {
+        while let Some(chunk) = self.0.chunk().await.map_err(malformed)? {
             if value.len() + chunk.len() > MAX_TEXT_FIELD {
                 return Err(bad(&format!("a form field is longer than {} KiB", MAX_TEXT_FIELD / 1024)));
             }
@@ -143,7 +155,7 @@ impl FormField {
     pub fn into_upload(self) -> Upload<'static> {
         let filename = self.file_name().unwrap_or("file").to_owned();
         let declared = self.content_type().map(str::to_owned);
-        let data = self.0.map_err(|e| bad(&e.to_string())).boxed();
+        let data = self.0.map_err(malformed).boxed();
         let upload = Upload::new(filename, data);
         match declared {
             Some(t) => upload.declared_type(t),
@@ -154,6 +166,16 @@ impl FormField {
 
 fn bad(message: &str) -> Error {
     Error::BadUpload { message: message.to_owned() }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A parser error as a bad upload, naming the limit when [`Framing`] cut the body.
+fn malformed(error: multer::Error) -> Error {
+    match &error {
+        multer::Error::StreamReadFailed(inner) if inner.is::<FramingError>() => bad(&inner.to_string()),
+        _ => bad(&error.to_string()),
+    }
 }
 
 /// Reads ahead at most this much before letting the consumer catch up.
