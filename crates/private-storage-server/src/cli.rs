@@ -230,7 +230,7 @@ pub fn run() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    init_logging(config.log_json, matches!(cli.command, Command::Serve { .. }));
+    crate::logging::init(config.log_json, matches!(cli.command, Command::Serve { .. }));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     match runtime.block_on(execute(cli.command, config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -260,18 +260,6 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
         loader = loader.file(path).map_err(|e| e.to_string())?;
     }
     loader.env(std::env::vars()).and_then(|l| l.flags(&flags)).and_then(Loader::build).map_err(|e| e.to_string())
-}
-
-fn init_logging(json: bool, serving: bool) {
-    let default = if serving { "info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }
 
 async fn execute(command: Command, config: Config) -> CliResult {

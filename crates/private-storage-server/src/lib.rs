@@ -16,6 +16,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod http;
+mod logging;
 pub mod metrics;
 pub mod server;
 pub mod state;

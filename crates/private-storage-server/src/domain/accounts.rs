@@ -161,7 +161,7 @@ impl Domain {
         let verified = off_the_workers(move || verify_password(&password, &hash)).await?;
         let Some(user) = user.filter(|_| verified) else {
             self.metrics.denied("login");
-            tracing::info!(username = %username.escape_debug(), "failed login");
+            tracing::info!(username, "failed login");
             return Err(Error::WrongCredentials);
         };
         self.limiter.succeeded(username, ip);
