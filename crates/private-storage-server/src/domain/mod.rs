@@ -61,6 +61,9 @@ pub enum Error {
     /// Something with that name exists already.
     #[error("{0}")]
     Exists(String),
+    /// Too many password checks are waiting: retry in a moment.
+    #[error("Too many logins are being checked at once: try again in a moment.")]
+    Busy,
     /// The database cannot answer: fail closed, retry later.
     #[error("The service is temporarily unavailable.")]
     Unavailable(#[source] DbError),
@@ -96,7 +99,7 @@ impl Error {
             Error::Storage(e) => e.status(),
             Error::Invalid(_) => StatusCode::BAD_REQUEST,
             Error::Exists(_) => StatusCode::CONFLICT,
-            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable(_) | Error::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

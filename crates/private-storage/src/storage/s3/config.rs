@@ -572,9 +572,88 @@ fn parse_bool(setting: &'static str, value: &str) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upload::hex;
 
     fn base() -> S3Builder {
         S3Storage::builder().bucket("media").endpoint("http://127.0.0.1:9").credentials("ak", "sk")
+    }
+
+    /// The SigV4 signature a presigned `GET` URL should carry, computed from the URL itself as
+    /// the AWS documentation describes ("Authenticating Requests: Using Query Parameters"):
+    /// canonical request (method, path, sorted query without the signature, the `host` header,
+    /// `UNSIGNED-PAYLOAD`), string to sign, signing key of the day.
+    fn documented_signature(url: &str, secret: &str) -> String {
+        use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+        use sha2::Digest;
+        const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+        let rest = url.split_once("://").unwrap().1;
+        let (authority, path_query) = rest.split_at(rest.find('/').unwrap());
+        let (path, query) = path_query.split_once('?').unwrap();
+        let mut params: Vec<(String, String)> = query
+            .split('&')
+            .map(|pair| {
+                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                let decode = |s: &str| percent_decode_str(s).decode_utf8().unwrap().into_owned();
+                (decode(name), decode(value))
+            })
+            .filter(|(name, _)| name != "X-Amz-Signature")
+            .collect();
+        params.sort();
+        let encode = |s: &str| utf8_percent_encode(s, UNRESERVED).to_string();
+        let canonical_query: Vec<String> = params.iter().map(|(n, v)| format!("{}={}", encode(n), encode(v))).collect();
+        let canonical =
+            format!("GET\n{path}\n{}\nhost:{authority}\n\nhost\nUNSIGNED-PAYLOAD", canonical_query.join("&"));
+        let param = |name: &str| params.iter().find(|(n, _)| n == name).unwrap().1.clone();
+        let (date, scope) = (param("X-Amz-Date"), param("X-Amz-Credential"));
+        let scope = scope.split_once('/').unwrap().1;
+        let region = scope.split('/').nth(1).unwrap();
+        let to_sign = format!("AWS4-HMAC-SHA256\n{date}\n{scope}\n{}", hex(&sha2::Sha256::digest(canonical)));
+        hex(&super::super::post::sign(secret, &date[..8], region, to_sign.as_bytes()))
+    }
+
+    const AWS_EXAMPLE_SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+
+    #[test]
+    fn the_signature_check_reproduces_the_aws_documentation_example() {
+        let url = "https://examplebucket.s3.amazonaws.com/test.txt?X-Amz-Algorithm=AWS4-HMAC-SHA256\
+                   &X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request\
+                   &X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host\
+                   &X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404";
+        assert_eq!(
+            documented_signature(url, AWS_EXAMPLE_SECRET),
+            "aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"
+        );
+    }
+
+    #[tokio::test]
+    async fn presigned_urls_with_static_keys_are_signed_as_aws_documents_with_its_parameters_only() {
+        use crate::Storage;
+        let storage = S3Storage::builder()
+            .bucket("examplebucket")
+            .region("us-east-1")
+            .endpoint("https://s3.amazonaws.com")
+            .credentials("AKIAIOSFODNN7EXAMPLE", AWS_EXAMPLE_SECRET)
+            .build()
+            .unwrap();
+        let key = crate::ObjectKey::new("test.txt").unwrap();
+        let url = storage.presigned_get(&key, &Default::default()).await.unwrap().unwrap();
+        let mut names: Vec<&str> =
+            url.split_once('?').unwrap().1.split('&').map(|p| p.split_once('=').unwrap().0).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "X-Amz-Algorithm",
+                "X-Amz-Credential",
+                "X-Amz-Date",
+                "X-Amz-Expires",
+                "X-Amz-Signature",
+                "X-Amz-SignedHeaders"
+            ],
+            "the documented parameters, no X-Amz-Security-Token: {url}"
+        );
+        let signature = url.rsplit_once("X-Amz-Signature=").unwrap().1.split('&').next().unwrap();
+        assert_eq!(documented_signature(&url, AWS_EXAMPLE_SECRET), signature, "{url}");
     }
 
     #[tokio::test]

@@ -131,8 +131,8 @@ fn rfc3339_millis(t: DateTime<Utc>) -> String {
 }
 
 /// SigV4: the signing key derived from the secret for the day, region and service, applied to
-/// the base64 policy.
-fn sign(secret: &str, date: &str, region: &str, policy: &[u8]) -> Vec<u8> {
+/// `data` (the base64 policy of a form; the string to sign of a request).
+pub(super) fn sign(secret: &str, date: &str, region: &str, data: &[u8]) -> Vec<u8> {
     let step = |key: &[u8], data: &[u8]| -> Vec<u8> {
         let mut mac = crate::share::mac(key);
         mac.update(data);
@@ -142,7 +142,7 @@ fn sign(secret: &str, date: &str, region: &str, policy: &[u8]) -> Vec<u8> {
     let k_region = step(&k_date, region.as_bytes());
     let k_service = step(&k_region, b"s3");
     let k_signing = step(&k_service, b"aws4_request");
-    step(&k_signing, policy)
+    step(&k_signing, data)
 }
 
 #[cfg(test)]
