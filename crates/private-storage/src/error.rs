@@ -107,6 +107,11 @@ pub enum Error {
         message: String,
     },
 
+    /// A resumable upload's protocol error (feature `tus`).
+    #[cfg(feature = "tus")]
+    #[error(transparent)]
+    Tus(#[from] crate::tus::TusError),
+
     /// The backend failed (I/O, network, an injected fault...).
     #[error("storage error in {backend}: {source}")]
     Storage {
@@ -140,6 +145,8 @@ impl Error {
             Error::BadUpload { .. } => StatusCode::BAD_REQUEST,
             Error::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             Error::Config { .. } | Error::Storage { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            #[cfg(feature = "tus")]
+            Error::Tus(e) => e.status(),
         }
     }
 

@@ -196,6 +196,8 @@ mod upload;
 
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "tus")]
+pub mod tus;
 
 /// Hooks for the crate's own micro-benchmarks; not an API.
 #[cfg(feature = "__bench")]

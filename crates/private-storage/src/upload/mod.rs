@@ -395,14 +395,59 @@ impl<R: ?Sized> UploadPolicy<R> {
             if let Err(e) = self.storage.delete(uploaded).await {
                 tracing::warn!(key = %uploaded, error = %e, "could not delete a direct upload after copying it");
             }
-            let checked = self.check_stored(&kept, uploaded.file_name(), declared_type, expected_sha256).await;
-            if checked.is_err()
-                && let Err(e) = self.storage.delete(&kept).await
-            {
-                tracing::error!(key = %kept, error = %e, "could not delete a direct upload that broke the policy");
-            }
-            checked
+            self.check_kept_as(&kept, uploaded.file_name(), declared_type, expected_sha256).await
         }
+    }
+
+    /// The largest file accepted, if limited.
+    pub(crate) fn size_limit(&self) -> Option<u64> {
+        self.max_file_size
+    }
+
+    /// Whether a stored file replaces one of the same name.
+    pub(crate) fn overwrites(&self) -> bool {
+        self.overwrite
+    }
+
+    /// How many first bytes the type checks look at.
+    pub(crate) fn head_len(&self) -> usize {
+        if self.image.is_some() { IMAGE_HEAD } else { HEAD }
+    }
+
+    /// The checks of a file's first bytes ([`UploadPolicy::head_len`] of them, or all of a
+    /// shorter file) against this policy, before the rest arrives.
+    pub(crate) fn check_head(&self, head: &[u8], declared_type: Option<&str>, filename: &str) -> Result<()> {
+        if head.is_empty() {
+            return Err(Error::BadUpload { message: "The submitted file is empty.".to_owned() });
+        }
+        self.validate(&sniff::sniff(head), head, declared_type, filename).map(|_| ())
+    }
+
+    /// Checks a file already stored under `key` (one nobody else can write) whole, as `save`
+    /// checks a stream; deletes it if it breaks the policy.
+    pub(crate) async fn check_kept(
+        &self,
+        key: &ObjectKey,
+        filename: &str,
+        declared_type: Option<&str>,
+    ) -> Result<SavedFile> {
+        self.check_kept_as(key, filename, declared_type, None).await
+    }
+
+    async fn check_kept_as(
+        &self,
+        key: &ObjectKey,
+        filename: &str,
+        declared_type: Option<&str>,
+        expected_sha256: Option<&str>,
+    ) -> Result<SavedFile> {
+        let checked = self.check_stored(key, filename, declared_type, expected_sha256).await;
+        if checked.is_err()
+            && let Err(e) = self.storage.delete(key).await
+        {
+            tracing::error!(%key, error = %e, "could not delete an upload that broke the policy");
+        }
+        checked
     }
 
     async fn check_stored(

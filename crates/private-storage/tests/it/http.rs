@@ -47,7 +47,7 @@ over_both_backends!(
     denied_requests_get_the_same_answer_whether_or_not_the_file_exists,
     on_denied_not_found_hides_everything,
     on_denied_login_redirects_anonymous_users_with_the_original_path,
-    rejected_keys_are_answered_like_denials,
+    rejected_keys_are_answered_like_missing_files,
     missing_files_and_folders_are_404_for_allowed_users,
     single_ranges_return_206_with_content_range,
     multiple_ranges_return_multipart_byteranges_with_exact_bytes,
@@ -163,18 +163,19 @@ async fn on_denied_login_redirects_anonymous_users_with_the_original_path(backen
     assert_eq!(r.header("location"), Some("/auth?site=2&next=/private-media/a.txt"));
 }
 
-async fn rejected_keys_are_answered_like_denials(backend: Backend) {
+async fn rejected_keys_are_answered_like_missing_files(backend: Backend) {
     let (storage, _dir) = fixture(backend).await;
     for on_denied in [OnDenied::Forbidden, OnDenied::NotFound] {
         let router = app(ServePrivate::from_arc(storage.clone()).on_denied(on_denied.clone()));
-        let denied = get(&router, "/private-media/hello.txt", Some("alice"), &[]).await;
+        let missing = get(&router, "/private-media/nope.txt", Some("root"), &[]).await;
+        assert_eq!(missing.status, StatusCode::NOT_FOUND);
         for bad in ["/private-media/a/%2e%2e/hello.txt", "/private-media/", "/private-media/a//b", "/private-media/%ff"]
         {
-            for user in [Some("root"), None] {
+            for user in [Some("root"), Some("alice"), None] {
                 let r = get(&router, bad, user, &[]).await;
                 assert_eq!(
                     (r.status, r.text()),
-                    (denied.status, denied.text()),
+                    (missing.status, missing.text()),
                     "{bad} as {user:?} with {on_denied:?}"
                 );
             }
@@ -653,7 +654,7 @@ async fn head_never_reads_the_file() {
 }
 
 /// Every non-canonical spelling is rejected, never normalised — an empty segment too, even
-/// where the mount point's prefix would swallow it — and gets the denial, the superuser's too.
+/// where the mount point's prefix would swallow it — and answered as a missing file, whoever asks.
 #[tokio::test]
 async fn non_canonical_paths_are_rejected_even_where_the_mount_prefix_hides_them() {
     let (storage, _dir) = fixture(Backend::Local).await;
@@ -666,7 +667,7 @@ async fn non_canonical_paths_are_rejected_even_where_the_mount_prefix_hides_them
         "/private-media/./hello.txt",
     ] {
         for user in [Some("root"), Some("alice"), None] {
-            assert_eq!(get(&router, path, user, &[]).await.status, StatusCode::FORBIDDEN, "{user:?}: {path}");
+            assert_eq!(get(&router, path, user, &[]).await.status, StatusCode::NOT_FOUND, "{user:?}: {path}");
         }
     }
     assert_eq!(get(&router, "/private-media/hello.txt", Some("root"), &[]).await.status, StatusCode::OK);

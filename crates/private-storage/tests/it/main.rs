@@ -16,4 +16,6 @@ mod share;
 mod share_browser;
 mod streaming;
 mod traversal;
+#[cfg(feature = "tus")]
+mod tus;
 mod uploads;

@@ -5,7 +5,7 @@ use crate::common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::common::{pattern, png, sha256};
+use crate::common::{pdf, png, sha256};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::post;
@@ -19,14 +19,7 @@ use private_storage::{
 use tower::ServiceExt;
 
 const MIB: usize = 1024 * 1024;
-const PDF_HEAD: &[u8] = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n";
 const EXE_HEAD: &[u8] = b"MZ\x90\0\x03\0\0\0\x04\0\0\0\xff\xff\0\0\xb8\0\0\0\0\0\0\0@\0\0\0\0\0\0\0\0\0\0\0";
-
-fn pdf(len: usize, seed: u32) -> Vec<u8> {
-    let mut bytes = PDF_HEAD.to_vec();
-    bytes.extend(pattern(len.saturating_sub(PDF_HEAD.len()), seed).iter().map(|b| b'a' + b % 26));
-    bytes
-}
 
 /// A JPEG header (SOI, JFIF APP0, SOF0) for an image of `width`×`height`.
 fn jpeg(width: u16, height: u16) -> Vec<u8> {

@@ -305,3 +305,12 @@ pub async fn get_partly(addr: SocketAddr, path: &str, user: &str, at_least: usiz
     }
     socket
 }
+
+const PDF_HEAD: &[u8] = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n";
+
+/// A PDF of `len` bytes: the PDF magic, then letters from [`pattern`].
+pub fn pdf(len: usize, seed: u32) -> Vec<u8> {
+    let mut bytes = PDF_HEAD.to_vec();
+    bytes.extend(pattern(len.saturating_sub(PDF_HEAD.len()), seed).iter().map(|b| b'a' + b % 26));
+    bytes
+}

@@ -1,0 +1,268 @@
+//! Where unfinished uploads live between requests, and the local-folder implementation.
+
+use std::fmt::Debug;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use super::Metadata;
+use crate::storage::ByteStream;
+use crate::{Error, LocalStorage, ObjectKey, ObjectMeta, PutMode, PutOptions, Result, Storage};
+
+const BACKEND: &str = "tus";
+
+/// The durable state of one unfinished upload.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct UploadInfo {
+    /// 128 random bits, base64url.
+    pub id: String,
+    /// Whoever created it (an opaque string of the application's): nobody else sees it.
+    pub owner: String,
+    /// The final size, once known (`Upload-Length`).
+    pub length: Option<u64>,
+    /// How many bytes are stored, durably.
+    pub offset: u64,
+    /// What the client said about the file.
+    pub metadata: Metadata,
+    /// When it was created.
+    pub created: SystemTime,
+    /// When it is swept unless continued (each `PATCH` moves it on).
+    pub expires: SystemTime,
+    /// Whether the first bytes were checked against the upload policy.
+    pub checked: bool,
+}
+
+/// Unfinished uploads: their state and their bytes so far. [`LocalPartials`] keeps them in a
+/// folder; a backend for several servers keeps them where all of them reach.
+#[async_trait]
+pub trait PartialStore: Debug + Send + Sync + 'static {
+    /// Creates an upload with no bytes.
+    async fn create(&self, info: &UploadInfo) -> Result<()>;
+
+    /// The upload's state (its offset as stored), or `None`.
+    async fn load(&self, id: &str) -> Result<Option<UploadInfo>>;
+
+    /// Saves changes of the state other than the offset (length, expiry, checked).
+    async fn save(&self, info: &UploadInfo) -> Result<()>;
+
+    /// Appends `data` at `info.offset` and makes it durable. Returns the new offset, and the
+    /// stream's error if it failed: what arrived before a failure is kept (that is what makes
+    /// an upload resumable).
+    async fn append(&self, info: &UploadInfo, data: ByteStream) -> (u64, Result<()>);
+
+    /// Cuts the bytes back to `offset` (a refused request's bytes are not kept).
+    async fn truncate(&self, info: &UploadInfo, offset: u64) -> Result<()>;
+
+    /// The first `len` bytes (fewer if fewer are stored).
+    async fn head(&self, id: &str, len: usize) -> Result<Bytes>;
+
+    /// Moves the complete bytes into the storage under `key` (or a free variant, per `mode`)
+    /// and forgets the upload.
+    async fn finish(&self, info: &UploadInfo, key: &ObjectKey, mode: PutMode) -> Result<ObjectMeta>;
+
+    /// Forgets the upload and its bytes; succeeds if it is already gone.
+    async fn remove(&self, id: &str) -> Result<()>;
+
+    /// The ids of every upload (for the sweeper).
+    async fn ids(&self) -> Result<Vec<String>>;
+}
+
+/// Unfinished uploads in a local folder: the bytes in `<id>`, the state in `<id>.json`
+/// (written to a temporary file and renamed). Every append is fsynced before it is
+/// acknowledged; a finished upload is renamed into a [`LocalStorage`] on the same filesystem
+/// (copied otherwise).
+#[derive(Debug, Clone)]
+pub struct LocalPartials {
+    dir: PathBuf,
+    dir_fd: Arc<OwnedFd>,
+    storage: LocalStorage,
+}
+
+impl LocalPartials {
+    /// Keeps unfinished uploads in `dir` (created `0700` if missing), finishing them into
+    /// `storage`. Put `dir` on the storage's filesystem, outside its root.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the folder cannot be created or opened.
+    pub fn new(dir: impl AsRef<Path>, storage: LocalStorage) -> Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = dir.as_ref().to_owned();
+        let config = |e: std::io::Error| Error::config("tus folder", format!("{}: {e}", dir.display()));
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(config)?;
+        let fd = std::fs::File::open(&dir).map_err(config)?;
+        Ok(Self { dir, dir_fd: Arc::new(fd.into()), storage })
+    }
+
+    fn data(&self, id: &str) -> Result<PathBuf> {
+        // Ids are ours (base64url), but what arrives in a URL is checked before it names a file.
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(Error::storage(BACKEND, "not an upload id"));
+        }
+        Ok(self.dir.join(id))
+    }
+
+    fn state(&self, id: &str) -> Result<PathBuf> {
+        Ok(self.data(id)?.with_extension("json"))
+    }
+
+    async fn write_state(&self, info: &UploadInfo) -> Result<()> {
+        let path = self.state(&info.id)?;
+        let temp = path.with_extension("json.tmp");
+        let json = serde_json::to_vec(info).map_err(|e| Error::storage(BACKEND, e))?;
+        let mut file = tokio::fs::File::create(&temp).await.map_err(io)?;
+        file.write_all(&json).await.map_err(io)?;
+        file.sync_all().await.map_err(io)?;
+        tokio::fs::rename(&temp, &path).await.map_err(io)?;
+        self.sync_dir().await
+    }
+
+    async fn sync_dir(&self) -> Result<()> {
+        let fd = self.dir_fd.clone();
+        tokio::task::spawn_blocking(move || rustix::fs::fsync(&*fd))
+            .await
+            .map_err(|e| Error::storage(BACKEND, e))?
+            .map_err(|e| io(e.into()))
+    }
+}
+
+fn io(e: std::io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(code) if code == rustix::io::Errno::NOSPC.raw_os_error() => Error::StorageFull,
+        _ => Error::storage(BACKEND, e),
+    }
+}
+
+#[async_trait]
+impl PartialStore for LocalPartials {
+    async fn create(&self, info: &UploadInfo) -> Result<()> {
+        let data = self.data(&info.id)?;
+        let file = tokio::fs::OpenOptions::new().write(true).create_new(true).open(&data).await.map_err(io)?;
+        file.sync_all().await.map_err(io)?;
+        self.write_state(info).await
+    }
+
+    async fn load(&self, id: &str) -> Result<Option<UploadInfo>> {
+        let Ok(state) = self.state(id) else { return Ok(None) };
+        let json = match tokio::fs::read(&state).await {
+            Ok(json) => json,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(e)),
+        };
+        let mut info: UploadInfo = serde_json::from_slice(&json).map_err(|e| Error::storage(BACKEND, e))?;
+        info.offset = match tokio::fs::metadata(self.data(id)?).await {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(e)),
+        };
+        Ok(Some(info))
+    }
+
+    async fn save(&self, info: &UploadInfo) -> Result<()> {
+        self.write_state(info).await
+    }
+
+    async fn append(&self, info: &UploadInfo, mut data: ByteStream) -> (u64, Result<()>) {
+        let mut offset = info.offset;
+        let opened = async {
+            let mut file = tokio::fs::OpenOptions::new().write(true).open(self.data(&info.id)?).await.map_err(io)?;
+            file.seek(std::io::SeekFrom::Start(offset)).await.map_err(io)?;
+            Ok::<_, Error>(file)
+        };
+        let mut file = match opened.await {
+            Ok(file) => file,
+            Err(e) => return (offset, Err(e)),
+        };
+        let mut outcome = Ok(());
+        while let Some(chunk) = data.next().await {
+            match chunk {
+                Ok(chunk) => {
+                    if let Err(e) = file.write_all(&chunk).await {
+                        outcome = Err(io(e));
+                        break;
+                    }
+                    offset += chunk.len() as u64;
+                }
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+        }
+        // Durable before acknowledged, the bytes of a broken request included.
+        if let Err(e) = file.sync_data().await {
+            return (info.offset, Err(io(e)));
+        }
+        (offset, outcome)
+    }
+
+    async fn truncate(&self, info: &UploadInfo, offset: u64) -> Result<()> {
+        let file = tokio::fs::OpenOptions::new().write(true).open(self.data(&info.id)?).await.map_err(io)?;
+        file.set_len(offset).await.map_err(io)?;
+        file.sync_all().await.map_err(io)
+    }
+
+    async fn head(&self, id: &str, len: usize) -> Result<Bytes> {
+        let file = tokio::fs::File::open(self.data(id)?).await.map_err(io)?;
+        let mut head = Vec::with_capacity(len);
+        file.take(len as u64).read_to_end(&mut head).await.map_err(io)?;
+        Ok(head.into())
+    }
+
+    async fn finish(&self, info: &UploadInfo, key: &ObjectKey, mode: PutMode) -> Result<ObjectMeta> {
+        let meta = match self.storage.adopt(self.dir_fd.clone(), info.id.clone(), key, mode).await? {
+            Some(meta) => meta,
+            None => {
+                let file = tokio::fs::File::open(self.data(&info.id)?).await.map_err(io)?;
+                let stream = file_chunks(file);
+                self.storage.put(key, stream, PutOptions::default().with_mode(mode)).await?
+            }
+        };
+        self.remove(&info.id).await?;
+        Ok(meta)
+    }
+
+    async fn remove(&self, id: &str) -> Result<()> {
+        for path in [self.data(id)?, self.state(id)?] {
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+        self.sync_dir().await
+    }
+
+    async fn ids(&self) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        let mut entries = tokio::fs::read_dir(&self.dir).await.map_err(io)?;
+        while let Some(entry) = entries.next_entry().await.map_err(io)? {
+            if let Some(id) = entry.file_name().to_str().and_then(|n| n.strip_suffix(".json")) {
+                ids.push(id.to_owned());
+            }
+        }
+        Ok(ids)
+    }
+}
+
+/// A file read as a stream of 256 KiB chunks.
+fn file_chunks(file: tokio::fs::File) -> crate::storage::PutStream<'static> {
+    futures_util::stream::unfold(file, |mut file| async move {
+        let mut buf = vec![0u8; 256 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(Bytes::from(buf)), file))
+            }
+            Err(e) => Some((Err(io(e)), file)),
+        }
+    })
+    .boxed()
+}

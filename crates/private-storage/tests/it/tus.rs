@@ -1,0 +1,243 @@
+//! Resumable uploads through `TusService`, mounted in axum behind the toy identity layer.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use base64::Engine;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use private_storage::tus::{LocalPartials, Resumable, TusService};
+use private_storage::{LocalStorage, SavedFile, UploadPolicy};
+use sha2::Digest;
+use tower::ServiceExt;
+
+use crate::common::{self, pdf};
+
+struct Fixture {
+    app: Router,
+    storage: LocalStorage,
+    partial: std::path::PathBuf,
+    completed: Arc<Mutex<Vec<(String, SavedFile)>>>,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture(policy: impl FnOnce(UploadPolicy) -> UploadPolicy) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("files")).unwrap();
+    let storage = LocalStorage::new(dir.path().join("files")).unwrap();
+    let partial = dir.path().join("partial");
+    let partials = LocalPartials::new(&partial, storage.clone()).unwrap();
+    let uploads = Resumable::new(policy(UploadPolicy::new(storage.clone()).upload_to("up")), partials);
+    let completed = Arc::new(Mutex::new(Vec::new()));
+    let seen = completed.clone();
+    let service = TusService::new(uploads, "/uploads/", move |owner, saved| {
+        seen.lock().unwrap().push((owner, saved));
+        async { Ok(()) }
+    });
+    let app = Router::new().nest_service("/uploads", service).layer(axum::middleware::from_fn(common::bearer_identity));
+    Fixture { app, storage, partial, completed, _dir: dir }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+async fn send(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    user: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Reply {
+    let mut request = Request::builder().method(method).uri(uri).header("tus-resumable", "1.0.0");
+    if let Some(user) = user {
+        request = request.header("authorization", format!("Bearer {user}"));
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = app.clone().oneshot(request.body(Body::from(body)).unwrap()).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let body = String::from_utf8_lossy(&body.collect().await.unwrap().to_bytes()).into_owned();
+    Reply { status: parts.status, headers: parts.headers, body }
+}
+
+fn metadata(name: &str, filetype: &str) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    format!("filename {},filetype {}", b64(name), b64(filetype))
+}
+
+async fn create(app: &Router, user: &str, length: usize, name: &str) -> String {
+    let meta = metadata(name, "application/pdf");
+    let len = length.to_string();
+    let r =
+        send(app, "POST", "/uploads", Some(user), &[("upload-length", &len), ("upload-metadata", &meta)], vec![]).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert!(r.header("upload-expires").is_some());
+    r.header("location").unwrap().to_owned()
+}
+
+async fn patch(app: &Router, user: &str, url: &str, offset: usize, bytes: &[u8], extra: &[(&str, &str)]) -> Reply {
+    let offset = offset.to_string();
+    let mut headers = vec![("upload-offset", offset.as_str()), ("content-type", "application/offset+octet-stream")];
+    headers.extend_from_slice(extra);
+    send(app, "PATCH", url, Some(user), &headers, bytes.to_vec()).await
+}
+
+#[tokio::test]
+async fn an_upload_in_three_patches_becomes_one_checked_file() {
+    let f = fixture(|p| p.content_types(["application/pdf"]));
+    let options = send(&f.app, "OPTIONS", "/uploads", None, &[], vec![]).await;
+    assert_eq!(options.status, StatusCode::NO_CONTENT);
+    assert_eq!(options.header("tus-version"), Some("1.0.0"));
+
+    let data = pdf(300_000, 3);
+    let url = create(&f.app, "ada", data.len(), "report.pdf").await;
+    let id = url.rsplit('/').next().unwrap();
+    assert_eq!(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(id).unwrap().len(), 16, "128-bit ids");
+    let thirds = [0, 100_000, 200_000, data.len()];
+    for part in thirds.windows(2) {
+        let head = send(&f.app, "HEAD", &url, Some("ada"), &[], vec![]).await;
+        assert_eq!(head.header("upload-offset"), Some(part[0].to_string().as_str()));
+        assert_eq!(head.header("upload-length"), Some(data.len().to_string().as_str()));
+        assert_eq!(head.header("cache-control"), Some("no-store"));
+        assert!(f.completed.lock().unwrap().is_empty(), "nothing is a file before the last byte");
+        let r = patch(&f.app, "ada", &url, part[0], &data[part[0]..part[1]], &[]).await;
+        assert_eq!(
+            (r.status, r.header("upload-offset")),
+            (StatusCode::NO_CONTENT, Some(part[1].to_string().as_str())),
+            "{}",
+            r.body
+        );
+    }
+    let done = f.completed.lock().unwrap().clone();
+    assert_eq!(done.len(), 1);
+    let (owner, saved) = &done[0];
+    assert_eq!(
+        (owner.as_str(), saved.original_name.as_str(), saved.content_type.as_str()),
+        ("ada", "report.pdf", "application/pdf")
+    );
+    assert_eq!(saved.sha256, common::sha256(&data));
+    assert_eq!(std::fs::read(f.storage.root().join(saved.key.as_str())).unwrap(), data);
+    assert!(saved.key.as_str().starts_with("up/"), "{}", saved.key);
+    assert_eq!(std::fs::read_dir(&f.partial).unwrap().count(), 0, "the partial upload is gone");
+    assert_eq!(send(&f.app, "HEAD", &url, Some("ada"), &[], vec![]).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn wrong_offsets_checksums_and_versions_keep_nothing_of_the_request() {
+    let f = fixture(|p| p);
+    let data = pdf(50_000, 1);
+    let url = create(&f.app, "ada", data.len(), "a.pdf").await;
+    assert_eq!(patch(&f.app, "ada", &url, 0, &data[..10_000], &[]).await.status, StatusCode::NO_CONTENT);
+    let conflict = patch(&f.app, "ada", &url, 5_000, &data[5_000..20_000], &[]).await;
+    assert_eq!(conflict.status, StatusCode::CONFLICT, "an offset the upload is not at");
+
+    let sha1 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(b));
+    let wrong = format!("sha1 {}", sha1(b"something else"));
+    let mismatch = patch(&f.app, "ada", &url, 10_000, &data[10_000..20_000], &[("upload-checksum", &wrong)]).await;
+    assert_eq!(mismatch.status.as_u16(), 460, "{}", mismatch.body);
+    let head = send(&f.app, "HEAD", &url, Some("ada"), &[], vec![]).await;
+    assert_eq!(head.header("upload-offset"), Some("10000"), "the mismatched bytes were not kept");
+    let right = format!("sha1 {}", sha1(&data[10_000..20_000]));
+    let ok = patch(&f.app, "ada", &url, 10_000, &data[10_000..20_000], &[("upload-checksum", &right)]).await;
+    assert_eq!((ok.status, ok.header("upload-offset")), (StatusCode::NO_CONTENT, Some("20000")));
+    let sha256 =
+        format!("sha256 {}", base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&data[20_000..])));
+    let ok = patch(&f.app, "ada", &url, 20_000, &data[20_000..], &[("upload-checksum", &sha256)]).await;
+    assert_eq!(ok.status, StatusCode::NO_CONTENT);
+    assert_eq!(f.completed.lock().unwrap()[0].1.sha256, common::sha256(&data));
+
+    let unsupported = patch(&f.app, "ada", &url, 0, b"x", &[("upload-checksum", "md5 AAAA")]).await;
+    assert_eq!(unsupported.status, StatusCode::BAD_REQUEST);
+    let old = Request::post("/uploads").header("tus-resumable", "0.2.2").header("upload-length", "5");
+    let old =
+        f.app.clone().oneshot(old.header("authorization", "Bearer ada").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(
+        (old.status(), old.headers()["tus-version"].to_str().unwrap()),
+        (StatusCode::PRECONDITION_FAILED, "1.0.0")
+    );
+    let url = create(&f.app, "ada", 10, "b.pdf").await;
+    let wrong_type =
+        send(&f.app, "PATCH", &url, Some("ada"), &[("upload-offset", "0"), ("content-type", "text/plain")], vec![1])
+            .await;
+    assert_eq!(wrong_type.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let past = patch(&f.app, "ada", &url, 0, &[b'%'; 11], &[]).await;
+    assert_eq!(past.status, StatusCode::PAYLOAD_TOO_LARGE, "past Upload-Length");
+    assert_eq!(send(&f.app, "HEAD", &url, Some("ada"), &[], vec![]).await.header("upload-offset"), Some("0"));
+}
+
+#[tokio::test]
+async fn limits_and_types_are_enforced_as_the_bytes_arrive() {
+    let f = fixture(|p| p.content_types(["application/pdf"]).max_file_size(100_000));
+    let big = send(&f.app, "POST", "/uploads", Some("ada"), &[("upload-length", "100001")], vec![]).await;
+    assert_eq!(big.status, StatusCode::PAYLOAD_TOO_LARGE, "a declared length over the limit");
+
+    // A deferred length: the PATCH that crosses the limit is refused and kept nothing.
+    let r = send(&f.app, "POST", "/uploads", Some("ada"), &[("upload-defer-length", "1")], vec![]).await;
+    let url = r.header("location").unwrap().to_owned();
+    let data = pdf(150_000, 2);
+    assert_eq!(patch(&f.app, "ada", &url, 0, &data[..60_000], &[]).await.status, StatusCode::NO_CONTENT);
+    let crossing = patch(&f.app, "ada", &url, 60_000, &data[60_000..120_000], &[]).await;
+    assert_eq!(crossing.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let head = send(&f.app, "HEAD", &url, Some("ada"), &[], vec![]).await;
+    assert_eq!((head.header("upload-offset"), head.header("upload-defer-length")), (Some("60000"), Some("1")));
+    let done = patch(&f.app, "ada", &url, 60_000, &data[60_000..90_000], &[("upload-length", "90000")]).await;
+    assert_eq!((done.status, done.header("upload-offset")), (StatusCode::NO_CONTENT, Some("90000")));
+    assert_eq!(f.completed.lock().unwrap().len(), 1, "the deferred upload completed with its length");
+
+    // A Windows executable named like a PDF: refused on its first PATCH, the upload ended.
+    let mut exe = b"MZ\x90\0\x03\0\0\0\x04\0\0\0\xff\xff\0\0".to_vec();
+    exe.resize(20_000, 0);
+    let url = create(&f.app, "ada", exe.len(), "invoice.pdf").await;
+    let refused = patch(&f.app, "ada", &url, 0, &exe[..10_000], &[]).await;
+    assert_eq!(refused.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{}", refused.body);
+    assert_eq!(send(&f.app, "HEAD", &url, Some("ada"), &[], vec![]).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(std::fs::read_dir(&f.partial).unwrap().count(), 0, "nothing of it is kept");
+    assert_eq!(f.completed.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_upload_is_only_its_owners() {
+    let f = fixture(|p| p);
+    let url = create(&f.app, "ada", 20_000, "a.pdf").await;
+    for (user, what) in [(Some("bob"), "another user"), (None, "anonymous")] {
+        assert_eq!(send(&f.app, "HEAD", &url, user, &[], vec![]).await.status, StatusCode::NOT_FOUND, "{what}");
+        let offset = [("upload-offset", "0"), ("content-type", "application/offset+octet-stream")];
+        assert_eq!(
+            send(&f.app, "PATCH", &url, user, &offset, pdf(100, 1)).await.status,
+            StatusCode::NOT_FOUND,
+            "{what}"
+        );
+        assert_eq!(send(&f.app, "DELETE", &url, user, &[], vec![]).await.status, StatusCode::NOT_FOUND, "{what}");
+    }
+    let anonymous = send(&f.app, "POST", "/uploads", None, &[("upload-length", "5")], vec![]).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(send(&f.app, "HEAD", &url, Some("ada"), &[], vec![]).await.header("upload-offset"), Some("0"));
+    assert_eq!(send(&f.app, "DELETE", &url, Some("ada"), &[], vec![]).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(send(&f.app, "HEAD", &url, Some("ada"), &[], vec![]).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(std::fs::read_dir(&f.partial).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn creation_with_upload_stores_the_first_bytes() {
+    let f = fixture(|p| p);
+    let data = pdf(30_000, 4);
+    let len = data.len().to_string();
+    let headers = [("upload-length", len.as_str()), ("content-type", "application/offset+octet-stream")];
+    let r = send(&f.app, "POST", "/uploads", Some("ada"), &headers, data[..12_000].to_vec()).await;
+    assert_eq!((r.status, r.header("upload-offset")), (StatusCode::CREATED, Some("12000")), "{}", r.body);
+    let url = r.header("location").unwrap().to_owned();
+    assert_eq!(patch(&f.app, "ada", &url, 12_000, &data[12_000..], &[]).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(f.completed.lock().unwrap()[0].1.sha256, common::sha256(&data));
+}
