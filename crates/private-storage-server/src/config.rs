@@ -60,6 +60,7 @@ keys! {
     ShareMaxLifetime = "share_max_lifetime", Some("7d"), "longest share link";
     SessionTtl = "session_ttl", Some("12h"), "how long a login lasts";
     AuditRetention = "audit_retention", Some("90d"), "how long the share-link audit trail is kept";
+    UploadExpiry = "upload_expiry", Some("24h"), "how long an unfinished resumable (tus) upload is kept after its last request";
     LogFormat = "log_format", Some("text"), "text | json";
     HeaderReadTimeout = "header_read_timeout", Some("10s"), "a client must send its request headers within this";
     RequestTimeout = "request_timeout", Some("60s"), "limit on pages and API calls (downloads and uploads are not cut)";
@@ -176,6 +177,8 @@ pub struct Config {
     pub share_max_lifetime: Duration,
     pub session_ttl: Duration,
     pub audit_retention: Duration,
+    /// How long an unfinished resumable upload is kept after its last request.
+    pub upload_expiry: Duration,
     pub log_json: bool,
     pub header_read_timeout: Duration,
     pub request_timeout: Duration,
@@ -443,6 +446,7 @@ impl Loader {
             share_max_lifetime: duration(Key::ShareMaxLifetime)?,
             session_ttl: duration(Key::SessionTtl)?,
             audit_retention: duration(Key::AuditRetention)?,
+            upload_expiry: duration(Key::UploadExpiry)?,
             log_json,
             header_read_timeout: duration(Key::HeaderReadTimeout)?,
             request_timeout: duration(Key::RequestTimeout)?,

@@ -98,6 +98,11 @@ async fn upkeep(state: AppState) {
                 Err(e) => tracing::warn!(error = %e, "could not clean the staging files"),
             }
         }
+        match state.domain.sweep_uploads().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed resumable uploads past upload_expiry"),
+            Err(e) => tracing::warn!(error = %e, "could not sweep the resumable uploads"),
+        }
         if let Err(e) = state.db.purge_expired().await {
             tracing::warn!(error = %e, "could not purge expired sessions");
         }

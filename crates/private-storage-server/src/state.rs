@@ -9,6 +9,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use private_storage::tus::LocalPartials;
 use private_storage::{
     Delivery, LocalStorage, OnDenied, S3Storage, ServePrivate, ShareKeys, ShareLinks, Storage, allow_authenticated,
     allow_staff, allow_superuser,
@@ -148,7 +149,15 @@ impl AppState {
         let db = Db::open(&config.database_url)
             .await
             .map_err(|source| StartError::Database { url: redact_url(&config.database_url), source })?;
-        let storage = Backend::open(&config.storage)?.shared();
+        let backend = Backend::open(&config.storage)?;
+        let storage = backend.shared();
+        // Unfinished resumable uploads: beside the default media folder, so a finished one is
+        // renamed into it; streamed into any other storage.
+        let unfinished = config.data_dir.join("uploads");
+        let partials = match &backend {
+            Backend::Local(local) => LocalPartials::new(&unfinished, local.clone()),
+            Backend::S3(s3) => LocalPartials::copying_into(&unfinished, s3.clone()),
+        }?;
 
         let serving =
             ServePrivate::from_arc(storage.clone()).delivery(delivery(&config)?).on_denied(match config.on_denied {
@@ -180,6 +189,7 @@ impl AppState {
             media,
             links,
             metrics: metrics.clone(),
+            partials,
         });
         Ok(Self { config, domain, db, storage, metrics, templates: Arc::new(crate::http::web::templates()) })
     }

@@ -31,7 +31,7 @@ impl UploadSlots {
         self.running.lock().unwrap_or_else(|e| e.into_inner()).get(user_id).copied().unwrap_or(0)
     }
 
-    fn take(&self, user_id: &str) -> Option<UploadSlot> {
+    pub(super) fn take(&self, user_id: &str) -> Option<UploadSlot> {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let count = running.entry(user_id.to_owned()).or_default();
         if *count >= self.max {
@@ -44,7 +44,7 @@ impl UploadSlots {
 
 /// One of a user's upload slots, given back when dropped.
 #[derive(Debug)]
-struct UploadSlot {
+pub(super) struct UploadSlot {
     slots: UploadSlots,
     user_id: String,
 }
@@ -137,7 +137,7 @@ impl Domain {
     }
 
     /// The record of a stored upload; its name is the client's, cleaned by the policy.
-    async fn record(&self, owner_id: &str, saved: &SavedFile) -> Result<FileRow> {
+    pub(super) async fn record(&self, owner_id: &str, saved: &SavedFile) -> Result<FileRow> {
         let row = FileRow {
             id: new_id(),
             owner_id: owner_id.to_owned(),

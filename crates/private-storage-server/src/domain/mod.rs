@@ -10,10 +10,12 @@
 mod accounts;
 mod files;
 mod links;
+mod resumable;
 
 use std::sync::Arc;
 
 use http::StatusCode;
+use private_storage::tus::{LocalPartials, Resumable};
 use private_storage::{ServePrivate, ServeRecords, ServeShared, ShareLinks, Storage, UploadPolicy};
 
 pub(crate) use accounts::role;
@@ -181,6 +183,7 @@ pub struct Domain {
     records: ServeRecords<DbRecords>,
     shared: ServeShared,
     uploads: UploadSlots,
+    resumable: Resumable<Owner>,
     limiter: Arc<LoginLimiter>,
     metrics: Arc<Metrics>,
 }
@@ -202,11 +205,13 @@ pub(crate) struct Parts {
     pub(crate) media: ServePrivate,
     pub(crate) links: ShareLinks,
     pub(crate) metrics: Arc<Metrics>,
+    /// Where unfinished resumable uploads are kept.
+    pub(crate) partials: LocalPartials,
 }
 
 impl Domain {
     pub(crate) fn new(parts: Parts) -> Self {
-        let Parts { config, db, storage, serving, media, links, metrics } = parts;
+        let Parts { config, db, storage, serving, media, links, metrics, partials } = parts;
         let mut policy = UploadPolicy::<Owner>::from_arc(storage.clone())
             .upload_to("files/%Y/%m")
             // A folder of its own per upload (80 random bits): two uploads of one name never
@@ -220,10 +225,12 @@ impl Domain {
         let records = ServeRecords::new(DbRecords(db.clone()), serving.clone().rule(files::owner_or_staff))
             .disposition(files::disposition);
         let shared = ServeShared::new(links.clone(), serving.clone()).records(links::record_keys(db.clone()));
+        let resumable = Resumable::new(policy.clone(), partials).lifetime(config.upload_expiry);
         Self {
             media,
             records,
             shared,
+            resumable,
             policy: Arc::new(policy),
             links,
             uploads: UploadSlots::new(config.max_uploads_per_user),

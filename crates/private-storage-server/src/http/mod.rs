@@ -5,11 +5,12 @@
 
 pub mod api;
 pub mod auth;
+pub mod tus;
 pub mod web;
 
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router, middleware};
 use http::{HeaderValue, StatusCode};
 
@@ -45,6 +46,8 @@ pub fn app(state: AppState) -> Router {
     let transfers = Router::new()
         .route("/upload", post(web::upload))
         .route("/api/files", post(api::upload))
+        .route("/api/uploads", any(tus::endpoint))
+        .route("/api/uploads/{id}", any(tus::upload))
         .layer(DefaultBodyLimit::disable())
         .route("/files/{id}/download", get(download))
         .nest_service("/private-media", state.domain.media().clone())

@@ -7,3 +7,4 @@ mod common;
 mod s3;
 mod scale_out;
 mod socket;
+mod tus;

@@ -17,7 +17,6 @@ use crate::storage::ByteStream;
 
 /// A tus request, read from its method, headers and the path below the endpoint.
 #[derive(Debug)]
-#[non_exhaustive]
 pub enum TusRequest {
     /// `OPTIONS`: what the server supports (tus §OPTIONS).
     Options,

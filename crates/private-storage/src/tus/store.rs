@@ -76,28 +76,49 @@ pub trait PartialStore: Debug + Send + Sync + 'static {
 
 /// Unfinished uploads in a local folder: the bytes in `<id>`, the state in `<id>.json`
 /// (written to a temporary file and renamed). Every append is fsynced before it is
-/// acknowledged; a finished upload is renamed into a [`LocalStorage`] on the same filesystem
-/// (copied otherwise).
+/// acknowledged. A finished upload is renamed into a [`LocalStorage`] on the same filesystem,
+/// and streamed into any other storage.
 #[derive(Debug, Clone)]
 pub struct LocalPartials {
     dir: PathBuf,
     dir_fd: Arc<OwnedFd>,
-    storage: LocalStorage,
+    target: Target,
+}
+
+#[derive(Debug, Clone)]
+enum Target {
+    Local(LocalStorage),
+    Any(Arc<dyn Storage>),
 }
 
 impl LocalPartials {
     /// Keeps unfinished uploads in `dir` (created `0700` if missing), finishing them into
-    /// `storage`. Put `dir` on the storage's filesystem, outside its root.
+    /// `storage`: put `dir` on the storage's filesystem, outside its root, and a finished
+    /// upload is renamed into place, not copied.
     ///
     /// # Errors
     /// [`Error::Config`] when the folder cannot be created or opened.
     pub fn new(dir: impl AsRef<Path>, storage: LocalStorage) -> Result<Self> {
+        Self::open(dir.as_ref(), Target::Local(storage))
+    }
+
+    /// Keeps unfinished uploads in `dir`, streaming each finished one into `storage` (an S3
+    /// bucket, say). The folder is this machine's: servers sharing the storage do not see
+    /// each other's unfinished uploads.
+    ///
+    /// # Errors
+    /// As [`LocalPartials::new`].
+    pub fn copying_into(dir: impl AsRef<Path>, storage: Arc<dyn Storage>) -> Result<Self> {
+        Self::open(dir.as_ref(), Target::Any(storage))
+    }
+
+    fn open(dir: &Path, target: Target) -> Result<Self> {
         use std::os::unix::fs::DirBuilderExt;
-        let dir = dir.as_ref().to_owned();
+        let dir = dir.to_owned();
         let config = |e: std::io::Error| Error::config("tus folder", format!("{}: {e}", dir.display()));
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(config)?;
         let fd = std::fs::File::open(&dir).map_err(config)?;
-        Ok(Self { dir, dir_fd: Arc::new(fd.into()), storage })
+        Ok(Self { dir, dir_fd: Arc::new(fd.into()), target })
     }
 
     fn data(&self, id: &str) -> Result<PathBuf> {
@@ -216,12 +237,19 @@ impl PartialStore for LocalPartials {
     }
 
     async fn finish(&self, info: &UploadInfo, key: &ObjectKey, mode: PutMode) -> Result<ObjectMeta> {
-        let meta = match self.storage.adopt(self.dir_fd.clone(), info.id.clone(), key, mode).await? {
+        let renamed = match &self.target {
+            Target::Local(local) => local.adopt(self.dir_fd.clone(), info.id.clone(), key, mode).await?,
+            Target::Any(_) => None,
+        };
+        let meta = match renamed {
             Some(meta) => meta,
             None => {
+                let storage: &dyn Storage = match &self.target {
+                    Target::Local(local) => local,
+                    Target::Any(any) => &**any,
+                };
                 let file = tokio::fs::File::open(self.data(&info.id)?).await.map_err(io)?;
-                let stream = file_chunks(file);
-                self.storage.put(key, stream, PutOptions::default().with_mode(mode)).await?
+                storage.put(key, file_chunks(file), PutOptions::default().with_mode(mode)).await?
             }
         };
         self.remove(&info.id).await?;
