@@ -31,8 +31,9 @@ command -v garage >/dev/null 2>&1 || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/garag
   CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=false \
     cargo install garage@2.5.0 --locked --no-default-features --features bundled-libs,sqlite
 
-# playwright-core (no browser download: it drives Debian's chromium) for the server's page test.
-npm ci --prefix crates/private-storage-server/tests/browser --no-audit --no-fund --silent
+# The Node-side peers of the server tests: playwright-core (no browser download: it drives
+# Debian's chromium), tus-js-client and the official tus server.
+npm ci --prefix crates/private-storage-server/tests/node --no-audit --no-fund --silent
 
 echo "==> rustfmt"
 cargo fmt --all -- --check

@@ -1,5 +1,5 @@
 //! Headless Chromium (Debian's) through the server's pages, driven by playwright-core from
-//! `tests/browser/flow.mjs`: log in, upload and watch the file appear, the size-limit message,
+//! `tests/node/flow.mjs`: log in, upload and watch the file appear, the size-limit message,
 //! download and compare bytes, log out and be denied. The screenshot is kept in
 //! `target/artifacts/server-browser.png`.
 use crate::common;
@@ -8,7 +8,7 @@ use std::path::Path;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_logs_in_uploads_downloads_and_logs_out_in_chromium() {
-    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
     assert!(
         scripts.join("node_modules/playwright-core").is_dir(),
         "playwright-core is not installed: scripts/test.sh runs `npm ci` in {}",

@@ -216,6 +216,7 @@ impl<R: ?Sized + Sync> Resumable<R> {
             created: now,
             expires: now + self.lifetime,
             checked: false,
+            completed: false,
         };
         self.partials.create(&info).await?;
         Ok(info)
@@ -248,6 +249,13 @@ impl<R: ?Sized + Sync> Resumable<R> {
         let mut info = self.info(owner, id).await?;
         if patch.offset != info.offset {
             return Err(TusError::OffsetMismatch { current: info.offset }.into());
+        }
+        if info.completed {
+            // Done already (the client lost our answer): nothing more may be added.
+            return match patch.length.is_none_or(|l| Some(l) == info.length) && is_empty(patch.data).await {
+                true => Ok(Patched { info, saved: None }),
+                false => Err(TusError::PastLength.into()),
+            };
         }
         if let Some(length) = patch.length {
             self.set_length(&mut info, length).await?;
@@ -440,6 +448,17 @@ impl Guard {
     fn refuse(self, error: Error) -> (Result<bytes::Bytes>, Option<Guard>) {
         self.checked.lock().unwrap_or_else(|e| e.into_inner()).refused = Some(error);
         (Err(Error::BadUpload { message: "refused".into() }), None)
+    }
+}
+
+/// Whether a body has no bytes (reading at most one chunk of it).
+async fn is_empty(mut data: ByteStream) -> bool {
+    loop {
+        match data.next().await {
+            None => return true,
+            Some(Ok(chunk)) if chunk.is_empty() => {}
+            Some(_) => return false,
+        }
     }
 }
 

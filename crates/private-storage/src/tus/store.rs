@@ -37,6 +37,11 @@ pub struct UploadInfo {
     pub expires: SystemTime,
     /// Whether the first bytes were checked against the upload policy.
     pub checked: bool,
+    /// Whether it was completed and stored: its bytes are the storage's now, and what is
+    /// left answers `HEAD` (a client that lost the last answer learns it is done) until it
+    /// expires.
+    #[serde(default)]
+    pub completed: bool,
 }
 
 /// Unfinished uploads: their state and their bytes so far. [`LocalPartials`] keeps them in a
@@ -63,8 +68,8 @@ pub trait PartialStore: Debug + Send + Sync + 'static {
     /// The first `len` bytes (fewer if fewer are stored).
     async fn head(&self, id: &str, len: usize) -> Result<Bytes>;
 
-    /// Moves the complete bytes into the storage under `key` (or a free variant, per `mode`)
-    /// and forgets the upload.
+    /// Moves the complete bytes into the storage under `key` (or a free variant, per `mode`),
+    /// keeping only the state, marked [`UploadInfo::completed`].
     async fn finish(&self, info: &UploadInfo, key: &ObjectKey, mode: PutMode) -> Result<ObjectMeta>;
 
     /// Forgets the upload and its bytes; succeeds if it is already gone.
@@ -177,6 +182,9 @@ impl PartialStore for LocalPartials {
             Err(e) => return Err(io(e)),
         };
         let mut info: UploadInfo = serde_json::from_slice(&json).map_err(|e| Error::storage(BACKEND, e))?;
+        if info.completed {
+            return Ok(Some(info));
+        }
         info.offset = match tokio::fs::metadata(self.data(id)?).await {
             Ok(meta) => meta.len(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -252,7 +260,15 @@ impl PartialStore for LocalPartials {
                 storage.put(key, file_chunks(file), PutOptions::default().with_mode(mode)).await?
             }
         };
-        self.remove(&info.id).await?;
+        let mut done = info.clone();
+        done.completed = true;
+        self.write_state(&done).await?;
+        // Renamed away, or copied: the bytes are the storage's now.
+        match tokio::fs::remove_file(self.data(&info.id)?).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
         Ok(meta)
     }
 

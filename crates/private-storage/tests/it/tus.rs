@@ -130,8 +130,14 @@ async fn an_upload_in_three_patches_becomes_one_checked_file() {
     assert_eq!(saved.sha256, common::sha256(&data));
     assert_eq!(std::fs::read(f.storage.root().join(saved.key.as_str())).unwrap(), data);
     assert!(saved.key.as_str().starts_with("up/"), "{}", saved.key);
-    assert_eq!(std::fs::read_dir(&f.partial).unwrap().count(), 0, "the partial upload is gone");
-    assert_eq!(send(&f.app, "HEAD", &url, Some("ada"), &[], vec![]).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(std::fs::read_dir(&f.partial).unwrap().count(), 1, "only the state is left");
+    // A client that lost the last answer learns that the upload is done, and cannot add to it.
+    let head = send(&f.app, "HEAD", &url, Some("ada"), &[], vec![]).await;
+    assert_eq!((head.status, head.header("upload-offset")), (StatusCode::OK, Some("300000")));
+    let again = patch(&f.app, "ada", &url, data.len(), &[], &[]).await;
+    assert_eq!((again.status, again.header("upload-offset")), (StatusCode::NO_CONTENT, Some("300000")));
+    assert_eq!(f.completed.lock().unwrap().len(), 1, "completed once");
+    assert_eq!(patch(&f.app, "ada", &url, data.len(), b"more", &[]).await.status, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
 #[tokio::test]
@@ -203,7 +209,8 @@ async fn limits_and_types_are_enforced_as_the_bytes_arrive() {
     let refused = patch(&f.app, "ada", &url, 0, &exe[..10_000], &[]).await;
     assert_eq!(refused.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{}", refused.body);
     assert_eq!(send(&f.app, "HEAD", &url, Some("ada"), &[], vec![]).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(std::fs::read_dir(&f.partial).unwrap().count(), 0, "nothing of it is kept");
+    let id = url.rsplit('/').next().unwrap();
+    assert!(!f.partial.join(id).exists() && !f.partial.join(format!("{id}.json")).exists(), "nothing of it is kept");
     assert_eq!(f.completed.lock().unwrap().len(), 1);
 }
 
