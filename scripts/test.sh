@@ -34,6 +34,9 @@ command -v garage >/dev/null 2>&1 || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/garag
 # The Node-side peers of the server tests: playwright-core (no browser download: it drives
 # Debian's chromium), tus-js-client and the official tus server.
 npm ci --prefix crates/private-storage-server/tests/node --no-audit --no-fund --silent
+# tuspy, the Python tus client, in a virtualenv of the target folder.
+[ -x target/pyenv/bin/python ] || python3 -m venv target/pyenv
+target/pyenv/bin/pip install --quiet --disable-pip-version-check -r crates/private-storage-server/tests/python/requirements.txt
 
 echo "==> rustfmt"
 cargo fmt --all -- --check

@@ -8,3 +8,4 @@ mod s3;
 mod scale_out;
 mod socket;
 mod tus;
+mod tus_clients;
