@@ -53,7 +53,7 @@ async fn handle(state: &AppState, path: &str, request: Request) -> Response {
                     let patch = Patch { offset: 0, length: None, checksum: None, data: body() };
                     info = domain.append_upload(&actor, &info.id, patch).await?.0;
                 }
-                Ok(tus::created(&format!("{ENDPOINT}/{}", info.id), &info))
+                Ok(tus::created(&format!("{ENDPOINT}/{}", info.id), &info, with_upload))
             }
             TusRequest::Head { id } => Ok(tus::head(&domain.upload_state(&actor, &id).await?)),
             TusRequest::Patch { id, offset, length, content_length, checksum } => {
@@ -94,9 +94,6 @@ fn failure(error: &Error) -> Response {
         tracing::error!(error = %error, "resumable upload failed");
     }
     let mut response = tus::error(status, &error.message()).map(Body::new);
-    if let Error::Storage(private_storage::Error::Tus(TusError::OffsetMismatch { current })) = error {
-        response.headers_mut().insert("upload-offset", HeaderValue::from(*current));
-    }
     if status == http::StatusCode::SERVICE_UNAVAILABLE {
         response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
     }

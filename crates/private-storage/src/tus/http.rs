@@ -78,10 +78,12 @@ impl TusRequest {
         }
         protocol::check_version(headers)?;
         let id = path.trim_start_matches('/');
-        let is_upload_type = headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|t| essence(t) == protocol::OFFSET_OCTET_STREAM);
+        // One Content-Type (RFC 9110 §8.3: several are an error), and it is ours.
+        let mut types = headers.get_all(CONTENT_TYPE).iter();
+        let is_upload_type = match (types.next(), types.next()) {
+            (Some(t), None) => t.to_str().is_ok_and(|t| essence(t) == protocol::OFFSET_OCTET_STREAM),
+            _ => false,
+        };
         if id.is_empty() {
             if method != Method::POST {
                 return Err(TusError::NoSuchUpload);
@@ -163,14 +165,18 @@ pub fn options(max_size: Option<u64>) -> Response<ResponseBody> {
     r
 }
 
-/// `201` to a creation: where the upload is, and how far it got (with an upload in the body).
-pub fn created(location: &str, info: &UploadInfo) -> Response<ResponseBody> {
+/// `201` to a creation: where the upload is, when it expires, and how far it got when the
+/// request carried bytes.
+pub fn created(location: &str, info: &UploadInfo, with_upload: bool) -> Response<ResponseBody> {
     let mut r = response(StatusCode::CREATED);
     let headers = r.headers_mut();
     if let Ok(location) = HeaderValue::from_str(location) {
         headers.insert(LOCATION, location);
     }
-    headers.insert(protocol::UPLOAD_OFFSET, number(info.offset));
+    // tus §Creation With Upload: the offset reached, only when the request carried bytes.
+    if with_upload {
+        headers.insert(protocol::UPLOAD_OFFSET, number(info.offset));
+    }
     headers.insert(protocol::UPLOAD_EXPIRES, expires(info));
     r
 }

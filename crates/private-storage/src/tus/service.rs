@@ -108,7 +108,7 @@ impl TusService {
                     let patch = Patch { offset: 0, length: None, checksum: None, data: tus_http::body_stream(body) };
                     info = self.patch(&owner, &info.id, patch).await?;
                 }
-                Ok(tus_http::created(&location, &info))
+                Ok(tus_http::created(&location, &info, with_upload))
             }
             TusRequest::Head { id } => Ok(tus_http::head(&self.uploads.info(&owner, &id).await?)),
             TusRequest::Patch { id, offset, length, checksum, .. } => {
