@@ -39,6 +39,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(api::metrics))
         .route("/static/style.css", get(web::stylesheet))
         .route("/static/upload.js", get(web::upload_script))
+        .route("/static/tus.min.js", get(web::tus_script))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(http::StatusCode::REQUEST_TIMEOUT, timeout))
         // Forms and JSON are small: a larger body is 413 before it is buffered.
         .layer(DefaultBodyLimit::max(PAGE_BODY_LIMIT));

@@ -447,7 +447,8 @@ pub async fn revoke(
     }
 }
 
-/// `GET /static/upload.js`: the upload form's progress bar (the page's only script).
+/// `GET /static/upload.js`: the upload form's script: several files, drag and drop, each through
+/// tus with its own progress bar.
 pub async fn upload_script() -> Response {
     (
         [
@@ -455,6 +456,18 @@ pub async fn upload_script() -> Response {
             (http::header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         include_str!("../../templates/upload.js"),
+    )
+        .into_response()
+}
+
+/// `GET /static/tus.min.js`: the vendored tus client of the upload form (`vendor/README.md`).
+pub async fn tus_script() -> Response {
+    (
+        [
+            (http::header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (http::header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        include_str!("../../vendor/tus-js-client-4.3.1.min.js"),
     )
         .into_response()
 }

@@ -42,3 +42,101 @@ async fn a_person_logs_in_uploads_downloads_and_logs_out_in_chromium() {
     assert_eq!(total, 1);
     assert_eq!(files[0].file.name, "Quartalsbericht März.pdf");
 }
+
+/// Binds `addr` (port 0 for any), reusable at once after a server on it stopped.
+fn listen(addr: std::net::SocketAddr) -> tokio::net::TcpListener {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.bind(addr).unwrap();
+    socket.listen(1024).unwrap()
+}
+
+/// Two files dropped on the page upload through tus; the server is stopped and started again
+/// (a new process's state from the same data folder) while both are under way; both complete
+/// with the bytes the browser had. Screenshots: `server-resume-uploading.png`, `server-resume.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_dropped_files_resume_after_a_server_restart_in_chromium() {
+    use tokio::io::AsyncBufReadExt;
+    const SIZE: u64 = 12 * 1024 * 1024;
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = || {
+        let flags = [("data_dir", data.display().to_string()), ("shutdown_grace", "1s".to_owned())];
+        let flags: Vec<_> = flags.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        private_storage_server::Loader::new().flags(&flags).unwrap().build().unwrap()
+    };
+    let state = private_storage_server::AppState::build(config()).await.unwrap();
+    let hash = private_storage_server::domain::hash_password("password-ada");
+    state.db.create_user("ada", &hash, false, false).await.unwrap();
+    let listener = listen("127.0.0.1:0".parse().unwrap());
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let first = tokio::spawn(private_storage_server::serve(state, listener, async {
+        let _ = stopped.await;
+    }));
+
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let screenshot = artifacts.join("server-resume.png");
+    let mut node = tokio::process::Command::new("node")
+        .current_dir(&scripts)
+        .arg("resume.mjs")
+        .arg(format!("http://{addr}"))
+        .args(["ada", "password-ada", &SIZE.to_string()])
+        .arg(&screenshot)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(node.stdout.take().unwrap()).lines();
+    let bound = std::time::Duration::from_secs(120); // turns a hang into a failure; never a pause
+    let mut sent = Vec::new();
+    tokio::time::timeout(bound, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(file) = line.strip_prefix("file ") {
+                sent.push(file.split_once(' ').map(|(sha, name)| (name.to_owned(), sha.to_owned())).unwrap());
+            }
+            if line == "halfway" {
+                return;
+            }
+        }
+        panic!("the page never got halfway: {sent:?}");
+    })
+    .await
+    .expect("halfway in time");
+
+    // Stop the server mid-upload: both uploads are unfinished, part of their bytes kept.
+    stop.send(()).unwrap();
+    first.await.unwrap().unwrap();
+    let partial: Vec<u64> = std::fs::read_dir(data.join("uploads"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| !e.file_name().to_string_lossy().contains('.'))
+        .map(|e| e.metadata().unwrap().len())
+        .collect();
+    assert_eq!(partial.len(), 2, "two unfinished uploads when the server stopped: {partial:?}");
+    assert!(partial.iter().all(|&n| n > 0 && n < SIZE), "each part-way: {partial:?}");
+
+    // Start again, from the same data folder, on the same address.
+    let state = private_storage_server::AppState::build(config()).await.unwrap();
+    tokio::spawn(private_storage_server::serve(state.clone(), listen(addr), std::future::pending()));
+    let rest = tokio::time::timeout(bound, async {
+        let mut rest = Vec::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            rest.push(line);
+        }
+        rest
+    })
+    .await
+    .expect("the page finishes");
+    let status = node.wait().await.unwrap();
+    assert!(status.success() && rest.iter().any(|l| l == "resume flow: ok"), "{rest:?}");
+    let (files, total) = state.db.files(None, 10, 0).await.unwrap();
+    assert_eq!(total, 2);
+    let mut stored: Vec<(String, String)> =
+        files.iter().map(|f| (f.file.name.clone(), f.file.sha256.clone())).collect();
+    stored.sort();
+    sent.sort();
+    assert_eq!(stored, sent, "the stored files are the browser's");
+}
