@@ -65,6 +65,23 @@ enum Command {
         #[arg(long)]
         owner: Option<String>,
     },
+    /// Uploads a file to a running server through tus, resuming an interrupted earlier run.
+    Push {
+        /// The file.
+        file: PathBuf,
+        /// The server's URL, e.g. http://127.0.0.1:8000.
+        #[arg(long)]
+        server: String,
+        /// An API token (`token create`).
+        #[arg(long, env = "PRIVATE_STORAGE_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Bytes per request (smaller behind a proxy that caps request bodies).
+        #[arg(long, default_value = "8MiB")]
+        chunk_size: String,
+        /// Where upload URLs are remembered between runs (default: under $XDG_STATE_HOME).
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
     /// Downloads a file by id or key.
     Get {
         /// A file id, or its storage key.
@@ -223,6 +240,10 @@ impl From<crate::StartError> for Failure {
 /// Parses the command line and runs it; the process's exit code.
 pub fn run() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Command::Push { file, server, token, chunk_size, state } = cli.command {
+        // A client of a server somewhere: no configuration, database or storage of its own.
+        return exit(push(file, server, token, &chunk_size, state));
+    }
     let config = match load_config(&cli) {
         Ok(config) => config,
         Err(e) => {
@@ -232,13 +253,30 @@ pub fn run() -> std::process::ExitCode {
     };
     crate::logging::init(config.log_json, matches!(cli.command, Command::Serve { .. }));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
-    match runtime.block_on(execute(cli.command, config)) {
+    exit(runtime.block_on(execute(cli.command, config)))
+}
+
+fn exit(result: CliResult) -> std::process::ExitCode {
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("error: {}", failure.message);
             std::process::ExitCode::from(failure.code)
         }
     }
+}
+
+fn push(file: PathBuf, server: String, token: String, chunk_size: &str, state: Option<PathBuf>) -> CliResult {
+    let chunk = crate::config::parse_size(chunk_size)
+        .filter(|&c| c > 0)
+        .ok_or_else(|| format!("--chunk-size {chunk_size}: expected a size such as 8MiB"))?;
+    let push =
+        crate::push::Push { file, server, token, chunk, state: state.unwrap_or_else(crate::push::default_state) };
+    private_storage::install_tls_provider();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
+    let location = runtime.block_on(crate::push::push(&push))?;
+    println!("uploaded {} as {location}", push.file.display());
+    Ok(())
 }
 
 fn load_config(cli: &Cli) -> Result<Config, String> {
@@ -279,7 +317,7 @@ async fn execute(command: Command, config: Config) -> CliResult {
             Ok(())
         }
         Command::Check => check(&state).await,
-        Command::Config(_) => unreachable!("handled above"),
+        Command::Config(_) | Command::Push { .. } => unreachable!("handled before the state is built"),
         Command::User(command) => user(&state, command).await,
         Command::Token(command) => token(domain, command).await,
         Command::Put { file, owner } => put(domain, file, owner).await,

@@ -18,6 +18,7 @@ pub mod domain;
 pub mod http;
 mod logging;
 pub mod metrics;
+pub mod push;
 pub mod server;
 pub mod state;
 

@@ -36,9 +36,9 @@ pub struct Push {
 
 /// The default state file: `$XDG_STATE_HOME/private-storage/push.json`, or under `~/.local/state`.
 pub fn default_state() -> PathBuf {
-    let base = std::env::var_os("XDG_STATE_HOME").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".local/state")
-    });
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".local/state"));
     base.join("private-storage/push.json")
 }
 
@@ -53,7 +53,8 @@ pub async fn push(push: &Push) -> Result<String, String> {
     let name = push.file.file_name().and_then(|n| n.to_str()).ok_or("the file has no name")?.to_owned();
     let canonical = tokio::fs::canonicalize(&push.file).await.map_err(file_error)?;
     let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-    let fingerprint = format!("{}|{length}|{}|{}", canonical.display(), modified.map_or(0, |d| d.as_nanos()), push.server);
+    let fingerprint =
+        format!("{}|{length}|{}|{}", canonical.display(), modified.map_or(0, |d| d.as_nanos()), push.server);
     let endpoint = format!("{}/api/uploads", push.server.trim_end_matches('/'));
     let client = Client { http: reqwest::Client::new(), token: push.token.clone() };
 

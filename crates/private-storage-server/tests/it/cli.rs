@@ -245,7 +245,7 @@ async fn the_readme_flow_runs_on_the_binary() {
     let reply = http.post(format!("{}login", served.url)).form(&login).send().await.unwrap();
     assert_eq!(reply.status(), 303, "logged in");
     let index = http.get(&served.url).send().await.unwrap().text().await.unwrap();
-    assert!(index.contains("Upload a file"), "{index}");
+    assert!(index.contains("Upload files"), "{index}");
 
     let token = ok(&cli(&data, &["token", "create", "admin"], None, &[])).trim().to_owned();
     let bytes = pdf(20_000);
@@ -383,4 +383,58 @@ fn share_links_are_listed_and_revoked_by_url_token_or_id() {
     ok(&cli(&data, &["share", "revoke", &last_id], None, &[]));
     assert!(ok(&cli(&data, &["share", "list", &id], None, &[])).is_empty());
     assert!(failed(&cli(&data, &["share", "revoke", "http://x/s/forged"], None, &[]), 1).contains("no such link"));
+}
+
+/// `push` uploads to a running server through tus; killed at 40 % (SIGKILL), the same command
+/// run again resumes where the server is and the stored file is the source.
+#[test]
+fn push_resumes_an_interrupted_upload_and_the_file_arrives_whole() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&cli(&data, &["user", "add", "admin", "--password-stdin"], Some("correct horse battery\n"), &[]));
+    let token = ok(&cli(&data, &["token", "create", "admin"], None, &[])).trim().to_owned();
+    let served = Served::start(&data);
+    let source = dir.path().join("Jahresabschluss 2026.pdf");
+    let bytes = pdf(24 << 20);
+    std::fs::write(&source, &bytes).unwrap();
+    let state = dir.path().join("push-state.json");
+    let push = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_private-storage"));
+        command.arg("push").arg(&source).args(["--server", &served.url, "--chunk-size", "1MiB", "--state"]);
+        command.arg(&state).env("PRIVATE_STORAGE_TOKEN", &token).env_remove("RUST_LOG");
+        command
+    };
+    let mut first = push().stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let progress = std::io::BufReader::new(first.stderr.take().unwrap());
+    let pushed = |line: &str| line.strip_prefix("pushed ").and_then(|l| l.split(' ').next()?.parse::<u64>().ok());
+    let mut reached = 0;
+    for line in progress.lines() {
+        if let Some(n) = pushed(&line.unwrap()) {
+            reached = n;
+            if n >= bytes.len() as u64 * 2 / 5 {
+                break;
+            }
+        }
+    }
+    first.kill().unwrap();
+    assert!(!first.wait().unwrap().success(), "killed mid-upload");
+    assert!(reached >= bytes.len() as u64 * 2 / 5, "got to {reached}");
+    assert!(ok(&cli(&data, &["ls"], None, &[])).lines().all(|l| !l.contains("Jahresabschluss")), "not a file yet");
+
+    let second = push().output().unwrap();
+    let stdout = ok(&second);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    let resumed: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("resuming at ")?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no resume: {stderr}"));
+    assert!(resumed >= reached, "resumed at {resumed}, after the {reached} acknowledged");
+    let id = stdout.trim().rsplit('/').next().unwrap().to_owned();
+    let out = dir.path().join("back.pdf");
+    ok(&cli(&data, &["get", &id, "-o", out.to_str().unwrap()], None, &[]));
+    assert!(std::fs::read(&out).unwrap() == bytes, "the stored file is the source");
+    let remembered: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(remembered["urls"].as_object().unwrap().len(), 0, "a finished upload is forgotten");
+    served.stop();
 }
