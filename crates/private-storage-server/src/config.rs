@@ -61,6 +61,7 @@ keys! {
     SessionTtl = "session_ttl", Some("12h"), "how long a login lasts";
     AuditRetention = "audit_retention", Some("90d"), "how long the share-link audit trail is kept";
     UploadExpiry = "upload_expiry", Some("24h"), "how long an unfinished resumable (tus) upload is kept after its last request";
+    UploadChunkSize = "upload_chunk_size", Some("8MiB"), "bytes per request of the upload page's resumable uploads: keep it below any cap a proxy in front puts on request bodies";
     LogFormat = "log_format", Some("text"), "text | json";
     HeaderReadTimeout = "header_read_timeout", Some("10s"), "a client must send its request headers within this";
     RequestTimeout = "request_timeout", Some("60s"), "limit on pages and API calls (downloads and uploads are not cut)";
@@ -179,6 +180,8 @@ pub struct Config {
     pub audit_retention: Duration,
     /// How long an unfinished resumable upload is kept after its last request.
     pub upload_expiry: Duration,
+    /// Bytes per request of the upload page's resumable uploads.
+    pub upload_chunk_size: u64,
     pub log_json: bool,
     pub header_read_timeout: Duration,
     pub request_timeout: Duration,
@@ -351,6 +354,9 @@ impl Loader {
         };
         let max_file_size = parse_size(get(Key::MaxFileSize).unwrap_or_default())
             .ok_or_else(|| named(Key::MaxFileSize, "expected bytes or a size such as 10MB or 1GiB".into()))?;
+        let upload_chunk_size = parse_size(get(Key::UploadChunkSize).unwrap_or_default())
+            .filter(|&n| n > 0)
+            .ok_or_else(|| named(Key::UploadChunkSize, "expected a size such as 512KiB or 8MiB".into()))?;
         let content_types: Vec<String> = get(Key::ContentTypes)
             .unwrap_or_default()
             .split(',')
@@ -447,6 +453,7 @@ impl Loader {
             session_ttl: duration(Key::SessionTtl)?,
             audit_retention: duration(Key::AuditRetention)?,
             upload_expiry: duration(Key::UploadExpiry)?,
+            upload_chunk_size,
             log_json,
             header_read_timeout: duration(Key::HeaderReadTimeout)?,
             request_timeout: duration(Key::RequestTimeout)?,

@@ -41,7 +41,8 @@ function send(file) {
   return new Promise((resolve) => {
     const upload = new tus.Upload(file, {
       endpoint: '/api/uploads',
-      chunkSize: 8 * 1024 * 1024,
+      // Below any cap a proxy in front puts on request bodies (`upload_chunk_size`).
+      chunkSize: Number(form.dataset.chunkSize) || 8 * 1024 * 1024,
       retryDelays: [0, 1000, 2000, 4000, 8000, 15000],
       metadata: { filename: file.name, filetype: file.type },
       headers: { 'X-CSRF-Token': form.elements.csrf.value },

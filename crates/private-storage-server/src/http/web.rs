@@ -141,6 +141,7 @@ async fn index_page(
             user => user_ctx(authed), csrf => csrf_of(Some(authed)), files, total,
             prev => (page > 1).then_some(page - 1), next => (page * PER_PAGE < total).then_some(page + 1),
             max_size => human_size(state.config.max_file_size), types, notice, error,
+            chunk_size => state.config.upload_chunk_size,
         },
     )
 }
