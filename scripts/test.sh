@@ -70,6 +70,7 @@ echo "  served at $url and stopped cleanly"
 
 echo "==> benchmark harness smoke runs"
 bench/upload.sh --smoke
+bench/tus.sh --smoke
 bench/run.sh --smoke
 bench/s3.sh --smoke
 

@@ -36,6 +36,7 @@ pub use service::TusService;
 pub use store::{LocalPartials, PartialStore, UploadInfo};
 
 use crate::storage::ByteStream;
+use crate::upload::Sha256Of;
 use crate::{Error, PutMode, Result, SavedFile, UploadPolicy};
 
 /// What can go wrong in the protocol itself (the policy's refusals are the crate's usual
@@ -217,6 +218,7 @@ impl<R: ?Sized + Sync> Resumable<R> {
             expires: now + self.lifetime,
             checked: false,
             completed: false,
+            sha256_state: Some(hash_state::save(&sha2::Sha256::default())),
         };
         self.partials.create(&info).await?;
         Ok(info)
@@ -264,7 +266,7 @@ impl<R: ?Sized + Sync> Resumable<R> {
         let checked = Arc::new(Mutex::new(Checked::default()));
         let data = self.guarded(&info, patch.data, patch.checksum, &checked, &turn.active);
         let (offset, outcome) = self.partials.append(&info, data).await;
-        let Checked { refused, ended, with_checksum } =
+        let Checked { refused, ended, with_checksum, whole, hashed_to } =
             std::mem::take(&mut *checked.lock().unwrap_or_else(|e| e.into_inner()));
         // A request with a checksum that did not reach its end cannot be checked: not kept.
         let refused = refused.or_else(|| (with_checksum && !ended).then(|| TusError::ChecksumMismatch.into()));
@@ -273,6 +275,8 @@ impl<R: ?Sized + Sync> Resumable<R> {
             return Err(error);
         }
         info.offset = offset;
+        // The running digest holds if it saw exactly the bytes stored.
+        info.sha256_state = whole.filter(|_| hashed_to == offset).map(|h| hash_state::save(&h));
         info.expires = SystemTime::now() + self.lifetime;
         if !info.checked && (offset as usize >= self.policy.head_len() || Some(offset) == info.length) {
             let head = self.partials.head(id, self.policy.head_len()).await?;
@@ -347,7 +351,14 @@ impl<R: ?Sized + Sync> Resumable<R> {
         let key = self.policy.key_for(record, &name)?;
         let mode = if self.policy.overwrites() { PutMode::Overwrite } else { PutMode::CreateUnique };
         let stored = self.partials.finish(info, &key, mode).await?;
-        self.policy.check_kept(&stored.key, &name, info.metadata.filetype()).await
+        let digest = match info.sha256_state.as_deref().and_then(hash_state::load) {
+            Some(hasher) => {
+                use sha2::Digest;
+                Sha256Of::Written { sha256: crate::upload::hex(&hasher.finalize()), size: info.offset }
+            }
+            None => Sha256Of::Read { expected: None },
+        };
+        self.policy.check_kept_as(&stored.key, &name, info.metadata.filetype(), digest).await
     }
 
     /// Waits for this upload's turn, asking the request that has it to stop where it is.
@@ -387,7 +398,12 @@ impl<R: ?Sized + Sync> Resumable<R> {
             (None, None) => None,
         };
         let hasher = checksum.as_ref().map(|c| (c.hasher(), c.digest.clone()));
-        checked.lock().unwrap_or_else(|e| e.into_inner()).with_checksum = hasher.is_some();
+        {
+            let mut checked = checked.lock().unwrap_or_else(|e| e.into_inner());
+            checked.with_checksum = hasher.is_some();
+            checked.whole = info.sha256_state.as_deref().and_then(hash_state::load);
+            checked.hashed_to = info.offset;
+        }
         let state = Guard { data, offset: info.offset, limit, hasher, checked: checked.clone() };
         let active = active.clone();
         let stop = async move { active.stop.notified().await };
@@ -405,6 +421,7 @@ impl<R: ?Sized + Sync> Resumable<R> {
                     if let Some((h, _)) = &mut state.hasher {
                         h.update(&chunk);
                     }
+                    state.checked.lock().unwrap_or_else(|e| e.into_inner()).digest(&chunk);
                     Some((Ok(chunk), Some(state)))
                 }
                 Some(Err(e)) => Some((Err(e), None)),
@@ -432,6 +449,36 @@ struct Checked {
     /// Whether the body reached its end (and its checksum, if any, matched).
     ended: bool,
     with_checksum: bool,
+    /// The whole upload's running SHA-256, and the offset it has seen up to.
+    whole: Option<sha2::Sha256>,
+    hashed_to: u64,
+}
+
+impl Checked {
+    /// Adds a chunk handed to the store to the running digest.
+    fn digest(&mut self, chunk: &[u8]) {
+        use sha2::Digest;
+        if let Some(whole) = &mut self.whole {
+            whole.update(chunk);
+            self.hashed_to += chunk.len() as u64;
+        }
+    }
+}
+
+/// The running SHA-256 of an upload, kept in its state between requests.
+mod hash_state {
+    use base64::Engine;
+    use sha2::digest::common::hazmat::{SerializableState, SerializedState};
+
+    pub(super) fn save(hasher: &sha2::Sha256) -> String {
+        base64::engine::general_purpose::STANDARD.encode(hasher.serialize().as_slice())
+    }
+
+    pub(super) fn load(saved: &str) -> Option<sha2::Sha256> {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(saved).ok()?;
+        let state = SerializedState::<sha2::Sha256>::try_from(bytes.as_slice()).ok()?;
+        sha2::Sha256::deserialize(&state).ok()
+    }
 }
 
 /// The state of [`Resumable::guarded`]'s stream.

@@ -42,6 +42,10 @@ pub struct UploadInfo {
     /// expires.
     #[serde(default)]
     pub completed: bool,
+    /// The SHA-256 of the bytes stored so far, as the hasher's serialized state (base64):
+    /// computed as they arrive, so a complete upload is not read again for it.
+    #[serde(default)]
+    pub sha256_state: Option<String>,
 }
 
 /// Unfinished uploads: their state and their bytes so far. [`LocalPartials`] keeps them in a
@@ -51,15 +55,16 @@ pub trait PartialStore: Debug + Send + Sync + 'static {
     /// Creates an upload with no bytes.
     async fn create(&self, info: &UploadInfo) -> Result<()>;
 
-    /// The upload's state (its offset as stored), or `None`.
+    /// The upload's state, or `None`.
     async fn load(&self, id: &str) -> Result<Option<UploadInfo>>;
 
-    /// Saves changes of the state other than the offset (length, expiry, checked).
+    /// Saves the state, durably: its offset is the acknowledged one from then on.
     async fn save(&self, info: &UploadInfo) -> Result<()>;
 
-    /// Appends `data` at `info.offset` and makes it durable. Returns the new offset, and the
-    /// stream's error if it failed: what arrived before a failure is kept (that is what makes
-    /// an upload resumable).
+    /// Writes `data` at `info.offset` (dropping any bytes past it: written, never acknowledged)
+    /// and makes it durable. Returns the offset reached, and the stream's error if it failed:
+    /// what arrived before a failure is kept (that is what makes an upload resumable) once the
+    /// caller saves the new offset.
     async fn append(&self, info: &UploadInfo, data: ByteStream) -> (u64, Result<()>);
 
     /// Cuts the bytes back to `offset` (a refused request's bytes are not kept).
@@ -185,11 +190,18 @@ impl PartialStore for LocalPartials {
         if info.completed {
             return Ok(Some(info));
         }
-        info.offset = match tokio::fs::metadata(self.data(id)?).await {
+        // The saved offset is the acknowledged one; the bytes are made durable before it is
+        // saved, so the file holds at least that many (more if a request was cut by a crash).
+        let stored = match tokio::fs::metadata(self.data(id)?).await {
             Ok(meta) => meta.len(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io(e)),
         };
+        if stored < info.offset {
+            tracing::warn!(id, stored, saved = info.offset, "an upload holds fewer bytes than acknowledged");
+            info.offset = stored;
+            info.sha256_state = None;
+        }
         Ok(Some(info))
     }
 
@@ -201,11 +213,13 @@ impl PartialStore for LocalPartials {
         let mut offset = info.offset;
         let opened = async {
             let mut file = tokio::fs::OpenOptions::new().write(true).open(self.data(&info.id)?).await.map_err(io)?;
+            file.set_len(offset).await.map_err(io)?;
             file.seek(std::io::SeekFrom::Start(offset)).await.map_err(io)?;
-            Ok::<_, Error>(file)
+            let flusher = Flusher::new(&file).await?;
+            Ok::<_, Error>((file, flusher))
         };
-        let mut file = match opened.await {
-            Ok(file) => file,
+        let (mut file, mut flusher) = match opened.await {
+            Ok(opened) => opened,
             Err(e) => return (offset, Err(e)),
         };
         let mut outcome = Ok(());
@@ -217,6 +231,7 @@ impl PartialStore for LocalPartials {
                         break;
                     }
                     offset += chunk.len() as u64;
+                    flusher.wrote(chunk.len()).await;
                 }
                 Err(e) => {
                     outcome = Err(e);
@@ -225,8 +240,13 @@ impl PartialStore for LocalPartials {
             }
         }
         // Durable before acknowledged, the bytes of a broken request included.
-        if let Err(e) = file.sync_data().await {
-            return (info.offset, Err(io(e)));
+        if let Err(e) = async {
+            file.flush().await.map_err(io)?;
+            flusher.finish().await
+        }
+        .await
+        {
+            return (info.offset, Err(e));
         }
         (offset, outcome)
     }
@@ -292,6 +312,61 @@ impl PartialStore for LocalPartials {
             }
         }
         Ok(ids)
+    }
+}
+
+/// Flushes an upload's bytes to the disk while more arrive: every [`Flusher::EVERY`] bytes
+/// written, an `fdatasync` starts on the blocking pool (one at a time) and the writes go on;
+/// the last one, once the body has ended, has little left to do. Syncing only at the end would
+/// hold the acknowledgement for the write-back of the whole request.
+struct Flusher {
+    file: Arc<std::fs::File>,
+    unsynced: usize,
+    running: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// The first failed sync: Linux reports a write-back error once per open file, so a later
+    /// sync may succeed over lost bytes; this one is what `finish` answers.
+    failed: Option<std::io::Error>,
+}
+
+impl Flusher {
+    const EVERY: usize = 1 << 20;
+
+    async fn new(file: &tokio::fs::File) -> Result<Self> {
+        let clone = file.try_clone().await.map_err(io)?.into_std().await;
+        Ok(Self { file: Arc::new(clone), unsynced: 0, running: None, failed: None })
+    }
+
+    async fn wrote(&mut self, bytes: usize) {
+        self.unsynced += bytes;
+        if self.unsynced < Self::EVERY || self.running.as_ref().is_some_and(|r| !r.is_finished()) {
+            return;
+        }
+        if let Some(done) = self.running.take() {
+            self.settle(done).await;
+        }
+        let file = self.file.clone();
+        self.running = Some(tokio::task::spawn_blocking(move || file.sync_data()));
+        self.unsynced = 0;
+    }
+
+    async fn settle(&mut self, sync: tokio::task::JoinHandle<std::io::Result<()>>) {
+        let result = sync.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(e) = result {
+            self.failed.get_or_insert(e);
+        }
+    }
+
+    async fn finish(mut self) -> Result<()> {
+        if let Some(running) = self.running.take() {
+            self.settle(running).await;
+        }
+        let file = self.file.clone();
+        let last = tokio::task::spawn_blocking(move || file.sync_data());
+        self.settle(last).await;
+        match self.failed {
+            Some(e) => Err(io(e)),
+            None => Ok(()),
+        }
     }
 }
 

@@ -27,6 +27,15 @@ const HEAD: usize = 8 * 1024;
 /// For images: enough to get past large EXIF/ICC blocks to the dimensions.
 const IMAGE_HEAD: usize = 256 * 1024;
 
+/// What is known of a stored file's SHA-256 when it is checked.
+pub(crate) enum Sha256Of<'a> {
+    /// Nothing: read the file for it (and compare with `expected`, if given).
+    Read { expected: Option<&'a str> },
+    /// Computed by this process from the bytes as they were written: the file must have `size`
+    /// bytes.
+    Written { sha256: String, size: u64 },
+}
+
 /// Computes subfolders from a record.
 type SubfolderFn<R> = dyn Fn(&R) -> Vec<String> + Send + Sync;
 /// Computes a path from a record and a file name.
@@ -395,7 +404,8 @@ impl<R: ?Sized> UploadPolicy<R> {
             if let Err(e) = self.storage.delete(uploaded).await {
                 tracing::warn!(key = %uploaded, error = %e, "could not delete a direct upload after copying it");
             }
-            self.check_kept_as(&kept, uploaded.file_name(), declared_type, expected_sha256).await
+            let digest = Sha256Of::Read { expected: expected_sha256 };
+            self.check_kept_as(&kept, uploaded.file_name(), declared_type, digest).await
         }
     }
 
@@ -423,25 +433,16 @@ impl<R: ?Sized> UploadPolicy<R> {
         self.validate(&sniff::sniff(head), head, declared_type, filename).map(|_| ())
     }
 
-    /// Checks a file already stored under `key` (one nobody else can write) whole, as `save`
-    /// checks a stream; deletes it if it breaks the policy.
-    pub(crate) async fn check_kept(
+    /// Checks a file already stored under `key` (one nobody else can write) as `save` checks a
+    /// stream; deletes it if it breaks the policy. `digest` is what is known of its SHA-256.
+    pub(crate) async fn check_kept_as(
         &self,
         key: &ObjectKey,
         filename: &str,
         declared_type: Option<&str>,
+        digest: Sha256Of<'_>,
     ) -> Result<SavedFile> {
-        self.check_kept_as(key, filename, declared_type, None).await
-    }
-
-    async fn check_kept_as(
-        &self,
-        key: &ObjectKey,
-        filename: &str,
-        declared_type: Option<&str>,
-        expected_sha256: Option<&str>,
-    ) -> Result<SavedFile> {
-        let checked = self.check_stored(key, filename, declared_type, expected_sha256).await;
+        let checked = self.check_stored(key, filename, declared_type, digest).await;
         if checked.is_err()
             && let Err(e) = self.storage.delete(key).await
         {
@@ -455,7 +456,7 @@ impl<R: ?Sized> UploadPolicy<R> {
         key: &ObjectKey,
         filename: &str,
         declared_type: Option<&str>,
-        expected_sha256: Option<&str>,
+        digest: Sha256Of<'_>,
     ) -> Result<SavedFile> {
         use sha2::Digest;
         let meta = self.storage.head(key).await?;
@@ -473,23 +474,30 @@ impl<R: ?Sized> UploadPolicy<R> {
         let head = self.storage.get(key, pinned(GetOptions::default().with_range(0..head_len))).await?.bytes().await?;
         let found = sniff::sniff(&head);
         let (width, height) = self.validate(&found, &head, declared_type, filename)?;
-        let mut hasher = sha2::Sha256::new();
-        let mut size = 0u64;
-        let mut body = self.storage.get(key, pinned(GetOptions::default())).await?.into_stream();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk?;
-            size += chunk.len() as u64;
-            hasher.update(&chunk);
-        }
-        let sha256 = hex(&hasher.finalize());
-        if size != meta.size {
-            return Err(Error::PreconditionFailed { key: key.clone() });
-        }
-        if let Some(expected) = expected_sha256
-            && !expected.eq_ignore_ascii_case(&sha256)
-        {
-            return Err(Error::BadUpload { message: "The file does not match its checksum.".to_owned() });
-        }
+        let (size, sha256) = match digest {
+            Sha256Of::Written { sha256, size } if size == meta.size => (size, sha256),
+            Sha256Of::Written { .. } => return Err(Error::PreconditionFailed { key: key.clone() }),
+            Sha256Of::Read { expected } => {
+                let mut hasher = sha2::Sha256::new();
+                let mut size = 0u64;
+                let mut body = self.storage.get(key, pinned(GetOptions::default())).await?.into_stream();
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk?;
+                    size += chunk.len() as u64;
+                    hasher.update(&chunk);
+                }
+                let sha256 = hex(&hasher.finalize());
+                if size != meta.size {
+                    return Err(Error::PreconditionFailed { key: key.clone() });
+                }
+                if let Some(expected) = expected
+                    && !expected.eq_ignore_ascii_case(&sha256)
+                {
+                    return Err(Error::BadUpload { message: "The file does not match its checksum.".to_owned() });
+                }
+                (size, sha256)
+            }
+        };
         let original_name = naming::display_name(filename);
         Ok(SavedFile { key: key.clone(), size, content_type: found, original_name, sha256, width, height })
     }

@@ -248,3 +248,24 @@ async fn creation_with_upload_stores_the_first_bytes() {
     assert_eq!(patch(&f.app, "ada", &url, 12_000, &data[12_000..], &[]).await.status, StatusCode::NO_CONTENT);
     assert_eq!(f.completed.lock().unwrap()[0].1.sha256, common::sha256(&data));
 }
+
+#[tokio::test]
+async fn the_digest_is_right_whether_kept_across_requests_or_read_again() {
+    let f = fixture(|p| p);
+    let data = pdf(90_000, 9);
+    for lose_the_running_digest in [false, true] {
+        let url = create(&f.app, "ada", data.len(), "d.pdf").await;
+        assert_eq!(patch(&f.app, "ada", &url, 0, &data[..40_000], &[]).await.status, StatusCode::NO_CONTENT);
+        if lose_the_running_digest {
+            // A state written before the digest was kept (or lost): the file is read again.
+            let state = f.partial.join(format!("{}.json", url.rsplit('/').next().unwrap()));
+            let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+            assert!(json["sha256_state"].is_string());
+            json["sha256_state"] = serde_json::Value::Null;
+            std::fs::write(&state, serde_json::to_vec(&json).unwrap()).unwrap();
+        }
+        assert_eq!(patch(&f.app, "ada", &url, 40_000, &data[40_000..], &[]).await.status, StatusCode::NO_CONTENT);
+        let (_, saved) = f.completed.lock().unwrap().last().unwrap().clone();
+        assert_eq!(saved.sha256, common::sha256(&data), "lost: {lose_the_running_digest}");
+    }
+}
