@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use private_storage::tus::LocalPartials;
+use private_storage::tus::{LocalPartials, PartialStore, S3Partials};
 use private_storage::{
     Delivery, LocalStorage, OnDenied, S3Storage, ServePrivate, ShareKeys, ShareLinks, Storage, allow_authenticated,
     allow_staff, allow_superuser,
@@ -152,12 +152,11 @@ impl AppState {
         let backend = Backend::open(&config.storage)?;
         let storage = backend.shared();
         // Unfinished resumable uploads: beside the default media folder, so a finished one is
-        // renamed into it; streamed into any other storage.
-        let unfinished = config.data_dir.join("uploads");
-        let partials = match &backend {
-            Backend::Local(local) => LocalPartials::new(&unfinished, local.clone()),
-            Backend::S3(s3) => LocalPartials::copying_into(&unfinished, s3.clone()),
-        }?;
+        // renamed into it; in the bucket with S3, so that every instance can continue them.
+        let partials: Arc<dyn PartialStore> = match &backend {
+            Backend::Local(local) => Arc::new(LocalPartials::new(config.data_dir.join("uploads"), local.clone())?),
+            Backend::S3(s3) => Arc::new(S3Partials::new(s3.clone())),
+        };
 
         let serving =
             ServePrivate::from_arc(storage.clone()).delivery(delivery(&config)?).on_denied(match config.on_denied {

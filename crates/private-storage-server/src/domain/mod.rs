@@ -15,7 +15,7 @@ mod resumable;
 use std::sync::Arc;
 
 use http::StatusCode;
-use private_storage::tus::{LocalPartials, Resumable};
+use private_storage::tus::{PartialStore, Resumable};
 use private_storage::{ServePrivate, ServeRecords, ServeShared, ShareLinks, Storage, UploadPolicy};
 
 pub(crate) use accounts::role;
@@ -206,7 +206,7 @@ pub(crate) struct Parts {
     pub(crate) links: ShareLinks,
     pub(crate) metrics: Arc<Metrics>,
     /// Where unfinished resumable uploads are kept.
-    pub(crate) partials: LocalPartials,
+    pub(crate) partials: Arc<dyn PartialStore>,
 }
 
 impl Domain {
@@ -225,7 +225,7 @@ impl Domain {
         let records = ServeRecords::new(DbRecords(db.clone()), serving.clone().rule(files::owner_or_staff))
             .disposition(files::disposition);
         let shared = ServeShared::new(links.clone(), serving.clone()).records(links::record_keys(db.clone()));
-        let resumable = Resumable::new(policy.clone(), partials).lifetime(config.upload_expiry);
+        let resumable = Resumable::from_arc(policy.clone(), partials).lifetime(config.upload_expiry);
         Self {
             media,
             records,

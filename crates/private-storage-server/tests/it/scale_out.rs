@@ -1,7 +1,8 @@
 //! Scale-out on real distributed parts: PostgreSQL, a 3-node Garage cluster (replication
 //! factor 3) and two server instances behind nginx. A session started on one instance works on
-//! the other; files uploaded through one are listed, downloaded and deleted through the other;
-//! with one Garage node down, uploads and downloads go on.
+//! the other; files uploaded through one are listed, downloaded and deleted through the other; a
+//! resumable upload started on one is finished on the other; with one Garage node down, uploads
+//! and downloads go on.
 use crate::common;
 use crate::common::peers;
 
@@ -119,6 +120,43 @@ async fn two_instances_share_sessions_records_and_files_and_survive_a_storage_no
     assert_eq!(reqwest::get(format!("{base_b}{url}")).await.unwrap().status(), 200);
     b.db.revoke_link(link["link_id"].as_str().unwrap(), i64::MAX).await.unwrap();
     assert_eq!(reqwest::get(format!("{base_a}{url}")).await.unwrap().status(), 403);
+
+    // A resumable upload started on A is continued on B: its bytes and state are the bucket's.
+    let tus = |method: reqwest::Method, url: String| {
+        http.request(method, url).header("tus-resumable", "1.0.0").header("x-csrf-token", &session_csrf)
+    };
+    let big = pdf(12 * 1024 * 1024 + 5);
+    let created = tus(reqwest::Method::POST, format!("{base_a}/api/uploads"))
+        .header("upload-length", big.len().to_string())
+        .header("upload-metadata", "filename UmVzdW1lZC5wZGY=")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+    let first = tus(reqwest::Method::PATCH, format!("{base_a}{location}"))
+        .header("upload-offset", "0")
+        .header("content-type", "application/offset+octet-stream")
+        .body(big[..9 * 1024 * 1024].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 204);
+    let head = tus(reqwest::Method::HEAD, format!("{base_b}{location}")).send().await.unwrap();
+    assert_eq!(head.headers()["upload-offset"], (9 * 1024 * 1024).to_string().as_str(), "B knows A's upload");
+    let rest = tus(reqwest::Method::PATCH, format!("{base_b}{location}"))
+        .header("upload-offset", (9 * 1024 * 1024).to_string())
+        .header("content-type", "application/offset+octet-stream")
+        .body(big[9 * 1024 * 1024..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), 204);
+    let file = rest.headers()["x-file-location"].to_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    let (status, got) = download(&http, &base_a, &file).await;
+    assert_eq!((status, sha256(&got)), (200, sha256(&big)), "the file B completed, read on A");
+    let gone = http.delete(format!("{base_a}/api/files/{file}")).header("x-csrf-token", &session_csrf).send().await;
+    assert_eq!(gone.unwrap().status(), 204);
 
     // Delete through B: gone on both.
     let deleted =

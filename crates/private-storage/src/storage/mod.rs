@@ -26,6 +26,8 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 pub use local::LocalStorage;
 pub use memory::{Fault, MemoryStorage};
 pub use migrate::{MigrationProgress, MigrationReport, migrate};
+#[cfg(all(feature = "s3", feature = "tus"))]
+pub use s3::S3Partials;
 #[cfg(feature = "s3")]
 pub use s3::{
     DEFAULT_PRESIGN_EXPIRY, Encryption, PostPolicy, PresignedPost, S3Builder, S3Setting, S3Storage,

@@ -31,6 +31,8 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 
+#[cfg(feature = "s3")]
+pub use crate::storage::S3Partials;
 pub use protocol::{CHECKSUM_ALGORITHMS, Checksum, EXTENSIONS, Metadata, OFFSET_OCTET_STREAM, VERSION};
 pub use service::TusService;
 pub use store::{LocalPartials, PartialStore, UploadInfo};
@@ -179,7 +181,12 @@ impl<R: ?Sized + Sync> Resumable<R> {
     /// Uploads checked by `policy`, their bytes kept in `partials` until complete. `partials`
     /// must finish into the policy's storage.
     pub fn new(policy: UploadPolicy<R>, partials: impl PartialStore) -> Self {
-        Self { policy, partials: Arc::new(partials), lifetime: DEFAULT_LIFETIME, active: Arc::default() }
+        Self::from_arc(policy, Arc::new(partials))
+    }
+
+    /// As [`Resumable::new`], with a store already shared (or chosen at run time).
+    pub fn from_arc(policy: UploadPolicy<R>, partials: Arc<dyn PartialStore>) -> Self {
+        Self { policy, partials, lifetime: DEFAULT_LIFETIME, active: Arc::default() }
     }
 
     /// How long an upload lives after its last `PATCH` (default [`DEFAULT_LIFETIME`]).

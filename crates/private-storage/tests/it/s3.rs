@@ -522,3 +522,57 @@ async fn a_client_that_disconnects_stops_the_upstream_s3_transfer() {
     let sent = bodies.bytes.load(std::sync::atomic::Ordering::SeqCst) - sent_before;
     assert!(sent < LARGE as u64 / 2, "S3 sent {sent} of {LARGE} bytes for a client that took ~1 MiB");
 }
+
+/// Resumable uploads kept in the bucket: 8 MiB parts and a durable tail, continued by a second
+/// "server" (another `S3Partials` over the same bucket), completed into place with the right
+/// bytes; an ended or expired upload's multipart upload is aborted and nothing of it is left.
+#[cfg(feature = "tus")]
+#[tokio::test(flavor = "multi_thread")]
+async fn resumable_uploads_live_in_the_bucket_and_any_server_continues_them() {
+    use private_storage::tus::{Metadata, Patch, Resumable, S3Partials};
+    let server = servers::garage().await;
+    let storage = Arc::new(server.builder().prefix("tus").conditional_writes(false).build().unwrap());
+    let policy: UploadPolicy = UploadPolicy::from_arc(storage.clone()).upload_to("done");
+    let one = Resumable::new(policy.clone(), S3Partials::new(storage.clone()));
+    let two = Resumable::new(policy.clone(), S3Partials::new(storage.clone()));
+    let data = common::pattern(20 << 20, 3);
+    let patch = |offset: usize, end: usize| Patch {
+        offset: offset as u64,
+        length: None,
+        checksum: None,
+        data: stream::iter([Ok(Bytes::copy_from_slice(&data[offset..end]))]).boxed(),
+    };
+    let meta = Metadata::parse("filename ZGF0YS5iaW4=").unwrap();
+    let info = one.create("ada", Some(data.len() as u64), meta.clone()).await.unwrap();
+    // Its objects are the staging area's: no key reaches them.
+    let state = key(&format!(".ps-staging/tus/{}.json", info.id));
+    assert!(matches!(storage.head(&state).await, Err(Error::NotFound { .. })));
+    assert!(matches!(storage.get(&state, Default::default()).await, Err(Error::NotFound { .. })));
+    assert!(storage.put_bytes(&state, "forged").await.is_err());
+    // 3 MiB: no whole part yet, all of it in the tail.
+    assert_eq!(one.patch(&(), "ada", &info.id, patch(0, 3 << 20)).await.unwrap().info.offset, 3 << 20);
+    // The other server sees where it is and goes on: 7 MiB more, one part and a new tail.
+    assert_eq!(two.info("ada", &info.id).await.unwrap().offset, 3 << 20);
+    assert_eq!(two.patch(&(), "ada", &info.id, patch(3 << 20, 10 << 20)).await.unwrap().info.offset, 10 << 20);
+    assert_eq!(server.unfinished_uploads().await, 1, "one multipart upload holds the parts");
+    let done = one.patch(&(), "ada", &info.id, patch(10 << 20, data.len())).await.unwrap();
+    let saved = done.saved.expect("the last bytes complete it");
+    assert!(saved.key.as_str().starts_with("done/"), "{}", saved.key);
+    assert_eq!((saved.size, saved.sha256.as_str()), (data.len() as u64, common::sha256(&data).as_str()));
+    assert!(storage.read(&saved.key).await.unwrap() == data, "the bytes in place are the upload's");
+    assert_eq!(server.unfinished_uploads().await, 0);
+    assert_eq!(two.info("ada", &info.id).await.unwrap().offset, data.len() as u64, "done, on every server");
+
+    // Ended, and expired: the multipart upload is aborted, nothing of either is left.
+    let ended = one.create("ada", Some(data.len() as u64), meta.clone()).await.unwrap();
+    two.patch(&(), "ada", &ended.id, patch(0, 9 << 20)).await.unwrap();
+    let short_lived = Resumable::new(policy, S3Partials::new(storage.clone())).lifetime(Duration::ZERO);
+    let expired = short_lived.create("ada", Some(data.len() as u64), meta).await.unwrap();
+    assert_eq!(server.unfinished_uploads().await, 1);
+    one.terminate("ada", &ended.id).await.unwrap();
+    assert_eq!(short_lived.sweep().await.unwrap(), 1, "the expired upload (the finished one's state lives on)");
+    assert_eq!(server.unfinished_uploads().await, 0);
+    assert!(one.info("ada", &expired.id).await.is_err());
+    let left: Vec<_> = storage.list(None).try_collect().await.unwrap();
+    assert_eq!(left.iter().map(|m| m.key.to_string()).collect::<Vec<_>>(), [saved.key.to_string()], "only the file");
+}

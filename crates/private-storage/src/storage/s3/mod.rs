@@ -2,6 +2,8 @@
 //! S3 client.
 
 mod config;
+#[cfg(feature = "tus")]
+mod partials;
 mod post;
 
 use std::sync::Arc;
@@ -17,6 +19,8 @@ use object_store::signer::{Method, SignedUrlOptions, Signer};
 use object_store::{Attribute, Attributes, GetRange, MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
 
 pub use config::{DEFAULT_PRESIGN_EXPIRY, Encryption, S3Builder, S3Setting};
+#[cfg(feature = "tus")]
+pub use partials::S3Partials;
 pub use post::{PostPolicy, PresignedPost};
 
 use super::{GetOptions, GetResult, ObjectMeta, Payload, PresignedGet, PutMode, PutOptions, PutStream, Storage};
@@ -29,8 +33,30 @@ const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts in flight at once per upload; memory per upload stays under `(1 + this) × PART_SIZE`.
 const PARTS_IN_FLIGHT: usize = 2;
 /// Where multipart uploads with a create-only mode are assembled before they are copied into
-/// place with `If-None-Match: *`. Never listed, never a valid key to read.
+/// place with `If-None-Match: *`, and resumable uploads wait: never listed, and a key with
+/// this segment is neither read (missing) nor written.
 const STAGING: &str = ".ps-staging";
+
+/// Whether `key` names something in the staging area.
+fn is_staging(key: &ObjectKey) -> bool {
+    key.segments().any(|segment| segment == STAGING)
+}
+
+/// A read of a staging object: as missing as it is for `list`.
+fn readable(key: &ObjectKey) -> Result<()> {
+    match is_staging(key) {
+        true => Err(Error::NotFound { key: key.clone() }),
+        false => Ok(()),
+    }
+}
+
+/// A write into the staging area: refused.
+fn writable(key: &ObjectKey) -> Result<()> {
+    match is_staging(key) {
+        true => Err(Error::storage("s3", format!("keys with a {STAGING} segment are reserved for staging"))),
+        false => Ok(()),
+    }
+}
 
 /// Private objects in an S3-compatible bucket (AWS S3, MinIO, Ceph, Garage, R2, ...).
 ///
@@ -305,6 +331,7 @@ impl S3Storage {
 #[async_trait]
 impl Storage for S3Storage {
     async fn head(&self, key: &ObjectKey) -> Result<ObjectMeta> {
+        readable(key)?;
         let options = object_store::GetOptions { head: true, ..Default::default() };
         let got = self.store.get_opts(&self.path(key), options).await.map_err(|e| map_err(key, e))?;
         Ok(self.meta(key.clone(), &got.meta, Some(&got.attributes)))
@@ -318,6 +345,7 @@ impl Storage for S3Storage {
         if inline_max == 0 {
             return Ok((self.head(key).await?, None));
         }
+        readable(key)?;
         let request = object_store::GetOptions { range: Some(GetRange::Bounded(0..inline_max)), ..Default::default() };
         match self.store.get_opts(&self.path(key), request).await {
             Ok(got) => {
@@ -333,6 +361,7 @@ impl Storage for S3Storage {
     }
 
     async fn get(&self, key: &ObjectKey, options: GetOptions) -> Result<GetResult> {
+        readable(key)?;
         if let Some(range) = options.range.clone().filter(|r| r.start >= r.end) {
             // S3 cannot send zero bytes of an object: check the range against its size.
             let meta = self.head(key).await?;
@@ -377,6 +406,7 @@ impl Storage for S3Storage {
     }
 
     async fn put(&self, key: &ObjectKey, mut data: PutStream<'_>, options: PutOptions) -> Result<ObjectMeta> {
+        writable(key)?;
         let mut first = Vec::new();
         let mut buffered = 0;
         while buffered < PART_SIZE {
@@ -394,6 +424,8 @@ impl Storage for S3Storage {
 
     /// `CopyObject` on the S3 server: the bytes never pass through here.
     async fn copy(&self, from: &ObjectKey, to: &ObjectKey, mode: PutMode) -> Result<ObjectMeta> {
+        readable(from)?;
+        writable(to)?;
         let (key, _) = self.copy_path(&self.path(from), to, mode).await.map_err(|e| match e {
             // A write's target cannot be missing: it is the source.
             Error::NotFound { .. } => Error::NotFound { key: from.clone() },
@@ -403,6 +435,7 @@ impl Storage for S3Storage {
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
+        writable(key)?;
         match self.store.delete(&self.path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(map_err(key, e)),
@@ -440,6 +473,7 @@ impl Storage for S3Storage {
     }
 
     async fn presigned_get(&self, key: &ObjectKey, request: &PresignedGet) -> Result<Option<String>> {
+        readable(key)?;
         if matches!(self.encryption, Encryption::Customer { .. }) {
             return Err(Error::config(
                 "delivery",

@@ -73,6 +73,7 @@ impl S3Storage {
     /// [`Error::Config`] for an SSE-C storage (a browser cannot send the customer key);
     /// [`Error::Storage`] if no credentials can be obtained.
     pub async fn presigned_post(&self, policy: &PostPolicy) -> Result<PresignedPost> {
+        super::writable(&policy.key)?;
         if matches!(self.encryption, Encryption::Customer { .. }) {
             return Err(Error::config("encryption", "direct uploads cannot carry a customer key (SSE-C)"));
         }

@@ -106,6 +106,11 @@ impl S3Server {
             .credentials(ACCESS_KEY, SECRET_KEY)
     }
 
+    /// Garage only: the bucket's unfinished multipart uploads.
+    pub async fn unfinished_uploads(&self) -> i64 {
+        self.garage.as_ref().expect("a Garage server").nodes[0].unfinished_uploads(BUCKET).await
+    }
+
     /// What Garage logged.
     pub fn log(&self) -> String {
         self.garage.as_ref().map(|g| g.nodes[0].log()).unwrap_or_default()
