@@ -269,3 +269,46 @@ async fn the_digest_is_right_whether_kept_across_requests_or_read_again() {
         assert_eq!(saved.sha256, common::sha256(&data), "lost: {lose_the_running_digest}");
     }
 }
+
+/// Two `PATCH`es to one upload at once (a client that lost its connection tries again while
+/// the server still reads the old request): the newcomer stops the running one where it is,
+/// that one keeps what arrived, and the newcomer is told the offset moved (409).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_patch_stops_the_running_one_and_finds_the_offset_it_left() {
+    let f = fixture(|p| p);
+    let data = pdf(100_000, 5);
+    let url = create(&f.app, "ada", data.len(), "c.pdf").await;
+    let (sender, receiver) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+    let body = futures_util::stream::unfold(receiver, |mut rx| async move {
+        rx.recv().await.map(|chunk| (Ok::<_, std::io::Error>(chunk), rx))
+    });
+    sender.send(bytes::Bytes::copy_from_slice(&data[..10_000])).await.unwrap();
+    let request = Request::patch(&url)
+        .header("tus-resumable", "1.0.0")
+        .header("authorization", "Bearer ada")
+        .header("upload-offset", "0")
+        .header("content-type", "application/offset+octet-stream")
+        .body(Body::from_stream(body))
+        .unwrap();
+    let app = f.app.clone();
+    let running = tokio::spawn(async move { app.oneshot(request).await.unwrap() });
+    // Until the first 10,000 bytes are stored, the running request holds the upload.
+    let stored = f.partial.join(url.rsplit('/').next().unwrap());
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while std::fs::metadata(&stored).map_or(0, |m| m.len()) < 10_000 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the first request's bytes arrive");
+    let second = patch(&f.app, "ada", &url, 0, &data, &[]).await;
+    assert_eq!(second.status, StatusCode::CONFLICT, "the offset moved under it");
+    let first = running.await.unwrap();
+    assert_eq!(first.status(), StatusCode::NO_CONTENT, "stopped where it was, its bytes kept");
+    assert_eq!(first.headers()["upload-offset"], "10000");
+    drop(sender);
+    let head = send(&f.app, "HEAD", &url, Some("ada"), &[], vec![]).await;
+    assert_eq!(head.header("upload-offset"), Some("10000"));
+    assert_eq!(patch(&f.app, "ada", &url, 10_000, &data[10_000..], &[]).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(f.completed.lock().unwrap()[0].1.sha256, common::sha256(&data));
+}
