@@ -1,7 +1,7 @@
 // The server's pages in Debian's headless Chromium: log in, upload and see the file appear,
 // get the size-limit message, download and compare bytes, log out, be denied afterwards.
 // Usage: node flow.mjs <base-url> <user> <password> <max-file-bytes> <screenshot.png>
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,11 +15,7 @@ writeFileSync(small, pdf);
 const big = join(dir, 'too-big.pdf');
 writeFileSync(big, Buffer.concat([Buffer.from('%PDF-1.7\n'), Buffer.alloc(Number(maxBytes) + 1000, 'y')]));
 
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run', '--disable-background-networking',
-         '--disable-component-update', '--disable-sync', '--disable-quic'],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage();
   await page.goto(base + '/');

@@ -3,7 +3,7 @@
 // test restarts the server then: the uploads resume by themselves), and checks that both
 // complete and appear in the list.
 // Usage: node resume.mjs <base-url> <user> <password> <bytes-per-file> <screenshot.png>
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,11 +20,7 @@ const files = ['Messreihe A.bin', 'Messreihe B.bin'].map((name) => {
   return path;
 });
 
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run', '--disable-background-networking',
-         '--disable-component-update', '--disable-sync', '--disable-quic'],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage();
   await page.goto(base + '/login');
