@@ -14,6 +14,7 @@ use private_storage::tus::{Patch, TusError};
 use super::api::csrf_header;
 use super::auth::Authed;
 use crate::AppState;
+use crate::db::FileRow;
 use crate::domain::Error;
 
 /// Where uploads live: `Location` is this and the id.
@@ -34,9 +35,10 @@ async fn handle(state: &AppState, path: &str, request: Request) -> Response {
         let (parts, body) = request.into_parts();
         let parsed = TusRequest::parse(&parts, path).map_err(private_storage::Error::from)?;
         let domain = &state.domain;
+        let options = || tus::options(Some(domain.resumable_max_size()));
         if let TusRequest::Options = parsed {
             // Clients ask before they log in.
-            return Ok(tus::options(Some(domain.resumable_max_size())));
+            return Ok(options());
         }
         let authed = parts.extensions.get::<Authed>().ok_or(Error::Unauthenticated)?;
         let changes = !matches!(parsed, TusRequest::Head { .. });
@@ -46,14 +48,16 @@ async fn handle(state: &AppState, path: &str, request: Request) -> Response {
         let actor = authed.actor();
         let body = || tus::body_stream(body);
         match parsed {
-            TusRequest::Options => Ok(tus::options(Some(domain.resumable_max_size()))),
+            TusRequest::Options => Ok(options()),
             TusRequest::Create { length, metadata, with_upload } => {
                 let mut info = domain.create_upload(&actor, length, metadata).await?;
+                let mut record = None;
                 if with_upload {
                     let patch = Patch { offset: 0, length: None, checksum: None, data: body() };
-                    info = domain.append_upload(&actor, &info.id, patch).await?.0;
+                    (info, record) = domain.append_upload(&actor, &info.id, patch).await?;
                 }
-                Ok(tus::created(&format!("{ENDPOINT}/{}", info.id), &info, with_upload))
+                let response = tus::created(&format!("{ENDPOINT}/{}", info.id), &info, with_upload);
+                Ok(with_file_location(response, record))
             }
             TusRequest::Head { id } => Ok(tus::head(&domain.upload_state(&actor, &id).await?)),
             TusRequest::Patch { id, offset, length, content_length, checksum } => {
@@ -66,14 +70,7 @@ async fn handle(state: &AppState, path: &str, request: Request) -> Response {
                 }
                 let patch = Patch { offset, length, checksum, data: body() };
                 let (info, record) = domain.append_upload(&actor, &id, patch).await?;
-                let mut response = tus::patched(&info);
-                if let Some(record) = record
-                    && let Ok(value) = HeaderValue::from_str(&format!("/api/files/{}", record.id))
-                {
-                    // Where the finished file is (an addition of ours: tus has no such header).
-                    response.headers_mut().insert("x-file-location", value);
-                }
-                Ok(response)
+                Ok(with_file_location(tus::patched(&info), record))
             }
             TusRequest::Delete { id } => {
                 domain.end_upload(&actor, &id).await?;
@@ -85,6 +82,17 @@ async fn handle(state: &AppState, path: &str, request: Request) -> Response {
         Ok(response) => response.map(Body::new),
         Err(e) => failure(&e),
     }
+}
+
+/// Where the finished file is, on the answer to the request that finished it (an addition of
+/// ours: tus has no such header).
+fn with_file_location<B>(mut response: http::Response<B>, record: Option<FileRow>) -> http::Response<B> {
+    if let Some(record) = record
+        && let Ok(value) = HeaderValue::from_str(&format!("/api/files/{}", record.id))
+    {
+        response.headers_mut().insert("x-file-location", value);
+    }
+    response
 }
 
 /// A domain error as a tus answer: its status and message with the protocol's headers.

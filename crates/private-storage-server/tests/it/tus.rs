@@ -66,8 +66,17 @@ async fn a_finished_upload_becomes_a_file_record_and_not_before() {
     let download = s.get(&format!("/files/{id}/download"), &auth).await;
     assert_eq!((download.status.as_u16(), &download.body[..]), (200, &data[..]));
     assert_eq!(s.get("/api/files", &auth).await.json()["total"], 1);
+
+    // A whole file in the creation request (creation-with-upload) is a file at once.
+    let small = pdf(30_000);
+    let len = small.len().to_string();
+    let headers = [("upload-length", len.as_str()), ("content-type", "application/offset+octet-stream")];
+    let at_once = s.send(tus("POST", "/api/uploads", &auth, &headers, Body::from(small.clone()))).await;
+    assert_eq!((at_once.status.as_u16(), at_once.header("upload-offset")), (201, Some("30000")));
+    let file = at_once.header("x-file-location").expect("where the file is").to_owned();
+    assert_eq!(s.get(&file, &auth).await.json()["sha256"].as_str().unwrap(), sha256_hex(&small));
     let left: Vec<_> = std::fs::read_dir(s.dir.path().join("data/uploads")).unwrap().collect();
-    assert_eq!(left.len(), 1, "only the finished upload's state, until it expires: {left:?}");
+    assert_eq!(left.len(), 2, "only the finished uploads' states, until they expire: {left:?}");
 }
 
 #[tokio::test]
