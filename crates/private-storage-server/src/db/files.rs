@@ -1,7 +1,7 @@
 //! File records.
 
 use super::rows::{FileRow, Number, OwnedFile};
-use super::{Arg, Db, DbResult};
+use super::{Arg, Db, DbResult, now};
 
 const FILE: &str = "SELECT id, owner_id, object_key, name, size, content_type, sha256, created FROM files";
 
@@ -66,5 +66,29 @@ impl Db {
     /// Gives every file of one user to another; returns how many.
     pub async fn transfer_files(&self, from: &str, to: &str) -> DbResult<u64> {
         self.execute("UPDATE files SET owner_id = $1 WHERE owner_id = $2", &[Arg::Text(to), Arg::Text(from)]).await
+    }
+
+    /// Takes (or renews) the lease on a resumable upload for `holder` until `until`: `false`
+    /// while another holder's lease runs.
+    pub async fn lease_upload(&self, upload_id: &str, holder: &str, until: i64) -> DbResult<bool> {
+        let taken = self
+            .execute(
+                "INSERT INTO upload_leases (upload_id, holder, until) VALUES ($1, $2, $3) \
+                 ON CONFLICT (upload_id) DO UPDATE SET holder = excluded.holder, until = excluded.until \
+                 WHERE upload_leases.until < $4 OR upload_leases.holder = excluded.holder",
+                &[Arg::Text(upload_id), Arg::Text(holder), Arg::Int(until), Arg::Int(now())],
+            )
+            .await?;
+        Ok(taken == 1)
+    }
+
+    /// Gives a lease back.
+    pub async fn release_upload(&self, upload_id: &str, holder: &str) -> DbResult<()> {
+        self.execute(
+            "DELETE FROM upload_leases WHERE upload_id = $1 AND holder = $2",
+            &[Arg::Text(upload_id), Arg::Text(holder)],
+        )
+        .await?;
+        Ok(())
     }
 }

@@ -79,7 +79,8 @@ impl From<rusqlite::Error> for DbError {
 }
 
 /// The migrations, in order. Each runs once, in a transaction.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("migrations/0001_initial.sql")), (2, include_str!("migrations/0002_upload_leases.sql"))];
 
 /// Seconds since the epoch.
 pub fn now() -> i64 {

@@ -63,6 +63,9 @@ pub enum Error {
     /// Something with that name exists already.
     #[error("{0}")]
     Exists(String),
+    /// Another instance is writing this resumable upload now: retry in a moment.
+    #[error("Another request is writing this upload: try again in a moment.")]
+    Locked,
     /// Too many password checks are waiting: retry in a moment.
     #[error("Too many logins are being checked at once: try again in a moment.")]
     Busy,
@@ -102,6 +105,7 @@ impl Error {
             Error::Invalid(_) => StatusCode::BAD_REQUEST,
             Error::Exists(_) => StatusCode::CONFLICT,
             Error::Unavailable(_) | Error::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Locked => StatusCode::LOCKED,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -184,6 +188,7 @@ pub struct Domain {
     shared: ServeShared,
     uploads: UploadSlots,
     resumable: Resumable<Owner>,
+    leases: Arc<resumable::Leases>,
     limiter: Arc<LoginLimiter>,
     metrics: Arc<Metrics>,
 }
@@ -231,6 +236,7 @@ impl Domain {
             records,
             shared,
             resumable,
+            leases: resumable::Leases::new(db.clone()),
             policy: Arc::new(policy),
             links,
             uploads: UploadSlots::new(config.max_uploads_per_user),

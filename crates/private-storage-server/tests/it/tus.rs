@@ -185,3 +185,23 @@ async fn expired_uploads_answer_410_and_are_swept() {
     assert_eq!(std::fs::read_dir(s.dir.path().join("data/uploads")).unwrap().count(), 0);
     assert_eq!(s.send(tus("HEAD", &url, &auth, &[], Body::empty())).await.status, 404);
 }
+
+#[tokio::test]
+async fn another_instances_lease_holds_the_upload_until_it_runs_out() {
+    let s = server(&[]).await;
+    let ada = s.user("ada", false, false).await;
+    let auth = Auth::Bearer(&ada);
+    let data = pdf(20_000);
+    let url = create(&s, &auth, data.len(), "a.pdf").await.header("location").unwrap().to_owned();
+    let id = url.rsplit('/').next().unwrap();
+    let now = private_storage_server::db::now();
+    // Another instance is writing the upload: this one says so, and reads still work.
+    assert!(s.state.db.lease_upload(id, "another-instance", now + 60).await.unwrap());
+    let locked = patch(&s, &auth, &url, 0, &data).await;
+    assert_eq!(locked.status, 423, "{}", locked.text());
+    assert_eq!(s.send(tus("DELETE", &url, &auth, &[], Body::empty())).await.status, 423);
+    assert_eq!(s.send(tus("HEAD", &url, &auth, &[], Body::empty())).await.header("upload-offset"), Some("0"));
+    // It died holding it: once its lease ran out, this instance takes over.
+    assert!(s.state.db.lease_upload(id, "another-instance", now - 1).await.unwrap());
+    assert_eq!(patch(&s, &auth, &url, 0, &data).await.status, 204);
+}
