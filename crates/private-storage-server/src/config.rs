@@ -69,6 +69,18 @@ keys! {
     MaxUploadsPerUser = "max_uploads_per_user", Some("4"), "concurrent uploads one user may run";
     MaxConnections = "max_connections", Some("4096"), "open connections at most; more are answered 503 and closed";
     TrustedProxies = "trusted_proxies", Some(""), "addresses of reverse proxies whose X-Forwarded-For is believed (for the login limit), comma-separated";
+    OidcIssuer = "oidc_issuer", None, "OpenID provider for single sign-on (its discovery document is <issuer>/.well-known/openid-configuration)";
+    OidcClientId = "oidc_client_id", None, "this server's client id at the provider";
+    OidcClientSecret = "oidc_client_secret", None, "this server's client secret at the provider";
+    OidcScopes = "oidc_scopes", Some("profile,email"), "scopes asked for besides openid, comma-separated";
+    OidcRedirectUrl = "oidc_redirect_url", None, "where the provider sends people back (default: public_url + /login/oidc/callback)";
+    OidcUsernameClaim = "oidc_username_claim", Some("preferred_username"), "the ID token claim that names the user";
+    OidcStaffClaim = "oidc_staff_claim", Some("groups"), "the ID token claim whose values give roles and admission";
+    OidcStaffValues = "oidc_staff_values", Some(""), "values of oidc_staff_claim that make staff, comma-separated";
+    OidcSuperuserValues = "oidc_superuser_values", Some(""), "values of oidc_staff_claim that make a superuser, comma-separated";
+    OidcAllowedValues = "oidc_allowed_values", Some(""), "values of oidc_staff_claim one of which a user needs to sign in (empty: anyone the provider signs in)";
+    OidcName = "oidc_name", Some("single sign-on"), "how the login page names the provider (Sign in with …)";
+    PasswordLogin = "password_login", Some("true"), "whether local passwords log in (false: only single sign-on)";
 }
 
 /// Any setting: a top-level [`Key`], or an `[s3]` one (`s3.<name>`, `PRIVATE_STORAGE_S3_<NAME>`).
@@ -84,7 +96,7 @@ impl Setting {
     /// Whether the value is a secret, never printed.
     pub fn is_secret(self) -> bool {
         match self {
-            Setting::Key(key) => key == Key::ShareKeys,
+            Setting::Key(key) => matches!(key, Key::ShareKeys | Key::OidcClientSecret),
             Setting::S3(s3) => s3.is_secret(),
         }
     }
@@ -182,6 +194,10 @@ pub struct Config {
     pub upload_expiry: Duration,
     /// Bytes per request of the upload page's resumable uploads.
     pub upload_chunk_size: u64,
+    /// Single sign-on with an OpenID provider, if configured.
+    pub sso: Option<crate::sso::SsoConfig>,
+    /// Whether local passwords log in.
+    pub password_login: bool,
     pub log_json: bool,
     pub header_read_timeout: Duration,
     pub request_timeout: Duration,
@@ -404,6 +420,58 @@ impl Loader {
         {
             return Err(named(Key::PublicUrl, format!("{url:?}: expected http://… or https://…")));
         }
+        let list = |key: Key| -> Vec<String> {
+            get(key)
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let sso = match get(Key::OidcIssuer) {
+            None => None,
+            Some(issuer) => {
+                let required = |key: Key| {
+                    get(key)
+                        .filter(|v| !v.is_empty())
+                        .map(str::to_owned)
+                        .ok_or_else(|| named(key, "required with oidc_issuer".into()))
+                };
+                let base = public_url.as_deref().map(|u| u.trim_end_matches('/').to_owned());
+                let redirect_url = match (get(Key::OidcRedirectUrl), &base) {
+                    (Some(url), _) => url.to_owned(),
+                    (None, Some(base)) => format!("{base}/login/oidc/callback"),
+                    (None, None) => {
+                        return Err(named(Key::OidcRedirectUrl, "set it, or public_url, with oidc_issuer".into()));
+                    }
+                };
+                let post_logout_url = match &base {
+                    Some(base) => format!("{base}/login"),
+                    None => redirect_url.replace("/login/oidc/callback", "/login"),
+                };
+                Some(crate::sso::SsoConfig {
+                    issuer: issuer.to_owned(),
+                    client_id: required(Key::OidcClientId)?,
+                    client_secret: required(Key::OidcClientSecret)?,
+                    scopes: list(Key::OidcScopes),
+                    redirect_url,
+                    post_logout_url,
+                    username_claim: required(Key::OidcUsernameClaim)?,
+                    roles_claim: required(Key::OidcStaffClaim)?,
+                    staff_values: list(Key::OidcStaffValues),
+                    superuser_values: list(Key::OidcSuperuserValues),
+                    allowed_values: list(Key::OidcAllowedValues),
+                    name: get(Key::OidcName).unwrap_or_default().to_owned(),
+                })
+            }
+        };
+        let password_login = match get(Key::PasswordLogin).unwrap_or_default() {
+            "true" => true,
+            "false" if sso.is_some() => false,
+            "false" => return Err(named(Key::PasswordLogin, "false needs oidc_issuer: nobody could log in".into())),
+            other => return Err(named(Key::PasswordLogin, format!("{other:?}: expected true or false"))),
+        };
         let share_keys = get(Key::ShareKeys).map(str::to_owned);
         if let Some(keys) = &share_keys {
             private_storage::ShareKeys::parse(keys).map_err(|e| named(Key::ShareKeys, e.to_string()))?;
@@ -454,6 +522,8 @@ impl Loader {
             audit_retention: duration(Key::AuditRetention)?,
             upload_expiry: duration(Key::UploadExpiry)?,
             upload_chunk_size,
+            sso,
+            password_login,
             log_json,
             header_read_timeout: duration(Key::HeaderReadTimeout)?,
             request_timeout: duration(Key::RequestTimeout)?,

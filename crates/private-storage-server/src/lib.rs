@@ -20,6 +20,7 @@ mod logging;
 pub mod metrics;
 pub mod push;
 pub mod server;
+pub mod sso;
 pub mod state;
 
 pub use config::{Config, ConfigError, Loader};

@@ -10,6 +10,7 @@
 mod files;
 mod links;
 mod rows;
+mod sso;
 mod users;
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use sqlx::{Any, AnyPool};
 
 use rows::FromRow;
 pub use rows::{FileRow, LinkRow, OwnedFile, SessionUser, ShareEvent, UserRow};
+pub use sso::PendingSignIn;
 
 /// A database result.
 pub type DbResult<T> = Result<T, DbError>;

@@ -208,6 +208,11 @@ impl Domain {
         ip: Option<IpAddr>,
         replaces: Option<&str>,
     ) -> Result<NewSession> {
+        if !self.config.password_login {
+            return Err(Error::Forbidden(
+                "Passwords do not log in here: sign in through the identity provider.".into(),
+            ));
+        }
         // The attempt counts as a failure from here on (forgotten only if it succeeds), so
         // parallel guesses cannot all pass the limit while the first ones are being checked.
         if !self.limiter.reserve(username, ip) {

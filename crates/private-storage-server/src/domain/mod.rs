@@ -11,6 +11,7 @@ mod accounts;
 mod files;
 mod links;
 mod resumable;
+mod sso;
 
 use std::sync::Arc;
 
@@ -63,6 +64,9 @@ pub enum Error {
     /// Something with that name exists already.
     #[error("{0}")]
     Exists(String),
+    /// A sign-in through the identity provider did not work (the reason, for people).
+    #[error("{0}")]
+    SignInRefused(String),
     /// Another instance is writing this resumable upload now: retry in a moment.
     #[error("Another request is writing this upload: try again in a moment.")]
     Locked,
@@ -106,6 +110,7 @@ impl Error {
             Error::Exists(_) => StatusCode::CONFLICT,
             Error::Unavailable(_) | Error::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Error::Locked => StatusCode::LOCKED,
+            Error::SignInRefused(_) => StatusCode::FORBIDDEN,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -189,6 +194,7 @@ pub struct Domain {
     uploads: UploadSlots,
     resumable: Resumable<Owner>,
     leases: Arc<resumable::Leases>,
+    sso: Option<Arc<crate::sso::Sso>>,
     limiter: Arc<LoginLimiter>,
     metrics: Arc<Metrics>,
 }
@@ -237,6 +243,7 @@ impl Domain {
             shared,
             resumable,
             leases: resumable::Leases::new(db.clone()),
+            sso: config.sso.clone().map(|c| Arc::new(crate::sso::Sso::new(c))),
             policy: Arc::new(policy),
             links,
             uploads: UploadSlots::new(config.max_uploads_per_user),

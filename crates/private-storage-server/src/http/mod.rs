@@ -26,6 +26,8 @@ pub fn app(state: AppState) -> Router {
     let pages = Router::new()
         .route("/", get(web::index))
         .route("/login", get(web::login_page).post(web::login))
+        .route("/login/oidc", get(web::sign_in))
+        .route("/login/oidc/callback", get(web::sign_in_return))
         .route("/logout", post(web::logout))
         .route("/files/{id}", get(web::file_page))
         .route("/files/{id}/delete", get(web::confirm_delete).post(web::delete))

@@ -22,6 +22,8 @@ use crate::domain::{Error, ShareRequest, random_token};
 
 /// The cookie that carries the login form's CSRF token (there is no session yet).
 const LOGIN_CSRF_COOKIE: &str = "ps_login_csrf";
+/// The `state` of a sign-in through the identity provider, kept by the browser that started it.
+const SIGN_IN_COOKIE: &str = "ps_sign_in";
 
 /// The page templates, compiled in.
 pub fn templates() -> minijinja::Environment<'static> {
@@ -172,7 +174,10 @@ fn login_form(
     error: Option<&str>,
 ) -> Response {
     let csrf = random_token(24);
-    let mut response = render(state, status, "login.html", context! { csrf => csrf.clone(), next, username, error });
+    let sso = state.domain.sso_name();
+    let passwords = state.domain.password_login();
+    let context = context! { csrf => csrf.clone(), next, username, error, sso, passwords };
+    let mut response = render(state, status, "login.html", context);
     response.headers_mut().append(SET_COOKIE, cookie_header(tls, LOGIN_CSRF_COOKIE, &csrf, Some(3600)));
     response
 }
@@ -188,7 +193,92 @@ pub async fn login_page(
     if user.is_some() {
         return Redirect::to(&next).into_response();
     }
+    if !state.domain.password_login() {
+        // Only the provider signs people in: go straight there.
+        return Redirect::to(&format!("/login/oidc?next={}", encode_query(&next))).into_response();
+    }
     login_form(&state, tls, StatusCode::OK, &next, "", None)
+}
+
+/// `GET /login/oidc?next=…`: sends the browser to the identity provider, with the sign-in's
+/// `state` in a cookie so that only this browser can finish it.
+pub async fn sign_in(
+    State(state): State<AppState>,
+    Extension(tls): Extension<Tls>,
+    Query(query): Query<LoginQuery>,
+) -> Response {
+    let next = safe_next(query.next.as_deref());
+    match state.domain.begin_sign_in(&next).await {
+        Ok((url, sign_in_state)) => {
+            let mut response = Redirect::to(&url).into_response();
+            let cookie = cookie_header(tls, SIGN_IN_COOKIE, &sign_in_state, Some(600));
+            response.headers_mut().append(SET_COOKIE, cookie);
+            response
+        }
+        Err(e) => sign_in_failed(&state, tls, &e),
+    }
+}
+
+/// What the provider sends back: a code and the state, or an error.
+#[derive(Debug, Deserialize)]
+pub struct SignInReturn {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// `GET /login/oidc/callback`: finishes the sign-in through the domain (state, code, token,
+/// user), which starts a new session.
+pub async fn sign_in_return(
+    State(state): State<AppState>,
+    Extension(tls): Extension<Tls>,
+    headers: HeaderMap,
+    Query(back): Query<SignInReturn>,
+) -> Response {
+    let kept = cookie_value(&headers, &tls.cookie_name(SIGN_IN_COOKIE));
+    let session = cookie_value(&headers, &tls.cookie_name(SESSION_COOKIE));
+    let result = match (&back.code, &back.state, &back.error) {
+        (Some(code), Some(sign_in_state), None) => {
+            state.domain.finish_sign_in(code, sign_in_state, kept.as_deref(), session.as_deref()).await
+        }
+        (_, _, Some(error)) => Err(Error::SignInRefused(format!(
+            "Signing in failed: the identity provider answered {error}{}.",
+            back.error_description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
+        ))),
+        _ => Err(Error::SignInRefused("Signing in failed: the identity provider sent no code.".into())),
+    };
+    match result {
+        Ok((session, next)) => {
+            let mut response = Redirect::to(&safe_next(Some(&next))).into_response();
+            let ttl = state.config.session_ttl.as_secs();
+            response.headers_mut().append(SET_COOKIE, cookie_header(tls, SESSION_COOKIE, &session.id, Some(ttl)));
+            response.headers_mut().append(SET_COOKIE, cookie_header(tls, SIGN_IN_COOKIE, "", Some(0)));
+            response
+        }
+        Err(e) => sign_in_failed(&state, tls, &e),
+    }
+}
+
+/// A sign-in that did not work: the login page with the reason (and the sign-in cookie gone).
+fn sign_in_failed(state: &AppState, tls: Tls, error: &Error) -> Response {
+    let mut response = login_form(state, tls, error.status(), "/", "", Some(&error.message()));
+    response.headers_mut().append(SET_COOKIE, cookie_header(tls, SIGN_IN_COOKIE, "", Some(0)));
+    response
+}
+
+/// The value of the cookie `name` of a request.
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(
+        |pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then(|| v.to_owned())
+        },
+    )
+}
+
+fn encode_query(value: &str) -> String {
+    percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 /// The login form.
@@ -290,7 +380,12 @@ pub async fn logout(
     {
         return error_page(&state, Some(&authed), &e);
     }
-    let mut response = Redirect::to("/login").into_response();
+    // Signed in through the provider: end the provider's session too, when it offers that.
+    let back = match state.domain.sign_out_url().await {
+        Some(provider) if authed.user.password_hash.is_empty() => provider,
+        _ => "/login".to_owned(),
+    };
+    let mut response = Redirect::to(&back).into_response();
     response.headers_mut().append(SET_COOKIE, cookie_header(tls, SESSION_COOKIE, "", Some(0)));
     response
 }
