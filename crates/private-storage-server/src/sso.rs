@@ -10,8 +10,9 @@ use std::time::Duration;
 use base64::Engine;
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreIdToken};
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, LogoutRequest, Nonce, PkceCodeChallenge,
-    PkceCodeVerifier, PostLogoutRedirectUrl, ProviderMetadataWithLogout, RedirectUrl, Scope, TokenResponse,
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, LogoutRequest, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, PkceCodeVerifier, PostLogoutRedirectUrl, ProviderMetadataWithLogout, RedirectUrl, Scope,
+    TokenResponse,
 };
 
 /// What the configuration says about single sign-on.
@@ -187,7 +188,35 @@ impl Sso {
             }
             verified => verified.map_err(refused)?,
         }
-        self.identity(token)
+        let mut claims = payload(token)?;
+        let wanted = [&self.config.username_claim, &self.config.roles_claim];
+        if wanted.iter().any(|name| claims.get(name.as_str()).is_none())
+            && let Some(endpoint) = metadata.userinfo_endpoint()
+        {
+            // Providers that keep profile claims out of the ID token (as the specification
+            // allows) give them at the userinfo endpoint: for the same subject only.
+            let info = self.user_info(endpoint.url().as_str(), tokens.access_token().secret()).await?;
+            if info.get("sub") != claims.get("sub") {
+                return Err(SsoError::Refused("the userinfo answer is about someone else".into()));
+            }
+            for name in wanted {
+                if let (None, Some(value)) = (claims.get(name.as_str()), info.get(name.as_str())) {
+                    claims[name.as_str()] = value.clone();
+                }
+            }
+        }
+        self.identity(&claims)
+    }
+
+    /// The userinfo endpoint's claims for an access token.
+    async fn user_info(&self, endpoint: &str, access_token: &str) -> Result<serde_json::Value, SsoError> {
+        let response = self.http.0.get(endpoint).bearer_auth(access_token).send().await;
+        let response = response.map_err(|e| SsoError::Unreachable(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(SsoError::Refused(format!("the userinfo endpoint answered {}", response.status())));
+        }
+        let body = response.bytes().await.map_err(|e| SsoError::Unreachable(e.to_string()))?;
+        serde_json::from_slice(&body).map_err(|_| SsoError::Refused("the userinfo answer is not JSON".into()))
     }
 
     fn verify(
@@ -206,16 +235,8 @@ impl Sso {
         token.claims(&verifier, nonce).map(|_| ())
     }
 
-    /// The identity in a verified ID token: its issuer and subject, and the configured claims
-    /// read from its payload (which the crate's types do not name).
-    fn identity(&self, token: &CoreIdToken) -> Result<SsoIdentity, SsoError> {
-        let compact = token.to_string();
-        let payload = compact.split('.').nth(1).ok_or_else(|| SsoError::Refused("a malformed ID token".into()))?;
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload.trim_end_matches('='))
-            .map_err(|_| SsoError::Refused("a malformed ID token".into()))?;
-        let claims: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|_| SsoError::Refused("a malformed ID token".into()))?;
+    /// The identity in verified claims: issuer and subject, and the configured claims.
+    fn identity(&self, claims: &serde_json::Value) -> Result<SsoIdentity, SsoError> {
         let text = |name: &str| claims.get(name).and_then(|v| v.as_str()).map(str::to_owned);
         let username = text(&self.config.username_claim).filter(|u| !u.is_empty()).ok_or_else(|| {
             SsoError::Refused(format!("the identity provider sent no {} claim", self.config.username_claim))
@@ -266,6 +287,18 @@ type ConfiguredClient = openidconnect::core::CoreClient<
     openidconnect::EndpointMaybeSet,
     openidconnect::EndpointMaybeSet,
 >;
+
+/// The claims of an ID token whose signature and claims were verified: its payload, which holds
+/// claims the crate's types do not name.
+fn payload(token: &CoreIdToken) -> Result<serde_json::Value, SsoError> {
+    let malformed = || SsoError::Refused("a malformed ID token".into());
+    let compact = token.to_string();
+    let payload = compact.split('.').nth(1).ok_or_else(malformed)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|_| malformed())?;
+    serde_json::from_slice(&bytes).map_err(|_| malformed())
+}
 
 fn refused(e: openidconnect::ClaimsVerificationError) -> SsoError {
     SsoError::Refused(format!("the identity provider's token was refused: {e}"))

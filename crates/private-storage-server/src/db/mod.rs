@@ -81,8 +81,11 @@ impl From<rusqlite::Error> for DbError {
 }
 
 /// The migrations, in order. Each runs once, in a transaction.
-const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("migrations/0001_initial.sql")), (2, include_str!("migrations/0002_upload_leases.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_initial.sql")),
+    (2, include_str!("migrations/0002_upload_leases.sql")),
+    (3, include_str!("migrations/0003_single_sign_on.sql")),
+];
 
 /// Seconds since the epoch.
 pub fn now() -> i64 {

@@ -49,10 +49,7 @@ fn render(state: &AppState, status: StatusCode, name: &str, ctx: minijinja::Valu
             headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
             headers.insert(http::header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-            headers.insert(
-                http::header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'"),
-            );
+            headers.insert(http::header::CONTENT_SECURITY_POLICY, content_security_policy(state));
             response
         }
         Err(e) => {
@@ -60,6 +57,25 @@ fn render(state: &AppState, status: StatusCode, name: &str, ctx: minijinja::Valu
             (StatusCode::INTERNAL_SERVER_ERROR, "The page could not be shown.").into_response()
         }
     }
+}
+
+/// The pages' policy: everything from this origin only. Forms may also lead to the identity
+/// provider (logging out ends its session too: a redirect a browser checks against
+/// `form-action`).
+fn content_security_policy(state: &AppState) -> HeaderValue {
+    let provider = state.config.sso.as_ref().and_then(|sso| origin(&sso.issuer));
+    let form_action = provider.map(|p| format!("'self' {p}")).unwrap_or_else(|| "'self'".into());
+    HeaderValue::from_str(&format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action {form_action}; frame-ancestors 'none'"
+    ))
+    .expect("an ASCII policy")
+}
+
+/// `scheme://host[:port]` of a URL.
+fn origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split(['/', '?', '#']).next()?;
+    (!host.is_empty() && host.is_ascii() && !host.contains([' ', ';', '\'', '"'])).then(|| format!("{scheme}://{host}"))
 }
 
 /// The one page of a domain error: its status, and its message (server errors say only that
@@ -175,8 +191,9 @@ fn login_form(
 ) -> Response {
     let csrf = random_token(24);
     let sso = state.domain.sso_name();
+    let sso_href = format!("/login/oidc?next={}", encode_query(next));
     let passwords = state.domain.password_login();
-    let context = context! { csrf => csrf.clone(), next, username, error, sso, passwords };
+    let context = context! { csrf => csrf.clone(), next, username, error, sso, sso_href, passwords };
     let mut response = render(state, status, "login.html", context);
     response.headers_mut().append(SET_COOKIE, cookie_header(tls, LOGIN_CSRF_COOKIE, &csrf, Some(3600)));
     response
