@@ -26,6 +26,7 @@ struct World {
     base: String,
     accounts: PathBuf,
     disabled: PathBuf,
+    forge: PathBuf,
     _provider: tokio::process::Child,
     _dir: tempfile::TempDir,
 }
@@ -34,6 +35,7 @@ impl World {
     async fn start(extra: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (accounts, disabled) = (dir.path().join("accounts.json"), dir.path().join("disabled.txt"));
+        let forge = dir.path().join("forge.txt");
         std::fs::write(
             &accounts,
             r#"{"stella": {"groups": ["staff", "members"]}, "max": {"groups": ["members"]},
@@ -49,6 +51,7 @@ impl World {
             .args([CLIENT_ID, CLIENT_SECRET, &format!("{base}/login/oidc/callback"), &format!("{base}/login")])
             .arg(&accounts)
             .arg(&disabled)
+            .arg(&forge)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -72,7 +75,7 @@ impl World {
         settings.extend_from_slice(extra);
         let s = server(&settings).await;
         tokio::spawn(private_storage_server::serve(s.state.clone(), listener, std::future::pending()));
-        Self { s, base, accounts, disabled, _provider: provider, _dir: dir }
+        Self { s, base, accounts, disabled, forge, _provider: provider, _dir: dir }
     }
 
     /// Signs `login` in through the provider's pages with an HTTP client, up to (not into) the
@@ -251,4 +254,33 @@ async fn with_password_login_off_only_the_provider_signs_in() {
     // API tokens still work.
     let token = world.s.user("robot", false, false).await;
     assert_eq!(world.s.get("/api/files", &Auth::Bearer(&token)).await.status, 200);
+}
+
+/// ID tokens the provider's answer carries, made bad one way each (by the test provider's
+/// FORGE switch): every one is refused, and no session is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_or_mismatched_id_tokens_are_refused() {
+    let world = World::start(&[]).await;
+    for (mode, why) in [
+        ("aud", "another audience"),
+        ("exp", "expired"),
+        ("nonce", "another sign-in's nonce"),
+        ("key", "signed by a key the provider never published"),
+    ] {
+        std::fs::write(&world.forge, mode).unwrap();
+        let (http, back) = world.to_the_return("max").await;
+        let (status, page, session) = world.come_back(&http, &back).await;
+        assert_eq!((status, session), (403, false), "{why}: {page}");
+        assert!(page.contains("token was refused"), "{why}: {page}");
+    }
+    assert!(world.s.state.db.user_by_name("max").await.unwrap().is_none(), "nobody was provisioned");
+    // The same sign-in with an honest token works.
+    std::fs::write(&world.forge, "").unwrap();
+    let (http, back) = world.to_the_return("max").await;
+    assert!(world.come_back(&http, &back).await.2);
+    // The provider rotates to a key it publishes only now: its keys are fetched again.
+    std::fs::write(&world.forge, "rotate").unwrap();
+    let (http, back) = world.to_the_return("max").await;
+    let (status, page, session) = world.come_back(&http, &back).await;
+    assert_eq!((status, session), (303, true), "a rotated key is followed: {page}");
 }
