@@ -687,13 +687,37 @@ mod tests {
                 ("storage".into(), "s3://media/files".into()),
                 ("s3.secret_access_key".into(), "topsecret".into()),
                 ("share_keys".into(), format!("k1={}", "A".repeat(43))),
+                ("public_url".into(), "https://files.example".into()),
+                ("oidc_issuer".into(), "https://id.example/realms/staff".into()),
+                ("oidc_client_id".into(), "files".into()),
+                ("oidc_client_secret".into(), "oidc-shh".into()),
             ])
             .unwrap()
             .build()
             .unwrap();
         let text = config.describe();
         assert!(!text.contains("hunter2") && !text.contains("topsecret") && !text.contains("AAAA"), "{text}");
+        assert!(!text.contains("oidc-shh") && text.contains("oidc_issuer"), "{text}");
+        let sso = config.sso.expect("single sign-on configured");
+        assert_eq!(sso.redirect_url, "https://files.example/login/oidc/callback", "derived from public_url");
         assert!(text.contains("postgres://ps:<redacted>@db/ps"), "{text}");
+    }
+
+    #[test]
+    fn single_sign_on_settings_are_checked_at_start() {
+        let build = |pairs: &[(&str, &str)]| {
+            let flags: Vec<(String, String)> = pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+            Loader::new().flags(&flags).and_then(Loader::build).map_err(|e| e.0)
+        };
+        let issuer = ("oidc_issuer", "https://id.example");
+        assert!(build(&[issuer]).unwrap_err().contains("oidc_redirect_url"), "a redirect URL is needed");
+        let url = ("public_url", "https://files.example");
+        assert!(build(&[issuer, url]).unwrap_err().contains("oidc_client_id"));
+        assert!(build(&[("password_login", "false")]).unwrap_err().contains("nobody could log in"));
+        assert!(build(&[("password_login", "maybe")]).unwrap_err().contains("expected true or false"));
+        let ok =
+            build(&[issuer, url, ("oidc_client_id", "c"), ("oidc_client_secret", "s"), ("password_login", "false")]);
+        assert!(!ok.unwrap().password_login);
     }
 
     #[test]
