@@ -249,15 +249,14 @@ pub struct SignInReturn {
 /// user), which starts a new session.
 pub async fn sign_in_return(
     State(state): State<AppState>,
-    Extension(tls): Extension<Tls>,
-    headers: HeaderMap,
+    cookies: RequestCookies,
     Query(back): Query<SignInReturn>,
 ) -> Response {
-    let kept = cookie_value(&headers, &tls.cookie_name(SIGN_IN_COOKIE));
-    let session = cookie_value(&headers, &tls.cookie_name(SESSION_COOKIE));
+    let tls = cookies.tls;
     let result = match (&back.code, &back.state, &back.error) {
         (Some(code), Some(sign_in_state), None) => {
-            state.domain.finish_sign_in(code, sign_in_state, kept.as_deref(), session.as_deref()).await
+            let (kept, replaces) = (cookies.sign_in.as_deref(), cookies.session.as_deref());
+            state.domain.finish_sign_in(code, sign_in_state, kept, replaces).await
         }
         (_, _, Some(error)) => Err(Error::SignInRefused(format!(
             "Signing in failed: the identity provider answered {error}{}.",
@@ -279,19 +278,12 @@ pub async fn sign_in_return(
 
 /// A sign-in that did not work: the login page with the reason (and the sign-in cookie gone).
 fn sign_in_failed(state: &AppState, tls: Tls, error: &Error) -> Response {
+    if error.status().is_server_error() {
+        tracing::error!(error = %error, "sign-in failed");
+    }
     let mut response = login_form(state, tls, error.status(), "/", "", Some(&error.message()));
     response.headers_mut().append(SET_COOKIE, cookie_header(tls, SIGN_IN_COOKIE, "", Some(0)));
     response
-}
-
-/// The value of the cookie `name` of a request.
-fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(
-        |pair| {
-            let (k, v) = pair.trim().split_once('=')?;
-            (k == name).then(|| v.to_owned())
-        },
-    )
 }
 
 fn encode_query(value: &str) -> String {
@@ -348,6 +340,7 @@ pub struct RequestCookies {
     tls: Tls,
     login_csrf: Option<String>,
     session: Option<String>,
+    sign_in: Option<String>,
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestCookies {
@@ -359,6 +352,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestCookies {
             tls,
             login_csrf: cookie(parts, &tls.cookie_name(LOGIN_CSRF_COOKIE)).map(str::to_owned),
             session: cookie(parts, &tls.cookie_name(SESSION_COOKIE)).map(str::to_owned),
+            sign_in: cookie(parts, &tls.cookie_name(SIGN_IN_COOKIE)).map(str::to_owned),
         })
     }
 }
