@@ -10,8 +10,14 @@ cd "$(dirname "$0")/.."
 size_mib=256 rounds=5 chunk_mib=8
 [ "${1:-}" = "--smoke" ] && size_mib=16 rounds=1
 
-cargo build --release -q -p private-storage-server
-bin=$PWD/target/release/private-storage
+# The smoke run proves the harness on the debug build the test command has already made.
+if [ "${1:-}" = "--smoke" ]; then
+  cargo build -q --locked -p private-storage-server
+  bin=$PWD/target/debug/private-storage
+else
+  cargo build --release -q -p private-storage-server
+  bin=$PWD/target/release/private-storage
+fi
 work=$(mktemp -d)
 trap 'kill "${server:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
 data=$work/data

@@ -8,8 +8,8 @@ use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use http::HeaderValue;
+use private_storage::tus::Patch;
 use private_storage::tus::http::{self as tus, TusRequest};
-use private_storage::tus::{Patch, TusError};
 
 use super::api::csrf_header;
 use super::auth::Authed;
@@ -49,11 +49,11 @@ async fn handle(state: &AppState, path: &str, request: Request) -> Response {
         let body = || tus::body_stream(body);
         match parsed {
             TusRequest::Options => Ok(options()),
-            TusRequest::Create { length, metadata, with_upload } => {
+            TusRequest::Create { length, metadata, with_upload, content_length } => {
                 let mut info = domain.create_upload(&actor, length, metadata).await?;
                 let mut record = None;
                 if with_upload {
-                    let patch = Patch { offset: 0, length: None, checksum: None, data: body() };
+                    let patch = Patch { offset: 0, length: None, checksum: None, content_length, data: body() };
                     (info, record) = domain.append_upload(&actor, &info.id, patch).await?;
                 }
                 let response = tus::created(&format!("{ENDPOINT}/{}", info.id), &info, with_upload);
@@ -61,14 +61,7 @@ async fn handle(state: &AppState, path: &str, request: Request) -> Response {
             }
             TusRequest::Head { id } => Ok(tus::head(&domain.upload_state(&actor, &id).await?)),
             TusRequest::Patch { id, offset, length, content_length, checksum } => {
-                // A body that cannot fit is refused before it is read.
-                let state = domain.upload_state(&actor, &id).await?;
-                if let (Some(total), Some(sent)) = (state.length.or(length), content_length)
-                    && offset.saturating_add(sent) > total
-                {
-                    return Err(private_storage::Error::from(TusError::PastLength).into());
-                }
-                let patch = Patch { offset, length, checksum, data: body() };
+                let patch = Patch { offset, length, checksum, content_length, data: body() };
                 let (info, record) = domain.append_upload(&actor, &id, patch).await?;
                 Ok(with_file_location(tus::patched(&info), record))
             }

@@ -29,6 +29,8 @@ pub enum TusRequest {
         metadata: Metadata,
         /// Whether the body carries bytes (`Content-Type: application/offset+octet-stream`).
         with_upload: bool,
+        /// `Content-Length`, when sent.
+        content_length: Option<u64>,
     },
     /// `HEAD` of an upload: its offset (tus §HEAD).
     Head {
@@ -93,8 +95,9 @@ impl TusRequest {
                 None => Metadata::default(),
             };
             let length = protocol::creation_length(headers)?;
-            let declared = protocol::number(headers, &CONTENT_LENGTH)?;
-            return Ok(TusRequest::Create { length, metadata, with_upload: is_upload_type && declared != Some(0) });
+            let content_length = protocol::number(headers, &CONTENT_LENGTH)?;
+            let with_upload = is_upload_type && content_length != Some(0);
+            return Ok(TusRequest::Create { length, metadata, with_upload, content_length });
         }
         if id.contains('/') {
             return Err(TusError::NoSuchUpload);

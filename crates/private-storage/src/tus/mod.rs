@@ -104,6 +104,8 @@ pub struct Patch {
     pub length: Option<u64>,
     /// `Upload-Checksum`: the body is kept only if it matches.
     pub checksum: Option<Checksum>,
+    /// `Content-Length`, when sent: a body that cannot fit is refused before it is read.
+    pub content_length: Option<u64>,
     /// The body.
     pub data: ByteStream,
 }
@@ -268,6 +270,11 @@ impl<R: ?Sized + Sync> Resumable<R> {
         }
         if let Some(length) = patch.length {
             self.set_length(&mut info, length).await?;
+        }
+        if let (Some(total), Some(sent)) = (info.length, patch.content_length)
+            && info.offset.saturating_add(sent) > total
+        {
+            return Err(TusError::PastLength.into());
         }
         let before = info.offset;
         let checked = Arc::new(Mutex::new(Checked::default()));

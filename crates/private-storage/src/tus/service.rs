@@ -101,18 +101,19 @@ impl TusService {
         };
         match parsed {
             TusRequest::Options => Ok(tus_http::options(self.uploads.max_size())),
-            TusRequest::Create { length, metadata, with_upload } => {
+            TusRequest::Create { length, metadata, with_upload, content_length } => {
                 let mut info = self.uploads.create(&owner, length, metadata).await?;
                 let location = format!("{}{}", self.base, info.id);
                 if with_upload {
-                    let patch = Patch { offset: 0, length: None, checksum: None, data: tus_http::body_stream(body) };
+                    let data = tus_http::body_stream(body);
+                    let patch = Patch { offset: 0, length: None, checksum: None, content_length, data };
                     info = self.patch(&owner, &info.id, patch).await?;
                 }
                 Ok(tus_http::created(&location, &info, with_upload))
             }
             TusRequest::Head { id } => Ok(tus_http::head(&self.uploads.info(&owner, &id).await?)),
-            TusRequest::Patch { id, offset, length, checksum, .. } => {
-                let patch = Patch { offset, length, checksum, data: tus_http::body_stream(body) };
+            TusRequest::Patch { id, offset, length, checksum, content_length } => {
+                let patch = Patch { offset, length, checksum, content_length, data: tus_http::body_stream(body) };
                 Ok(tus_http::patched(&self.patch(&owner, &id, patch).await?))
             }
             TusRequest::Delete { id } => {

@@ -540,6 +540,7 @@ async fn resumable_uploads_live_in_the_bucket_and_any_server_continues_them() {
         offset: offset as u64,
         length: None,
         checksum: None,
+        content_length: Some((end - offset) as u64),
         data: stream::iter([Ok(Bytes::copy_from_slice(&data[offset..end]))]).boxed(),
     };
     let meta = Metadata::parse("filename ZGF0YS5iaW4=").unwrap();
