@@ -275,7 +275,10 @@ fn push(file: PathBuf, server: String, token: String, chunk_size: &str, state: O
     private_storage::install_tls_provider();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
     let location = runtime.block_on(crate::push::push(&push))?;
-    println!("uploaded {} as {location}", push.file.display());
+    match location {
+        Some(location) => println!("uploaded {} as {location}", push.file.display()),
+        None => println!("uploaded {} (it was complete already: see `ls`)", push.file.display()),
+    }
     Ok(())
 }
 

@@ -42,11 +42,12 @@ pub fn default_state() -> PathBuf {
     base.join("private-storage/push.json")
 }
 
-/// Uploads the file; returns the location of the stored file (`/api/files/<id>`).
+/// Uploads the file; returns the location of the stored file (`/api/files/<id>`), unless the
+/// answer that said it was lost (the upload was complete already when this run asked).
 ///
 /// # Errors
 /// What went wrong, in words for the command line (the server's message for a refusal).
-pub async fn push(push: &Push) -> Result<String, String> {
+pub async fn push(push: &Push) -> Result<Option<String>, String> {
     let file_error = |e: std::io::Error| format!("{}: {e}", push.file.display());
     let meta = tokio::fs::metadata(&push.file).await.map_err(file_error)?;
     let length = meta.len();
@@ -114,7 +115,7 @@ pub async fn push(push: &Push) -> Result<String, String> {
     bar.finish_and_clear();
     known.urls.remove(&fingerprint);
     known.save(&push.state)?;
-    location.ok_or_else(|| "the server did not say where the file is".to_owned())
+    Ok(location)
 }
 
 /// A request that did not work: refused by the server (stop), or failed on the way (retry).
