@@ -163,6 +163,15 @@ enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Lets the identity provider's subject sign in as this existing user (single sign-on:
+    /// a sign-in whose name is a local account's is refused until an operator links them).
+    Link {
+        /// The user name.
+        name: String,
+        /// The provider's id of the person (the ID token's `sub`).
+        #[arg(long)]
+        subject: String,
+    },
     /// Deletes a user with their sessions and tokens. Refused while they own files, unless
     /// told what becomes of them.
     Rm {
@@ -420,6 +429,10 @@ async fn user(state: &AppState, command: UserCommand) -> CliResult {
             let password = read_password(password_stdin)?;
             domain.set_password(&name, &password).await?;
             println!("password of {name} changed; their sessions ended");
+        }
+        UserCommand::Link { name, subject } => {
+            domain.link_user(&name, &subject).await?;
+            println!("{name} now signs in through the identity provider as subject {subject}");
         }
         UserCommand::Rm { name, delete_files, transfer_to } => {
             let files = match (delete_files, transfer_to) {

@@ -249,7 +249,8 @@ impl Sso {
             _ => Vec::new(),
         };
         Ok(SsoIdentity {
-            issuer: text("iss").unwrap_or_default(),
+            // The token's `iss` was checked to be this one.
+            issuer: self.config.issuer.clone(),
             subject: text("sub").unwrap_or_default(),
             username,
             roles,

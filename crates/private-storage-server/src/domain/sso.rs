@@ -110,9 +110,14 @@ impl Domain {
             Ok(()) => {}
             Err(Error::Exists(_)) => {
                 self.metrics.denied("sso_name_taken");
+                tracing::warn!(
+                    username = %name,
+                    subject = %identity.subject,
+                    "a sign-in named a local account: `user link NAME --subject SUBJECT` lets it in"
+                );
                 return Err(Error::SignInRefused(format!(
                     "Signing in failed: an account named {name} exists already here, and is not yours to take over: \
-                     ask an operator."
+                     ask an operator to link it."
                 )));
             }
             Err(e) => return Err(e),
@@ -128,6 +133,25 @@ impl Domain {
             };
         }
         tracing::info!(username = %name, subject = %identity.subject, "user provisioned by the identity provider");
+        Ok(user)
+    }
+
+    /// Links the provider's `subject` to the existing user `name` (the operator's decision for
+    /// a sign-in refused because a local account has its name).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] without single sign-on, [`Error::NotFound`] for an unknown user,
+    /// [`Error::Exists`] for a subject linked already.
+    pub async fn link_user(&self, name: &str, subject: &str) -> Result<UserRow> {
+        let sso =
+            self.sso.as_ref().ok_or_else(|| Error::Invalid("single sign-on is not configured (oidc_issuer)".into()))?;
+        let user = self.user_named(name).await?;
+        let issuer = &sso.config().issuer;
+        if self.db.user_by_identity(issuer, subject).await?.is_some() {
+            return Err(Error::Exists(format!("subject {subject} is linked to a user already")));
+        }
+        self.db.link_identity(issuer, subject, &user.id).await?;
+        tracing::info!(username = %user.username, subject, "linked to the identity provider by an operator");
         Ok(user)
     }
 

@@ -204,12 +204,19 @@ async fn sign_ins_the_checks_refuse_create_no_session() {
     assert!(page.contains("may not use this server"), "{page}");
     assert!(world.s.state.db.user_by_name("mallory").await.unwrap().is_none());
 
-    // A local account of the same name is never taken over.
+    // A local account of the same name is never taken over...
     world.s.user("ada", false, false).await;
     let (http, back) = world.to_the_return("ada").await;
     let (status, page, session) = world.come_back(&http, &back).await;
     assert_eq!((status, session), (403, false));
     assert!(page.contains("an account named ada exists already"), "{page}");
+    // ...until an operator links it (`user link ada --subject ada`).
+    let local = world.s.state.domain.link_user("ada", "ada").await.unwrap();
+    let (http, back) = world.to_the_return("ada").await;
+    assert!(world.come_back(&http, &back).await.2, "linked: she signs in");
+    let linked = world.s.state.db.user_by_identity(&issuer(&world), "ada").await.unwrap().unwrap();
+    assert_eq!(linked.id, local.id, "as the local account");
+    assert!(world.s.state.domain.link_user("max", "ada").await.is_err(), "a subject links one user");
 
     // Disabled at the provider: it no longer signs them in, nothing comes back here.
     std::fs::write(&world.disabled, "max\n").unwrap();
