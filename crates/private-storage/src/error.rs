@@ -107,6 +107,16 @@ pub enum Error {
         message: String,
     },
 
+    /// A stored object failed its integrity check: an encrypted object (feature `encryption`)
+    /// that was changed, cut, reordered or moved, or whose data key no configured key opens.
+    #[error("the object at {key} failed its integrity check: {message}")]
+    Integrity {
+        /// The object.
+        key: ObjectKey,
+        /// What failed (never key material).
+        message: String,
+    },
+
     /// A resumable upload's protocol error (feature `tus`).
     #[cfg(feature = "tus")]
     #[error(transparent)]
@@ -144,7 +154,7 @@ impl Error {
             Error::UnsupportedType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::BadUpload { .. } => StatusCode::BAD_REQUEST,
             Error::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
-            Error::Config { .. } | Error::Storage { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Config { .. } | Error::Storage { .. } | Error::Integrity { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             #[cfg(feature = "tus")]
             Error::Tus(e) => e.status(),
         }

@@ -242,5 +242,7 @@ pub use storage::{
     DEFAULT_PRESIGN_EXPIRY, Encryption, PostPolicy, PresignedPost, S3Builder, S3Setting, S3Storage,
     install_tls_provider,
 };
+#[cfg(feature = "encryption")]
+pub use storage::{EncryptedStorage, Keyring, Rewrap};
 pub use units::{human_size, parse_duration};
 pub use upload::{SavedFile, Upload, UploadPolicy};

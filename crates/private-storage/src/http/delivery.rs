@@ -184,6 +184,18 @@ pub(crate) async fn deliver(
     file: &PrivateFile,
     prepared: Prepared,
 ) -> Result<Response<ResponseBody>> {
+    let hands_off = matches!(
+        delivery.mode(),
+        Mode::Nginx { .. } | Mode::Apache | Mode::Redirect { .. } | Mode::NginxPresigned { .. }
+    );
+    if hands_off && !file.storage().serves_stored_bytes() {
+        // Checked per request, whatever was checked at start: a proxy would send the stored
+        // bytes (ciphertext), not the file's.
+        return Err(Error::config(
+            "delivery",
+            "this storage transforms its objects (encryption at rest): only stream delivery can serve them",
+        ));
+    }
     match delivery.mode() {
         Mode::Stream => stream_response(file, prepared).await,
         Mode::Nginx { prefix } => {

@@ -318,6 +318,40 @@ impl Storage for LocalStorage {
         .await
     }
 
+    async fn overwrite_at(
+        &self,
+        key: &ObjectKey,
+        offset: u64,
+        bytes: &[u8],
+        if_match: &str,
+    ) -> Result<Option<ObjectMeta>> {
+        if key.file_name().starts_with(TEMP_PREFIX) {
+            return Err(not_found(key));
+        }
+        let (key, bytes, if_match) = (key.clone(), bytes.to_vec(), if_match.to_owned());
+        self.blocking(move |inner| {
+            let flags = OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOCTTY;
+            let (parent, name) = split_parent(&key);
+            let fd = open_dirs(inner.root_fd.as_fd(), &parent, false)
+                .and_then(|dir| rustix::fs::openat(&dir, name, flags | OFlags::NOFOLLOW, Mode::empty()))
+                .map_err(|e| io_error(&key, e.into()))?;
+            // Writers of one object in place take turns; `put` replaces whole files by rename.
+            rustix::fs::flock(&fd, FlockOperation::LockExclusive).map_err(|e| io_error(&key, e.into()))?;
+            let meta = regular_file_meta(&fd, &key)?;
+            check_if_match(Some(&if_match), &meta)?;
+            let end = offset + bytes.len() as u64;
+            if end > meta.size {
+                return Err(Error::InvalidRange { start: offset, end, size: meta.size });
+            }
+            let file = std::fs::File::from(fd);
+            file.write_all_at(&bytes, offset).map_err(|e| io_error(&key, e))?;
+            file.sync_data().map_err(|e| io_error(&key, e))?;
+            let stat = rustix::fs::fstat(&file).map_err(|e| io_error(&key, e.into()))?;
+            Ok(Some(meta_from_stat(key, &stat)))
+        })
+        .await
+    }
+
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
         let key = key.clone();
         self.blocking(move |inner| {

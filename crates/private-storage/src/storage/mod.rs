@@ -6,6 +6,8 @@
 //! The `testing` feature's [`conformance`](crate::testing::conformance) suite checks that a
 //! backend keeps the contract.
 
+#[cfg(feature = "encryption")]
+mod encrypted;
 mod local;
 mod memory;
 mod migrate;
@@ -23,6 +25,8 @@ use bytes::{Bytes, BytesMut};
 use futures_core::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt, stream};
 
+#[cfg(feature = "encryption")]
+pub use encrypted::{EncryptedStorage, Keyring, Rewrap};
 pub use local::LocalStorage;
 pub use memory::{Fault, MemoryStorage};
 pub use migrate::{MigrationProgress, MigrationReport, migrate};
@@ -279,6 +283,34 @@ pub trait Storage: Debug + Send + Sync + 'static {
     /// Every object inside the folder `prefix` (or the whole storage), in no particular order.
     fn list(&self, prefix: Option<&ObjectKey>) -> BoxStream<'static, Result<ObjectMeta>>;
 
+    /// Overwrites `bytes.len()` bytes of the object at `offset` in place, durably, provided its
+    /// ETag is still `if_match`, and returns its new metadata; `Ok(None)` from backends that
+    /// only write whole objects (the default). Not atomic: a crash may leave the write half
+    /// done, so a caller lays its data out to survive that (key rotation writes a second key
+    /// slot before clearing the first). `LocalStorage` implements it.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; [`Error::PreconditionFailed`] when the ETag differs;
+    /// [`Error::InvalidRange`] when the bytes would not lie within the object.
+    async fn overwrite_at(
+        &self,
+        key: &ObjectKey,
+        offset: u64,
+        bytes: &[u8],
+        if_match: &str,
+    ) -> Result<Option<ObjectMeta>> {
+        let _ = (key, offset, bytes, if_match);
+        Ok(None)
+    }
+
+    /// Whether `get` answers the bytes as stored, so that a proxy handed the object's path,
+    /// key or a presigned URL (the nginx, Apache and presigned delivery modes) serves the same
+    /// bytes. `true` by default; `false` for a storage that transforms them, such as
+    /// `EncryptedStorage`, whose stored bytes are ciphertext: those modes then refuse.
+    fn serves_stored_bytes(&self) -> bool {
+        true
+    }
+
     /// The absolute filesystem path of the object, for backends that have one (used by the
     /// Apache `X-Sendfile` delivery and by access rules). Defaults to `None`.
     fn local_path(&self, key: &ObjectKey) -> Option<PathBuf> {
@@ -379,6 +411,21 @@ impl<S: Storage + ?Sized> Storage for Arc<S> {
     }
     async fn put(&self, key: &ObjectKey, data: PutStream<'_>, options: PutOptions) -> Result<ObjectMeta> {
         (**self).put(key, data, options).await
+    }
+    async fn copy(&self, from: &ObjectKey, to: &ObjectKey, mode: PutMode) -> Result<ObjectMeta> {
+        (**self).copy(from, to, mode).await
+    }
+    async fn overwrite_at(
+        &self,
+        key: &ObjectKey,
+        offset: u64,
+        bytes: &[u8],
+        if_match: &str,
+    ) -> Result<Option<ObjectMeta>> {
+        (**self).overwrite_at(key, offset, bytes, if_match).await
+    }
+    fn serves_stored_bytes(&self) -> bool {
+        (**self).serves_stored_bytes()
     }
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
         (**self).delete(key).await

@@ -5,6 +5,8 @@ mod common;
 mod apache;
 #[cfg(feature = "testing")]
 mod conformance;
+#[cfg(all(feature = "encryption", feature = "testing"))]
+mod encryption;
 mod faults;
 mod http;
 mod nginx;

@@ -577,3 +577,41 @@ async fn resumable_uploads_live_in_the_bucket_and_any_server_continues_them() {
     let left: Vec<_> = storage.list(None).try_collect().await.unwrap();
     assert_eq!(left.iter().map(|m| m.key.to_string()).collect::<Vec<_>>(), [saved.key.to_string()], "only the file");
 }
+
+#[cfg(feature = "encryption")]
+#[tokio::test(flavor = "multi_thread")]
+async fn encrypted_objects_in_a_garage_bucket_keep_the_contract_hide_their_content_and_rotate() {
+    use private_storage::{EncryptedStorage, GetOptions, Keyring, ObjectKey, Rewrap, Storage, StorageExt};
+    let server = servers::garage().await;
+    let raw = std::sync::Arc::new(server.builder().prefix("sealed").conditional_writes(false).build().unwrap());
+    let k1 = Keyring::generate_entry("k1").unwrap();
+    let k2 = Keyring::generate_entry("k2").unwrap();
+    let storage = EncryptedStorage::new(raw.clone(), Keyring::parse(&k1).unwrap()).unwrap();
+    conformance(&storage).await;
+
+    // 9 MiB: stored through a multipart upload (parts of 8 MiB).
+    let marker = common::pattern(24, 0xbeef);
+    let mut content = common::pattern(9 << 20, 7);
+    for at in [0, 5 << 20, (9 << 20) - 24] {
+        content[at..at + 24].copy_from_slice(&marker);
+    }
+    let key = ObjectKey::new("videos/clip.mp4").unwrap();
+    storage.put_bytes(&key, content.clone()).await.unwrap();
+    let objects: Vec<_> = futures_util::TryStreamExt::try_collect::<Vec<_>>(raw.list(None)).await.unwrap();
+    assert!(objects.len() > 10, "the conformance objects and the clip are in the bucket");
+    for object in &objects {
+        let stored = raw.read(&object.key).await.unwrap();
+        assert!(!stored.windows(24).any(|w| w == marker), "the marker is in {}", object.key);
+        assert!(!stored.windows(11).any(|w| w == b"hello world"), "conformance content in {}", object.key);
+    }
+    let middle = storage.get(&key, GetOptions::default().with_range((5 << 20) - 3..(5 << 20) + 30)).await.unwrap();
+    assert_eq!(middle.bytes().await.unwrap()[..], content[(5 << 20) - 3..(5 << 20) + 30]);
+
+    let before = raw.read(&key).await.unwrap();
+    let rotating = EncryptedStorage::new(raw.clone(), Keyring::parse(&format!("{k2},{k1}")).unwrap()).unwrap();
+    assert_eq!(rotating.rewrap(&key).await.unwrap(), Rewrap::Rewrapped);
+    let after = raw.read(&key).await.unwrap();
+    assert!(after.len() == before.len() && after[208..] == before[208..], "content bytes unchanged on S3");
+    let new_only = EncryptedStorage::new(raw, Keyring::parse(&k2).unwrap()).unwrap();
+    assert!(new_only.read(&key).await.unwrap() == content, "readable with k2 alone");
+}
