@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use futures_util::StreamExt;
-use private_storage::Upload;
+use std::sync::Arc;
+
+use private_storage::{ObjectKey, Storage, Upload};
 
 use crate::config::{DeliveryName, StorageConfig};
 use crate::domain::{Actor, Domain, Error, ShareRequest, TheirFiles, role};
@@ -105,11 +107,36 @@ enum Command {
     /// (`share list ID`), or revokes one by its URL, token or id (`share revoke LINK`).
     Share(ShareArgs),
     /// Copies every file of the configured storage to another one (local folder ↔ S3),
-    /// verifying each by SHA-256; re-running resumes. Switch `storage` over afterwards.
+    /// verifying each by SHA-256 of its content; re-running resumes. Switch `storage` (and
+    /// `encryption`) over afterwards.
     CopyStorage {
         /// The target: a folder (must exist) or s3://bucket/prefix (with the `[s3]` settings).
         to: String,
+        /// Encrypt the copies under `encryption_keys` (from a store kept as uploaded).
+        #[arg(long, conflicts_with = "decrypt")]
+        encrypt: bool,
+        /// Store the copies as uploaded (from an encrypted store).
+        #[arg(long)]
+        decrypt: bool,
     },
+    /// Encryption at rest: generate a key, see which keys wrap the stored files, rotate.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Prints a new key-encryption key, `ID=base64`, to put first in `encryption_keys`.
+    Generate {
+        /// Its id (up to 31 letters, digits, '.', '_', '-'), e.g. the month: 2026-12.
+        id: String,
+    },
+    /// How many stored files each key-encryption key wraps.
+    Status,
+    /// Rewraps every stored file's data key under the newest key (content untouched), so
+    /// that older keys can be removed from `encryption_keys` afterwards. Safe beside a running
+    /// server; re-running finishes an interrupted rotation.
+    Rotate,
 }
 
 #[derive(Debug, Args)]
@@ -253,6 +280,14 @@ pub fn run() -> std::process::ExitCode {
         // A client of a server somewhere: no configuration, database or storage of its own.
         return exit(push(file, server, token, &chunk_size, state));
     }
+    if let Command::Keys(KeysCommand::Generate { id }) = &cli.command {
+        // Needs no configuration: it is how the first key for `encryption = on` is made.
+        return exit(
+            private_storage::Keyring::generate_entry(id)
+                .map(|entry| println!("{entry}"))
+                .map_err(|e| e.to_string().into()),
+        );
+    }
     let config = match load_config(&cli) {
         Ok(config) => config,
         Err(e) => {
@@ -320,6 +355,7 @@ async fn execute(command: Command, config: Config) -> CliResult {
     if let Command::Config(ConfigCommand::Nginx) = command {
         return nginx(&config);
     }
+
     let state = AppState::build(config).await?;
     let domain = &state.domain;
     match command {
@@ -329,7 +365,9 @@ async fn execute(command: Command, config: Config) -> CliResult {
             Ok(())
         }
         Command::Check => check(&state).await,
-        Command::Config(_) | Command::Push { .. } => unreachable!("handled before the state is built"),
+        Command::Config(_) | Command::Push { .. } | Command::Keys(KeysCommand::Generate { .. }) => {
+            unreachable!("handled before the state is built")
+        }
         Command::User(command) => user(&state, command).await,
         Command::Token(command) => token(domain, command).await,
         Command::Put { file, owner } => put(domain, file, owner).await,
@@ -341,7 +379,8 @@ async fn execute(command: Command, config: Config) -> CliResult {
             Ok(())
         }
         Command::Share(args) => share(&state, args).await,
-        Command::CopyStorage { to } => copy_storage(&state, &to).await,
+        Command::CopyStorage { to, encrypt, decrypt } => copy_storage(&state, &to, encrypt, decrypt).await,
+        Command::Keys(command) => keys(domain, command).await,
     }
 }
 
@@ -577,7 +616,45 @@ async fn ls(domain: &Domain, owner: Option<String>) -> CliResult {
     }
 }
 
-async fn copy_storage(state: &AppState, to: &str) -> CliResult {
+async fn keys(domain: &Domain, command: KeysCommand) -> CliResult {
+    match command {
+        KeysCommand::Generate { .. } => unreachable!("handled before the state is built"),
+        KeysCommand::Status => {
+            let status = domain.key_status().await?;
+            println!(
+                "{} stored file(s); keys configured, newest first: {}",
+                status.files,
+                status.configured.join(", ")
+            );
+            for id in &status.configured {
+                println!("  {id}: wraps {} file(s)", status.by_key.get(id).copied().unwrap_or(0));
+            }
+            for (id, n) in status.by_key.iter().filter(|(id, _)| !status.configured.contains(id)) {
+                println!("  {id}: wraps {n} file(s) — NOT CONFIGURED: those files cannot be read");
+            }
+            if !status.not_encrypted.is_empty() {
+                let first: Vec<_> = status.not_encrypted.iter().take(5).map(ObjectKey::as_str).collect();
+                println!("  not encrypted: {} object(s), e.g. {}", status.not_encrypted.len(), first.join(", "));
+            }
+        }
+        KeysCommand::Rotate => {
+            let rotation = domain.rotate_keys(|_| {}).await?;
+            println!(
+                "rewrapped {} file(s) under the newest key, {} already were, {} deleted meanwhile",
+                rotation.rewrapped, rotation.unchanged, rotation.gone
+            );
+            if !rotation.failed.is_empty() {
+                for (key, why) in &rotation.failed {
+                    eprintln!("  {key}: {why}");
+                }
+                return Err(format!("{} file(s) could not be rewrapped", rotation.failed.len()).into());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn copy_storage(state: &AppState, to: &str, encrypt: bool, decrypt: bool) -> CliResult {
     // The target is opened like the configured storage; an S3 target takes the `[s3]` settings.
     let target = if to.starts_with("s3://") {
         let settings = match &state.config.storage {
@@ -588,7 +665,13 @@ async fn copy_storage(state: &AppState, to: &str) -> CliResult {
     } else {
         StorageConfig::Local(to.into())
     };
-    let target = Backend::open(&target)?.shared();
+    let target = Backend::open(&target)?;
+    let target: Arc<dyn Storage> =
+        match (encrypt || (state.config.encryption && !decrypt), &state.config.encryption_keys) {
+            (true, Some(keys)) => target.encrypted(keys.clone())?,
+            (true, None) => return Err("--encrypt needs encryption_keys (or encryption_keys_file)".into()),
+            (false, _) => target.shared(),
+        };
     let (_, total) = state.domain.list(&Actor::Operator, 1, 0).await?;
     let bar = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new(total as u64)

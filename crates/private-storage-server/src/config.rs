@@ -57,6 +57,9 @@ keys! {
     OnDenied = "on_denied", Some("403"), "answer to a denied download: 403 | 404 | login";
     PublicUrl = "public_url", None, "the URL users reach the server at (https://… turns on Secure cookies)";
     ShareKeys = "share_keys", None, "share-link signing keys, id=base64,… newest first (default: one generated into data_dir)";
+    Encryption = "encryption", Some("off"), "on: files are encrypted at rest (AES-256-GCM, ranges still served) under encryption_keys; off: stored as uploaded";
+    EncryptionKeys = "encryption_keys", None, "key-encryption keys, id=base64,… newest first (`private-storage keys generate ID` makes one)";
+    EncryptionKeysFile = "encryption_keys_file", None, "a file holding encryption_keys (id=base64 per line, newest first), instead of the setting";
     ShareMaxLifetime = "share_max_lifetime", Some("7d"), "longest share link";
     SessionTtl = "session_ttl", Some("12h"), "how long a login lasts";
     AuditRetention = "audit_retention", Some("90d"), "how long the share-link audit trail is kept";
@@ -96,7 +99,7 @@ impl Setting {
     /// Whether the value is a secret, never printed.
     pub fn is_secret(self) -> bool {
         match self {
-            Setting::Key(key) => matches!(key, Key::ShareKeys | Key::OidcClientSecret),
+            Setting::Key(key) => matches!(key, Key::ShareKeys | Key::OidcClientSecret | Key::EncryptionKeys),
             Setting::S3(s3) => s3.is_secret(),
         }
     }
@@ -187,6 +190,10 @@ pub struct Config {
     pub on_denied: DeniedName,
     pub public_url: Option<String>,
     pub share_keys: Option<String>,
+    /// Whether files are encrypted at rest.
+    pub encryption: bool,
+    /// The key-encryption keys, newest first (`encryption_keys` or `encryption_keys_file`).
+    pub encryption_keys: Option<private_storage::Keyring>,
     pub share_max_lifetime: Duration,
     pub session_ttl: Duration,
     pub audit_retention: Duration,
@@ -476,6 +483,48 @@ impl Loader {
         if let Some(keys) = &share_keys {
             private_storage::ShareKeys::parse(keys).map_err(|e| named(Key::ShareKeys, e.to_string()))?;
         }
+        let encryption_keys = match (get(Key::EncryptionKeys), get(Key::EncryptionKeysFile)) {
+            (Some(_), Some(_)) => {
+                return Err(named(
+                    Key::EncryptionKeysFile,
+                    "give encryption_keys or encryption_keys_file, not both".into(),
+                ));
+            }
+            (Some(spec), None) => {
+                Some(private_storage::Keyring::parse(spec).map_err(|e| named(Key::EncryptionKeys, e.to_string()))?)
+            }
+            (None, Some(path)) => {
+                let spec = std::fs::read_to_string(path)
+                    .map_err(|e| named(Key::EncryptionKeysFile, format!("{path}: {e}")))?;
+                Some(
+                    private_storage::Keyring::parse(&spec)
+                        .map_err(|e| named(Key::EncryptionKeysFile, e.to_string()))?,
+                )
+            }
+            (None, None) => None,
+        };
+        let encryption = match get(Key::Encryption).unwrap_or_default() {
+            "off" => false,
+            "on" if encryption_keys.is_none() => {
+                return Err(named(
+                    Key::Encryption,
+                    "on needs encryption_keys or encryption_keys_file (`private-storage keys generate ID` makes a key)"
+                        .into(),
+                ));
+            }
+            "on" if delivery != DeliveryName::Stream => {
+                return Err(named(
+                    Key::Encryption,
+                    format!(
+                        "on needs delivery = stream: with delivery = {} the proxy or S3 would send the stored \
+                         ciphertext, and only this server can decrypt",
+                        get(Key::Delivery).unwrap_or_default()
+                    ),
+                ));
+            }
+            "on" => true,
+            other => return Err(named(Key::Encryption, format!("{other:?}: expected on or off"))),
+        };
         let duration = |key: Key| {
             private_storage::parse_duration(get(key).unwrap_or_default())
                 .ok_or_else(|| named(key, "expected a duration such as 30s, 10m, 12h or 7d".into()))
@@ -517,6 +566,8 @@ impl Loader {
             on_denied,
             public_url,
             share_keys,
+            encryption,
+            encryption_keys,
             share_max_lifetime: duration(Key::ShareMaxLifetime)?,
             session_ttl: duration(Key::SessionTtl)?,
             audit_retention: duration(Key::AuditRetention)?,

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use private_storage::tus::{LocalPartials, PartialStore, S3Partials};
 use private_storage::{
-    Delivery, LocalStorage, OnDenied, S3Storage, ServePrivate, ShareKeys, ShareLinks, Storage, allow_authenticated,
-    allow_staff, allow_superuser,
+    Delivery, EncryptedStorage, Keyring, LocalStorage, OnDenied, S3Storage, ServePrivate, ShareKeys, ShareLinks,
+    Storage, allow_authenticated, allow_staff, allow_superuser,
 };
 
 use crate::config::{Config, ConfigError, DeliveryName, DeniedName, RuleName, StorageConfig, redact_url};
@@ -96,12 +96,21 @@ impl Backend {
         }
     }
 
-    /// The storage for everything that reads and writes files.
+    /// The storage for everything that reads and writes files, as stored (ciphertext, when
+    /// encrypted).
     pub fn shared(&self) -> Arc<dyn Storage> {
         match self {
             Backend::Local(local) => Arc::new(local.clone()),
             Backend::S3(s3) => s3.clone(),
         }
+    }
+
+    /// The storage through `keys`' encryption.
+    ///
+    /// # Errors
+    /// None today (the library's constructor is fallible).
+    pub fn encrypted(&self, keys: Keyring) -> Result<Arc<Encrypted>, StartError> {
+        Ok(Arc::new(EncryptedStorage::new(self.shared(), keys)?))
     }
 
     /// Checks that the storage can be used for real: the folder's permissions, or S3's writes
@@ -122,6 +131,9 @@ impl Backend {
         }
     }
 }
+
+/// The storage with encryption at rest.
+pub type Encrypted = EncryptedStorage<Arc<dyn Storage>>;
 
 impl From<private_storage::Error> for StartError {
     fn from(e: private_storage::Error) -> Self {
@@ -150,12 +162,23 @@ impl AppState {
             .await
             .map_err(|source| StartError::Database { url: redact_url(&config.database_url), source })?;
         let backend = Backend::open(&config.storage)?;
-        let storage = backend.shared();
+        let encrypted = match (&config.encryption, &config.encryption_keys) {
+            (true, Some(keys)) => Some(backend.encrypted(keys.clone())?),
+            _ => None,
+        };
+        let storage: Arc<dyn Storage> = match &encrypted {
+            Some(encrypted) => encrypted.clone(),
+            None => backend.shared(),
+        };
         // Unfinished resumable uploads: beside the default media folder, so a finished one is
         // renamed into it; in the bucket with S3, so that every instance can continue them.
-        let partials: Arc<dyn PartialStore> = match &backend {
-            Backend::Local(local) => Arc::new(LocalPartials::new(config.data_dir.join("uploads"), local.clone())?),
-            Backend::S3(s3) => Arc::new(S3Partials::new(s3.clone())),
+        // Encrypted, a finished upload is streamed through the encryption instead (from the
+        // data folder, which only this server's user may read).
+        let uploads = config.data_dir.join("uploads");
+        let partials: Arc<dyn PartialStore> = match (&backend, &encrypted) {
+            (_, Some(_)) => Arc::new(LocalPartials::copying_into(uploads, storage.clone())?),
+            (Backend::Local(local), None) => Arc::new(LocalPartials::new(uploads, local.clone())?),
+            (Backend::S3(s3), None) => Arc::new(S3Partials::new(s3.clone())),
         };
 
         let serving =
@@ -189,6 +212,7 @@ impl AppState {
             links,
             metrics: metrics.clone(),
             partials,
+            encrypted,
         });
         Ok(Self { config, domain, db, storage, metrics, templates: Arc::new(crate::http::web::templates()) })
     }

@@ -9,6 +9,7 @@
 
 mod accounts;
 mod files;
+mod keys;
 mod links;
 mod resumable;
 mod sso;
@@ -22,6 +23,7 @@ use private_storage::{ServePrivate, ServeRecords, ServeShared, ShareLinks, Stora
 pub(crate) use accounts::role;
 pub use accounts::{LoginLimiter, NewSession, TheirFiles, hash_password, random_token, sha256_hex};
 pub use files::{DbRecords, Owner, UploadSlots};
+pub use keys::{KeyStatus, Rotation};
 pub use links::{DbAudit, DbRevocations, NewLink, ShareRequest, keys_in};
 
 use crate::config::Config;
@@ -195,6 +197,8 @@ pub struct Domain {
     resumable: Resumable<Owner>,
     leases: Arc<resumable::Leases>,
     sso: Option<Arc<crate::sso::Sso>>,
+    /// The storage's encryption, when files are encrypted at rest.
+    encrypted: Option<Arc<crate::state::Encrypted>>,
     limiter: Arc<LoginLimiter>,
     metrics: Arc<Metrics>,
 }
@@ -218,11 +222,13 @@ pub(crate) struct Parts {
     pub(crate) metrics: Arc<Metrics>,
     /// Where unfinished resumable uploads are kept.
     pub(crate) partials: Arc<dyn PartialStore>,
+    /// `storage` itself when files are encrypted at rest, for key management.
+    pub(crate) encrypted: Option<Arc<crate::state::Encrypted>>,
 }
 
 impl Domain {
     pub(crate) fn new(parts: Parts) -> Self {
-        let Parts { config, db, storage, serving, media, links, metrics, partials } = parts;
+        let Parts { config, db, storage, serving, media, links, metrics, partials, encrypted } = parts;
         let mut policy = UploadPolicy::<Owner>::from_arc(storage.clone())
             .upload_to("files/%Y/%m")
             // A folder of its own per upload (80 random bits): two uploads of one name never
@@ -244,6 +250,7 @@ impl Domain {
             resumable,
             leases: resumable::Leases::new(db.clone()),
             sso: config.sso.clone().map(|c| Arc::new(crate::sso::Sso::new(c))),
+            encrypted,
             policy: Arc::new(policy),
             links,
             uploads: UploadSlots::new(config.max_uploads_per_user),

@@ -438,3 +438,71 @@ fn push_resumes_an_interrupted_upload_and_the_file_arrives_whole() {
     assert_eq!(remembered["urls"].as_object().unwrap().len(), 0, "a finished upload is forgotten");
     served.stop();
 }
+
+#[test]
+fn a_plaintext_store_is_encrypted_by_copy_storage_and_its_keys_rotate_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let marker = b"CLI-MARKER-8d1f3a";
+    ok(&cli(&data, &["user", "add", "ada", "--password-stdin"], Some("a long password\n"), &[]));
+    let original = [pdf(200_000), marker.to_vec(), pdf(1000)].concat();
+    let file = dir.path().join("report.pdf");
+    std::fs::write(&file, &original).unwrap();
+    ok(&cli(&data, &["put", file.to_str().unwrap()], None, &[]));
+    let id = ok(&cli(&data, &["ls"], None, &[])).lines().next().unwrap().split('\t').next().unwrap().to_owned();
+
+    let generated = ok(&cli(&data, &["keys", "generate", "k1"], None, &[]));
+    let k1 = generated.trim().to_owned();
+    assert!(k1.starts_with("k1=") && k1.len() == 3 + 44, "{k1}");
+    let k2 = ok(&cli(&data, &["keys", "generate", "k2"], None, &[])).trim().to_owned();
+    assert_ne!(k1[3..], k2[3..], "random keys");
+    let keys = |spec: &str| spec.to_owned();
+    let run = |args: Vec<String>, keys: String| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli(&data, &args, None, &[("PRIVATE_STORAGE_ENCRYPTION_KEYS", &keys)])
+    };
+    let plain_args = |args: &[&str]| args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+
+    // Encrypt into a new folder, then switch over.
+    let sealed = dir.path().join("sealed");
+    std::fs::create_dir(&sealed).unwrap();
+    let copied = ok(&run(plain_args(&["copy-storage", sealed.to_str().unwrap(), "--encrypt"]), keys(&k1)));
+    assert!(copied.contains("copied 1 file(s)"), "{copied}");
+    let again = ok(&run(plain_args(&["copy-storage", sealed.to_str().unwrap(), "--encrypt"]), keys(&k1)));
+    assert!(again.contains("1 already in place"), "resumable, verified on the content: {again}");
+    let stored = crate::common::files_under(&sealed);
+    assert_eq!(stored.len(), 1);
+    let ciphertext = std::fs::read(&stored[0]).unwrap();
+    assert!(!ciphertext.windows(marker.len()).any(|w| w == marker), "ciphertext in the new folder");
+    let on = |args: &[&str]| {
+        let mut all = plain_args(&["--storage", sealed.to_str().unwrap(), "-s", "encryption=on"]);
+        all.extend(plain_args(args));
+        all
+    };
+    let out = dir.path().join("back.pdf");
+    ok(&run(on(&["get", &id, "-o", out.to_str().unwrap()]), keys(&k1)));
+    assert!(std::fs::read(&out).unwrap() == original, "the content reads back");
+
+    let status = ok(&run(on(&["keys", "status"]), keys(&k1)));
+    assert!(status.contains("1 stored file(s)") && status.contains("k1: wraps 1 file(s)"), "{status}");
+    let rotated = ok(&run(on(&["keys", "rotate"]), keys(&format!("{k2},{k1}"))));
+    assert!(rotated.contains("rewrapped 1 file(s)"), "{rotated}");
+    let after = std::fs::read(&stored[0]).unwrap();
+    assert!(after.len() == ciphertext.len() && after[208..] == ciphertext[208..], "content bytes untouched");
+    let status = ok(&run(on(&["keys", "status"]), keys(&format!("{k2},{k1}"))));
+    assert!(status.contains("k2: wraps 1 file(s)") && status.contains("k1: wraps 0 file(s)"), "{status}");
+    std::fs::remove_file(&out).unwrap();
+    ok(&run(on(&["get", &id, "-o", out.to_str().unwrap()]), keys(&k2)));
+    assert!(std::fs::read(&out).unwrap() == original, "readable with k1 removed");
+    let refused = run(on(&["get", &id, "-o", dir.path().join("no.pdf").to_str().unwrap()]), keys(&k1));
+    assert!(!refused.status.success(), "k1 alone no longer opens it");
+    let checked = ok(&run(on(&["config", "check"]), keys(&k2)));
+    assert!(checked.contains("encryption_keys") && !checked.contains(&k2[3..]), "redacted: {checked}");
+
+    // And back to plaintext.
+    let plain = dir.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    ok(&run(on(&["copy-storage", plain.to_str().unwrap(), "--decrypt"]), keys(&k2)));
+    let back = crate::common::files_under(&plain);
+    assert!(std::fs::read(&back[0]).unwrap() == original, "decrypted copy");
+}

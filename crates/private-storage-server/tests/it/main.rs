@@ -4,6 +4,7 @@ mod app;
 mod browser;
 mod cli;
 mod common;
+mod encryption;
 mod oidc;
 mod s3;
 mod scale_out;
