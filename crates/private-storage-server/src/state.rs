@@ -172,11 +172,13 @@ impl AppState {
         };
         // Unfinished resumable uploads: beside the default media folder, so a finished one is
         // renamed into it; in the bucket with S3, so that every instance can continue them.
-        // Encrypted, a finished upload is streamed through the encryption instead (from the
-        // data folder, which only this server's user may read).
+        // Encrypted, the unfinished bytes are encrypted in the data folder too, and a finished
+        // upload is streamed through the storage's encryption.
         let uploads = config.data_dir.join("uploads");
         let partials: Arc<dyn PartialStore> = match (&backend, &encrypted) {
-            (_, Some(_)) => Arc::new(LocalPartials::copying_into(uploads, storage.clone())?),
+            (_, Some(encrypted)) => {
+                Arc::new(LocalPartials::copying_into(uploads, storage.clone())?.sealed(encrypted.keys().clone()))
+            }
             (Backend::Local(local), None) => Arc::new(LocalPartials::new(uploads, local.clone())?),
             (Backend::S3(s3), None) => Arc::new(S3Partials::new(s3.clone())),
         };

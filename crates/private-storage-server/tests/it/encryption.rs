@@ -88,6 +88,10 @@ async fn every_upload_path_stores_ciphertext_and_every_download_path_serves_the_
     let octets = ("content-type", "application/offset+octet-stream");
     let first = s.send(tus("PATCH", &upload, &[("upload-offset", "0"), octets], resumed[..70_000].to_vec())).await;
     assert_eq!(first.status, 204);
+    for partial in files_under(&s.dir.path().join("data/uploads")) {
+        let bytes = std::fs::read(&partial).unwrap();
+        assert!(!bytes.windows(marker.len()).any(|w| w == marker), "an unfinished upload is readable in {partial}");
+    }
     let last = s.send(tus("PATCH", &upload, &[("upload-offset", "70000"), octets], resumed[70_000..].to_vec())).await;
     assert_eq!(last.status, 204, "{}", last.text());
     let shown = s.get(last.header("x-file-location").unwrap(), &auth).await.json();

@@ -25,6 +25,8 @@ use bytes::{Bytes, BytesMut};
 use futures_core::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt, stream};
 
+#[cfg(all(feature = "encryption", feature = "tus"))]
+pub(crate) use encrypted::PartialCipher;
 #[cfg(feature = "encryption")]
 pub use encrypted::{EncryptedStorage, Keyring, Rewrap};
 pub use local::LocalStorage;

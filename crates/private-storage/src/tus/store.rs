@@ -17,6 +17,20 @@ use crate::{Error, LocalStorage, ObjectKey, ObjectMeta, PutMode, PutOptions, Res
 
 const BACKEND: &str = "tus";
 
+#[cfg(feature = "encryption")]
+use crate::storage::PartialCipher as Cipher;
+
+/// Without the `encryption` feature there is never a cipher.
+#[cfg(not(feature = "encryption"))]
+enum Cipher {}
+
+#[cfg(not(feature = "encryption"))]
+impl Cipher {
+    fn apply(&self, _: u64, _: &mut [u8]) {
+        match *self {}
+    }
+}
+
 /// The durable state of one unfinished upload.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
@@ -87,12 +101,15 @@ pub trait PartialStore: Debug + Send + Sync + 'static {
 /// Unfinished uploads in a local folder: the bytes in `<id>`, the state in `<id>.json`
 /// (written to a temporary file and renamed). Every append is fsynced before it is
 /// acknowledged. A finished upload is renamed into a [`LocalStorage`] on the same filesystem,
-/// and streamed into any other storage.
+/// and streamed into any other storage. With [`LocalPartials::sealed`] (feature `encryption`)
+/// the bytes are encrypted on disk too.
 #[derive(Debug, Clone)]
 pub struct LocalPartials {
     dir: PathBuf,
     dir_fd: Arc<OwnedFd>,
     target: Target,
+    #[cfg(feature = "encryption")]
+    keys: Option<crate::Keyring>,
 }
 
 #[derive(Debug, Clone)]
@@ -128,7 +145,56 @@ impl LocalPartials {
         let config = |e: std::io::Error| Error::config("tus folder", format!("{}: {e}", dir.display()));
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(config)?;
         let fd = std::fs::File::open(&dir).map_err(config)?;
-        Ok(Self { dir, dir_fd: Arc::new(fd.into()), target })
+        Ok(Self {
+            dir,
+            dir_fd: Arc::new(fd.into()),
+            target,
+            #[cfg(feature = "encryption")]
+            keys: None,
+        })
+    }
+
+    /// Encrypts the bytes of unfinished uploads on disk (AES-256-CTR under a random key per
+    /// upload, wrapped by the newest KEK of `keys` in a header), so that with an
+    /// [`EncryptedStorage`](crate::EncryptedStorage) no byte of an upload is ever at rest in
+    /// the clear. Keep a removed KEK until the uploads it began have expired. A finished
+    /// upload is decrypted as it streams into the storage and must match the SHA-256 kept as
+    /// its bytes arrived, or it is refused ([`Error::Integrity`]) and nothing is kept.
+    #[cfg(feature = "encryption")]
+    pub fn sealed(mut self, keys: crate::Keyring) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// Where an upload's bytes start in its file (after the header, when sealed).
+    fn base(&self) -> u64 {
+        #[cfg(feature = "encryption")]
+        if self.keys.is_some() {
+            return Cipher::HEADER;
+        }
+        0
+    }
+
+    /// The header and cipher of a new upload, when sealed.
+    fn new_cipher(&self) -> Option<(Vec<u8>, Cipher)> {
+        #[cfg(feature = "encryption")]
+        if let Some(keys) = &self.keys {
+            return Some(Cipher::create(keys));
+        }
+        None
+    }
+
+    /// The cipher of an upload, from its header, when sealed.
+    async fn cipher(&self, id: &str) -> Result<Option<Cipher>> {
+        #[cfg(feature = "encryption")]
+        if let Some(keys) = &self.keys {
+            let mut file = tokio::fs::File::open(self.data(id)?).await.map_err(io)?;
+            let mut header = vec![0u8; Cipher::HEADER as usize];
+            file.read_exact(&mut header).await.map_err(io)?;
+            return Cipher::open(keys, &header, id).map(Some);
+        }
+        let _ = id;
+        Ok(None)
     }
 
     fn data(&self, id: &str) -> Result<PathBuf> {
@@ -174,7 +240,10 @@ fn io(e: std::io::Error) -> Error {
 impl PartialStore for LocalPartials {
     async fn create(&self, info: &UploadInfo) -> Result<()> {
         let data = self.data(&info.id)?;
-        let file = tokio::fs::OpenOptions::new().write(true).create_new(true).open(&data).await.map_err(io)?;
+        let mut file = tokio::fs::OpenOptions::new().write(true).create_new(true).open(&data).await.map_err(io)?;
+        if let Some((header, _)) = self.new_cipher() {
+            file.write_all(&header).await.map_err(io)?;
+        }
         file.sync_all().await.map_err(io)?;
         self.write_state(info).await
     }
@@ -193,7 +262,7 @@ impl PartialStore for LocalPartials {
         // The saved offset is the acknowledged one; the bytes are made durable before it is
         // saved, so the file holds at least that many (more if a request was cut by a crash).
         let stored = match tokio::fs::metadata(self.data(id)?).await {
-            Ok(meta) => meta.len(),
+            Ok(meta) => meta.len().saturating_sub(self.base()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io(e)),
         };
@@ -212,13 +281,14 @@ impl PartialStore for LocalPartials {
     async fn append(&self, info: &UploadInfo, mut data: ByteStream) -> (u64, Result<()>) {
         let mut offset = info.offset;
         let opened = async {
+            let cipher = self.cipher(&info.id).await?;
             let mut file = tokio::fs::OpenOptions::new().write(true).open(self.data(&info.id)?).await.map_err(io)?;
-            file.set_len(offset).await.map_err(io)?;
-            file.seek(std::io::SeekFrom::Start(offset)).await.map_err(io)?;
+            file.set_len(self.base() + offset).await.map_err(io)?;
+            file.seek(std::io::SeekFrom::Start(self.base() + offset)).await.map_err(io)?;
             let flusher = Flusher::new(&file).await?;
-            Ok::<_, Error>((file, flusher))
+            Ok::<_, Error>((file, flusher, cipher))
         };
-        let (mut file, mut flusher) = match opened.await {
+        let (mut file, mut flusher, cipher) = match opened.await {
             Ok(opened) => opened,
             Err(e) => return (offset, Err(e)),
         };
@@ -226,7 +296,15 @@ impl PartialStore for LocalPartials {
         while let Some(chunk) = data.next().await {
             match chunk {
                 Ok(chunk) => {
-                    if let Err(e) = file.write_all(&chunk).await {
+                    let written = match &cipher {
+                        Some(cipher) => {
+                            let mut sealed = chunk.to_vec();
+                            cipher.apply(offset, &mut sealed);
+                            file.write_all(&sealed).await
+                        }
+                        None => file.write_all(&chunk).await,
+                    };
+                    if let Err(e) = written {
                         outcome = Err(io(e));
                         break;
                     }
@@ -253,21 +331,27 @@ impl PartialStore for LocalPartials {
 
     async fn truncate(&self, info: &UploadInfo, offset: u64) -> Result<()> {
         let file = tokio::fs::OpenOptions::new().write(true).open(self.data(&info.id)?).await.map_err(io)?;
-        file.set_len(offset).await.map_err(io)?;
+        file.set_len(self.base() + offset).await.map_err(io)?;
         file.sync_all().await.map_err(io)
     }
 
     async fn head(&self, id: &str, len: usize) -> Result<Bytes> {
-        let file = tokio::fs::File::open(self.data(id)?).await.map_err(io)?;
+        let cipher = self.cipher(id).await?;
+        let mut file = tokio::fs::File::open(self.data(id)?).await.map_err(io)?;
+        file.seek(std::io::SeekFrom::Start(self.base())).await.map_err(io)?;
         let mut head = Vec::with_capacity(len);
         file.take(len as u64).read_to_end(&mut head).await.map_err(io)?;
+        if let Some(cipher) = cipher {
+            cipher.apply(0, &mut head);
+        }
         Ok(head.into())
     }
 
     async fn finish(&self, info: &UploadInfo, key: &ObjectKey, mode: PutMode) -> Result<ObjectMeta> {
-        let renamed = match &self.target {
-            Target::Local(local) => local.adopt(self.dir_fd.clone(), info.id.clone(), key, mode).await?,
-            Target::Any(_) => None,
+        let cipher = self.cipher(&info.id).await?;
+        let renamed = match (&self.target, &cipher) {
+            (Target::Local(local), None) => local.adopt(self.dir_fd.clone(), info.id.clone(), key, mode).await?,
+            _ => None,
         };
         let meta = match renamed {
             Some(meta) => meta,
@@ -276,8 +360,36 @@ impl PartialStore for LocalPartials {
                     Target::Local(local) => local,
                     Target::Any(any) => &**any,
                 };
-                let file = tokio::fs::File::open(self.data(&info.id)?).await.map_err(io)?;
-                storage.put(key, file_chunks(file), PutOptions::default().with_mode(mode)).await?
+                let mut file = tokio::fs::File::open(self.data(&info.id)?).await.map_err(io)?;
+                file.seek(std::io::SeekFrom::Start(self.base())).await.map_err(io)?;
+                match cipher {
+                    None => storage.put(key, file_chunks(file), PutOptions::default().with_mode(mode)).await?,
+                    Some(cipher) => {
+                        let hasher = Arc::new(std::sync::Mutex::new(<sha2::Sha256 as sha2::Digest>::new()));
+                        let meta = storage
+                            .put(
+                                key,
+                                opened_chunks(file, cipher, hasher.clone()),
+                                PutOptions::default().with_mode(mode),
+                            )
+                            .await?;
+                        // Unauthenticated on disk: the bytes must be those whose hash was kept.
+                        let read = sha2::Digest::finalize(hasher.lock().expect("not poisoned").clone());
+                        let kept =
+                            info.sha256_state.as_deref().and_then(super::hash_state::load).map(sha2::Digest::finalize);
+                        if kept.is_some_and(|kept| kept != read) {
+                            storage.delete(&meta.key).await?;
+                            return Err(Error::Integrity {
+                                key: meta.key,
+                                message: format!(
+                                    "upload {}: its stored bytes changed while it was unfinished",
+                                    info.id
+                                ),
+                            });
+                        }
+                        meta
+                    }
+                }
             }
         };
         let mut done = info.clone();
@@ -368,6 +480,24 @@ impl Flusher {
             None => Ok(()),
         }
     }
+}
+
+/// An upload's sealed bytes, decrypted and hashed as they are read.
+fn opened_chunks(
+    file: tokio::fs::File,
+    cipher: Cipher,
+    hasher: Arc<std::sync::Mutex<sha2::Sha256>>,
+) -> crate::storage::PutStream<'static> {
+    let mut position = 0u64;
+    file_chunks(file)
+        .map(move |chunk| {
+            let mut bytes = chunk?.to_vec();
+            cipher.apply(position, &mut bytes);
+            position += bytes.len() as u64;
+            sha2::Digest::update(&mut *hasher.lock().expect("not poisoned"), &bytes);
+            Ok(Bytes::from(bytes))
+        })
+        .boxed()
 }
 
 /// A file read as a stream of 256 KiB chunks.

@@ -312,3 +312,72 @@ async fn a_second_patch_stops_the_running_one_and_finds_the_offset_it_left() {
     assert_eq!(patch(&f.app, "ada", &url, 10_000, &data[10_000..], &[]).await.status, StatusCode::NO_CONTENT);
     assert_eq!(f.completed.lock().unwrap()[0].1.sha256, common::sha256(&data));
 }
+
+/// An upload service over an encrypted folder with sealed partials, in `dir` (so that a second
+/// one over the same `dir` is the same server restarted).
+#[cfg(feature = "encryption")]
+fn sealed_service(dir: &std::path::Path) -> (Router, Arc<private_storage::EncryptedStorage<LocalStorage>>) {
+    use private_storage::{EncryptedStorage, Keyring};
+    let keys = Keyring::parse(&format!("k1={}", base64::engine::general_purpose::STANDARD.encode([5u8; 32]))).unwrap();
+    std::fs::create_dir_all(dir.join("files")).unwrap();
+    let storage = Arc::new(EncryptedStorage::new(LocalStorage::new(dir.join("files")).unwrap(), keys.clone()).unwrap());
+    let partials = LocalPartials::copying_into(dir.join("partial"), storage.clone()).unwrap().sealed(keys);
+    let policy = UploadPolicy::from_arc(storage.clone()).upload_to("up").content_types(["application/pdf"]);
+    let service = TusService::new(Resumable::new(policy, partials), "/uploads/", |_, _| async { Ok(()) });
+    let app = Router::new().nest_service("/uploads", service).layer(axum::middleware::from_fn(common::bearer_identity));
+    (app, storage)
+}
+
+#[cfg(feature = "encryption")]
+#[tokio::test]
+async fn sealed_partials_keep_an_unfinished_upload_encrypted_across_a_restart_and_refuse_changed_bytes() {
+    use private_storage::StorageExt;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = b"PARTIAL-MARKER-5b7e21";
+    let mut data = pdf(300_000, 3);
+    for at in [1000, 150_000, 250_000] {
+        data[at..at + marker.len()].copy_from_slice(marker);
+    }
+    let (app, _) = sealed_service(dir.path());
+    let url = create(&app, "ada", data.len(), "sealed.pdf").await;
+    assert_eq!(patch(&app, "ada", &url, 0, &data[..200_000], &[]).await.status, StatusCode::NO_CONTENT);
+    let on_disk = crate::common::files(dir.path());
+    assert!(!on_disk.is_empty());
+    for file in &on_disk {
+        let bytes = std::fs::read(dir.path().join(file)).unwrap();
+        assert!(!bytes.windows(marker.len()).any(|w| w == marker), "unfinished bytes readable in {file}");
+    }
+
+    // Restarted: the offset is known and the rest completes it.
+    let (app, storage) = sealed_service(dir.path());
+    let head = send(&app, "HEAD", &url, Some("ada"), &[], vec![]).await;
+    assert_eq!(head.header("upload-offset"), Some("200000"));
+    let done = patch(&app, "ada", &url, 200_000, &data[200_000..], &[]).await;
+    assert_eq!(done.status, StatusCode::NO_CONTENT, "{}", done.body);
+    let stored: Vec<_> =
+        futures_util::TryStreamExt::try_collect::<Vec<_>>(private_storage::Storage::list(&*storage, None))
+            .await
+            .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert!(storage.read(&stored[0].key).await.unwrap() == data, "the content, whole");
+    for file in crate::common::files(dir.path()) {
+        let bytes = std::fs::read(dir.path().join(&file)).unwrap();
+        assert!(!bytes.windows(marker.len()).any(|w| w == marker), "content readable in {file}");
+    }
+
+    // Bytes changed on disk while unfinished: the finished upload is refused, nothing kept.
+    let url = create(&app, "ada", data.len(), "changed.pdf").await;
+    assert_eq!(patch(&app, "ada", &url, 0, &data[..200_000], &[]).await.status, StatusCode::NO_CONTENT);
+    let id = url.rsplit('/').next().unwrap();
+    let partial = dir.path().join("partial").join(id);
+    let mut bytes = std::fs::read(&partial).unwrap();
+    bytes[208 + 100_000] ^= 1;
+    std::fs::write(&partial, &bytes).unwrap();
+    let refused = patch(&app, "ada", &url, 200_000, &data[200_000..], &[]).await;
+    assert!(refused.status.is_server_error(), "{} {}", refused.status, refused.body);
+    let kept: Vec<_> =
+        futures_util::TryStreamExt::try_collect::<Vec<_>>(private_storage::Storage::list(&*storage, None))
+            .await
+            .unwrap();
+    assert_eq!(kept.len(), 1, "only the first upload is stored: {kept:?}");
+}

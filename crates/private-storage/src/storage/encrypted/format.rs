@@ -217,7 +217,6 @@ impl Header {
     }
 
     /// The random id fixed at the object's first write.
-    #[cfg(test)]
     pub(super) fn file_id(&self) -> &[u8] {
         &self.fixed[8..24]
     }

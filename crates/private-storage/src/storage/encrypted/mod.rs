@@ -360,6 +360,61 @@ impl Drop for Reservation {
     }
 }
 
+/// The cipher of an unfinished upload's bytes (feature `tus`): AES-256-CTR under a random key
+/// per upload, so that bytes can be written at any offset and cut back. It only hides them: the
+/// upload's SHA-256, kept as its bytes arrive, is what vouches for them when it is finished.
+#[cfg(feature = "tus")]
+pub(crate) struct PartialCipher {
+    key: [u8; 32],
+    iv: [u8; 8],
+}
+
+#[cfg(feature = "tus")]
+impl Drop for PartialCipher {
+    fn drop(&mut self) {
+        self.key.zeroize();
+    }
+}
+
+#[cfg(feature = "tus")]
+impl PartialCipher {
+    /// The stored header (as an object's: a file id and the key wrapped by the newest KEK) and
+    /// the cipher of a new upload.
+    pub(crate) fn create(keys: &Keyring) -> (Vec<u8>, Self) {
+        let mut key = [0u8; 32];
+        format::fill_random(&mut key);
+        let (kek_id, kek) = keys.newest();
+        let header = Header::new(kek_id, kek, &key);
+        let iv = header.file_id()[..8].try_into().expect("16-byte file id");
+        (header.to_bytes(), Self { key, iv })
+    }
+
+    /// The cipher of an upload from its stored header.
+    pub(crate) fn open(keys: &Keyring, header: &[u8], id: &str) -> Result<Self> {
+        let header = Header::parse(header).map_err(|e| Error::storage("tus", format!("upload {id}: {e}")))?;
+        for slot in header.slots().iter().flatten() {
+            if let Some(key) = keys.get(&slot.key_id).and_then(|kek| header.open_slot(slot, kek)) {
+                let iv = header.file_id()[..8].try_into().expect("16-byte file id");
+                return Ok(Self { key, iv });
+            }
+        }
+        Err(Error::storage("tus", format!("upload {id}: no configured key opens its key")))
+    }
+
+    /// The size of the header before the bytes.
+    pub(crate) const HEADER: u64 = HEADER;
+
+    /// Encrypts or decrypts `buf`, the bytes at `position` of the upload, in place.
+    pub(crate) fn apply(&self, position: u64, buf: &mut [u8]) {
+        use ctr::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
+        let mut iv = [0u8; 16];
+        iv[..8].copy_from_slice(&self.iv);
+        let mut cipher = ctr::Ctr64BE::<aes::Aes256>::new(&self.key.into(), &iv.into());
+        cipher.seek(position);
+        cipher.apply_keystream(buf);
+    }
+}
+
 fn integrity(key: &ObjectKey, message: impl fmt::Display) -> Error {
     Error::Integrity { key: key.clone(), message: message.to_string() }
 }
