@@ -1,4 +1,7 @@
-//! The download path under load: `serve-bench <root> <stream|nginx|memory|s3|s3-redirect> [internal-prefix]`.
+//! The download path under load: `serve-bench <root> <stream|nginx|memory|encrypted|s3|s3-redirect> [internal-prefix]`.
+//!
+//! `encrypted` copies the files into `<root>-sealed` through an `EncryptedStorage` (a fresh
+//! key each start) and streams them from there, decrypting: the cost of encryption at rest.
 //!
 //! `memory` serves the same files from `MemoryStorage` (loaded at start): the same stack
 //! without file I/O, to tell the cost of the filesystem from the cost of HTTP. `s3` and
@@ -42,11 +45,11 @@ async fn identify(State(sessions): State<Sessions>, mut request: Request, next: 
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: serve-bench <root> <stream|nginx|memory|s3|s3-redirect> [internal-prefix]";
+    let usage = "usage: serve-bench <root> <stream|nginx|memory|encrypted|s3|s3-redirect> [internal-prefix]";
     let root = args.next().ok_or(usage)?;
     let mode = args.next().ok_or(usage)?;
     let delivery = match mode.as_str() {
-        "stream" | "memory" | "s3" => Delivery::stream(),
+        "stream" | "memory" | "encrypted" | "s3" => Delivery::stream(),
         "s3-redirect" => Delivery::presigned_redirect(None),
         "nginx" => Delivery::nginx(args.next().as_deref().unwrap_or("/_internal"))?,
         other => return Err(format!("unknown mode {other}; {usage}").into()),
@@ -66,6 +69,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     println!("presigned {key} {url}");
                 }
                 Arc::new(s3)
+            }
+            "encrypted" => {
+                let sealed = format!("{}-sealed", root.trim_end_matches('/'));
+                std::fs::create_dir_all(&sealed)?;
+                let keys = private_storage::Keyring::parse(&private_storage::Keyring::generate_entry("bench")?)?;
+                let encrypted = private_storage::EncryptedStorage::new(LocalStorage::new(&sealed)?, keys)?;
+                private_storage::migrate(&LocalStorage::new(&root)?, &encrypted, None, |_| {}).await?;
+                Arc::new(encrypted)
             }
             "memory" => {
                 let memory = MemoryStorage::new().with_chunk_size(128 * 1024);

@@ -85,5 +85,33 @@ fn service(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, keys, rules, planning, disposition, service);
+/// Encryption at rest: reading 4 KiB whole and 1 MiB streamed, plain and encrypted, from memory.
+fn encryption(c: &mut Criterion) {
+    use futures_util::TryStreamExt;
+    use private_storage::{EncryptedStorage, GetOptions, Keyring, Storage};
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let plain = MemoryStorage::new();
+    let keys = Keyring::parse(&Keyring::generate_entry("bench").unwrap()).unwrap();
+    let encrypted = EncryptedStorage::new(MemoryStorage::new(), keys).unwrap();
+    let (small, large) = (ObjectKey::new("4k.bin").unwrap(), ObjectKey::new("1m.bin").unwrap());
+    for storage in [&plain as &dyn Storage, &encrypted] {
+        runtime.block_on(storage.put_bytes(&small, vec![7u8; 4096])).unwrap();
+        runtime.block_on(storage.put_bytes(&large, vec![7u8; 1 << 20])).unwrap();
+    }
+    for (name, storage) in [("plain", &plain as &dyn Storage), ("encrypted", &encrypted)] {
+        c.bench_function(&format!("storage: 4 KiB inline read, {name}"), |b| {
+            b.iter(|| runtime.block_on(storage.head_with_bytes(black_box(&small), 65_536)).unwrap())
+        });
+        c.bench_function(&format!("storage: 1 MiB streamed, {name}"), |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let got = storage.get(black_box(&large), GetOptions::default()).await.unwrap();
+                    got.into_stream().try_fold(0, |n, chunk| async move { Ok(n + chunk.len()) }).await.unwrap()
+                })
+            })
+        });
+    }
+}
+
+criterion_group!(benches, keys, rules, planning, disposition, service, encryption);
 criterion_main!(benches);

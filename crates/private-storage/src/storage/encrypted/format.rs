@@ -26,8 +26,15 @@
 //! then clear the old, each step a single small write, so a crash in between leaves a readable
 //! object (see `EncryptedStorage::rewrap`).
 
-use aes_gcm::aead::{AeadInOut, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+
+/// An AES-256-GCM key (ring's: AES-NI/VAES and carry-less multiplication in assembly).
+pub(super) type Aes256Gcm = LessSafeKey;
+
+/// An AES-256-GCM key from its 32 bytes.
+pub(super) fn aes_256_gcm(key: &[u8; 32]) -> Aes256Gcm {
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("a 32-byte key"))
+}
 
 pub(super) const MAGIC: &[u8; 4] = b"PSEF";
 pub(super) const VERSION: u8 = 1;
@@ -187,20 +194,23 @@ impl Header {
         sealed[..32].copy_from_slice(data_key);
         let (body, tag) = sealed.split_at_mut(32);
         let t = kek
-            .encrypt_inout_detached(&Nonce::from(nonce), &self.slot_aad(kek_id), body.into())
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(self.slot_aad(kek_id)), body)
             .expect("32 bytes are within AES-GCM's limits");
-        tag.copy_from_slice(&t);
+        tag.copy_from_slice(t.as_ref());
         Slot { key_id: kek_id.to_owned(), nonce, sealed }
     }
 
     /// The data key of `slot`, if `kek` is the key it was sealed under and nothing changed.
     pub(super) fn open_slot(&self, slot: &Slot, kek: &Aes256Gcm) -> Option<[u8; 32]> {
-        let mut key = [0u8; 32];
-        key.copy_from_slice(&slot.sealed[..32]);
-        let tag = Tag::try_from(&slot.sealed[32..]).expect("16-byte tag");
-        kek.decrypt_inout_detached(&Nonce::from(slot.nonce), &self.slot_aad(&slot.key_id), (&mut key[..]).into(), &tag)
-            .ok()?;
-        Some(key)
+        let mut sealed = slot.sealed;
+        let opened = kek.open_in_place(
+            Nonce::assume_unique_for_key(slot.nonce),
+            Aad::from(self.slot_aad(&slot.key_id)),
+            &mut sealed,
+        );
+        let key = opened.ok()?.try_into().ok();
+        sealed.zeroize();
+        key
     }
 
     fn slot_aad(&self, kek_id: &str) -> Vec<u8> {
@@ -213,10 +223,11 @@ impl Header {
         aad.extend_from_slice(&[0; 9]);
         aad.extend_from_slice(&self.fixed);
         aad.extend_from_slice(key.as_bytes());
-        ChunkCipher { cipher: Aes256Gcm::new(&(*data_key).into()), aad }
+        ChunkCipher { cipher: aes_256_gcm(data_key), aad }
     }
 
     /// The random id fixed at the object's first write.
+    #[cfg(any(test, feature = "tus"))]
     pub(super) fn file_id(&self) -> &[u8] {
         &self.fixed[8..24]
     }
@@ -230,12 +241,12 @@ pub(super) struct ChunkCipher {
 }
 
 impl ChunkCipher {
-    fn nonce_and_aad(&mut self, index: u64, last: bool) -> Nonce<aes_gcm::aead::consts::U12> {
+    fn nonce_and_aad(&mut self, index: u64, last: bool) -> Nonce {
         self.aad[..8].copy_from_slice(&index.to_be_bytes());
         self.aad[8] = u8::from(last);
         let mut nonce = [0u8; 12];
         nonce[..9].copy_from_slice(&self.aad[..9]);
-        Nonce::from(nonce)
+        Nonce::assume_unique_for_key(nonce)
     }
 
     /// Encrypts `content` (at most one chunk) in place and returns its tag.
@@ -243,21 +254,23 @@ impl ChunkCipher {
         let nonce = self.nonce_and_aad(index, last);
         let tag = self
             .cipher
-            .encrypt_inout_detached(&nonce, &self.aad, content.into())
+            .seal_in_place_separate_tag(nonce, Aad::from(&self.aad), content)
             .expect("a chunk is within AES-GCM's limits");
-        tag.into()
+        tag.as_ref().try_into().expect("16-byte tag")
     }
 
     /// Checks and decrypts a stored chunk (content + tag) in place; on success the first
     /// `len - 16` bytes are the content. Nothing is decrypted unless the tag holds.
     pub(super) fn open(&mut self, index: u64, last: bool, buf: &mut [u8]) -> bool {
-        let Some(split) = buf.len().checked_sub(TAG as usize) else { return false };
-        let (body, tag) = buf.split_at_mut(split);
-        let tag = Tag::try_from(&*tag).expect("16-byte tag");
+        if buf.len() < TAG as usize {
+            return false;
+        }
         let nonce = self.nonce_and_aad(index, last);
-        self.cipher.decrypt_inout_detached(&nonce, &self.aad, body.into(), &tag).is_ok()
+        self.cipher.open_in_place(nonce, Aad::from(&self.aad), buf).is_ok()
     }
 }
+
+use zeroize::Zeroize;
 
 pub(super) fn fill_random(buf: &mut [u8]) {
     getrandom::fill(buf).expect("the operating system's random source");
@@ -280,7 +293,7 @@ mod tests {
 
     #[test]
     fn the_header_round_trips_and_binds_its_fields() {
-        let kek = Aes256Gcm::new(&[7u8; 32].into());
+        let kek = aes_256_gcm(&[7u8; 32]);
         let data_key = [9u8; 32];
         let header = Header::new("k1", &kek, &data_key);
         let bytes = header.to_bytes();
@@ -290,7 +303,7 @@ mod tests {
         let slot = parsed.slots()[0].clone().unwrap();
         assert_eq!(slot.key_id, "k1");
         assert_eq!(parsed.open_slot(&slot, &kek), Some(data_key));
-        assert_eq!(parsed.open_slot(&slot, &Aes256Gcm::new(&[8u8; 32].into())), None, "another KEK");
+        assert_eq!(parsed.open_slot(&slot, &aes_256_gcm(&[8u8; 32])), None, "another KEK");
         // Any change to the fixed part (here the file id) fails the unwrap.
         let mut tampered = bytes.clone();
         tampered[10] ^= 1;
@@ -304,7 +317,7 @@ mod tests {
 
     #[test]
     fn a_chunk_opens_only_at_its_index_with_its_final_mark_for_its_key() {
-        let kek = Aes256Gcm::new(&[1u8; 32].into());
+        let kek = aes_256_gcm(&[1u8; 32]);
         let header = Header::new("k", &kek, &[2u8; 32]);
         let mut sealed = b"secret content".to_vec();
         let tag = header.chunks(&[2u8; 32], "a/b.txt").seal(3, true, &mut sealed);
@@ -318,5 +331,16 @@ mod tests {
         assert_eq!(try_open(3, false, "a/b.txt", [2; 32]), None, "not the final mark");
         assert_eq!(try_open(3, true, "a/c.txt", [2; 32]), None, "another key");
         assert_eq!(try_open(3, true, "a/b.txt", [3; 32]), None, "another data key");
+
+        // The format as documented, checked with another implementation (RustCrypto's).
+        use aes_gcm::aead::{Aead, KeyInit, Payload};
+        let mut nonce = [0u8; 12];
+        nonce[..8].copy_from_slice(&3u64.to_be_bytes());
+        nonce[8] = 1;
+        let aad = [&nonce[..9], &header.to_bytes()[..24], b"a/b.txt"].concat();
+        let oracle = aes_gcm::Aes256Gcm::new(&[2u8; 32].into());
+        let opened =
+            oracle.decrypt(&nonce.into(), Payload { msg: &sealed, aad: &aad }).expect("the documented nonce and AAD");
+        assert_eq!(opened, b"secret content");
     }
 }

@@ -7,8 +7,6 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
-use aes_gcm::Aes256Gcm;
-use aes_gcm::aead::KeyInit;
 use async_trait::async_trait;
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
@@ -16,7 +14,7 @@ use futures_core::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt, stream};
 use zeroize::Zeroize;
 
-use self::format::{CHUNK, HEADER, Header, HeaderError, MAX_KEY_ID, SEALED_CHUNK, TAG};
+use self::format::{Aes256Gcm, CHUNK, HEADER, Header, HeaderError, MAX_KEY_ID, SEALED_CHUNK, TAG};
 use super::{
     ByteStream, GetOptions, GetResult, ObjectMeta, Payload, PutMode, PutOptions, PutStream, Storage, UNIQUE_ATTEMPTS,
     check_range, with_random_suffix,
@@ -79,7 +77,9 @@ impl Keyring {
                 raw.zeroize();
                 return Err(keys_error(format!("the key of {id:?} is not 32 bytes")));
             }
-            let cipher = Aes256Gcm::new_from_slice(&raw).expect("32 bytes");
+            let mut bytes: [u8; 32] = raw.as_slice().try_into().expect("32 bytes");
+            let cipher = format::aes_256_gcm(&bytes);
+            bytes.zeroize();
             raw.zeroize();
             keys.push((id.to_owned(), cipher));
         }
@@ -601,25 +601,30 @@ impl Plan {
 
 /// The content of `plan.range`, from `stored` positioned at the plan's first chunk (with
 /// `seed` already read from it). Each chunk is authenticated whole before any of its bytes
-/// are yielded.
+/// are yielded. Each stored byte is copied once, into a buffer of its chunk's exact size,
+/// where it is decrypted in place and then handed on without another copy.
 fn decrypt(stored: ByteStream, seed: BytesMut, cipher: format::ChunkCipher, plan: Plan) -> ByteStream {
     let index = plan.first();
-    let state = Some((stored, seed, cipher, plan, index));
+    let state = Some((stored, seed.freeze(), cipher, plan, index));
     stream::unfold(state, |state| async move {
-        let (mut stored, mut buf, mut cipher, plan, mut index) = state?;
+        let (mut stored, mut pending, mut cipher, plan, mut index) = state?;
         loop {
             if index > plan.last() {
                 return None;
             }
             let want = plan.sealed_len(index) as usize;
-            while buf.len() < want {
-                match stored.next().await {
-                    Some(Ok(bytes)) => buf.extend_from_slice(&bytes),
-                    Some(Err(e)) => return Some((Err(e), None)),
-                    None => return Some((Err(integrity(&plan.key, "the object ends early")), None)),
+            let mut chunk = BytesMut::with_capacity(want);
+            while chunk.len() < want {
+                if pending.is_empty() {
+                    match stored.next().await {
+                        Some(Ok(bytes)) => pending = bytes,
+                        Some(Err(e)) => return Some((Err(e), None)),
+                        None => return Some((Err(integrity(&plan.key, "the object ends early")), None)),
+                    }
                 }
+                let take = (want - chunk.len()).min(pending.len());
+                chunk.extend_from_slice(&pending.split_to(take));
             }
-            let mut chunk = buf.split_to(want);
             if !cipher.open(index, index + 1 == plan.chunks, &mut chunk) {
                 let error = integrity(&plan.key, format_args!("chunk {index} failed authentication"));
                 return Some((Err(error), None));
@@ -631,7 +636,7 @@ fn decrypt(stored: ByteStream, seed: BytesMut, cipher: format::ChunkCipher, plan
             index += 1;
             if lo < hi {
                 let bytes = chunk.freeze().slice(lo..hi);
-                return Some((Ok(bytes), Some((stored, buf, cipher, plan, index))));
+                return Some((Ok(bytes), Some((stored, pending, cipher, plan, index))));
             }
         }
     })
