@@ -73,6 +73,7 @@ bench/upload.sh --smoke
 bench/tus.sh --smoke
 bench/run.sh --smoke
 bench/s3.sh --smoke
+bench/encryption.sh --smoke
 
 echo "==> fuzz smoke runs (seconds per target; longer runs: see README, Testing)"
 for target in key serve disposition upload token; do

@@ -483,14 +483,26 @@ fn a_plaintext_store_is_encrypted_by_copy_storage_and_its_keys_rotate_from_the_c
     ok(&run(on(&["get", &id, "-o", out.to_str().unwrap()]), keys(&k1)));
     assert!(std::fs::read(&out).unwrap() == original, "the content reads back");
 
+    // `put` beside it, encrypted as it streams.
+    let second = dir.path().join("second.pdf");
+    std::fs::write(&second, [pdf(5000), marker.to_vec()].concat()).unwrap();
+    ok(&run(on(&["put", second.to_str().unwrap()]), keys(&k1)));
+    let stored = crate::common::files_under(&sealed);
+    assert_eq!(stored.len(), 2);
+    for file in &stored {
+        let bytes = std::fs::read(file).unwrap();
+        assert!(!bytes.windows(marker.len()).any(|w| w == marker), "ciphertext in {file}");
+    }
+    let stored: Vec<String> = stored.into_iter().filter(|f| std::fs::read(f).unwrap() == ciphertext).collect();
+
     let status = ok(&run(on(&["keys", "status"]), keys(&k1)));
-    assert!(status.contains("1 stored file(s)") && status.contains("k1: wraps 1 file(s)"), "{status}");
+    assert!(status.contains("2 stored file(s)") && status.contains("k1: wraps 2 file(s)"), "{status}");
     let rotated = ok(&run(on(&["keys", "rotate"]), keys(&format!("{k2},{k1}"))));
-    assert!(rotated.contains("rewrapped 1 file(s)"), "{rotated}");
+    assert!(rotated.contains("rewrapped 2 file(s)"), "{rotated}");
     let after = std::fs::read(&stored[0]).unwrap();
     assert!(after.len() == ciphertext.len() && after[208..] == ciphertext[208..], "content bytes untouched");
     let status = ok(&run(on(&["keys", "status"]), keys(&format!("{k2},{k1}"))));
-    assert!(status.contains("k2: wraps 1 file(s)") && status.contains("k1: wraps 0 file(s)"), "{status}");
+    assert!(status.contains("k2: wraps 2 file(s)") && status.contains("k1: wraps 0 file(s)"), "{status}");
     std::fs::remove_file(&out).unwrap();
     ok(&run(on(&["get", &id, "-o", out.to_str().unwrap()]), keys(&k2)));
     assert!(std::fs::read(&out).unwrap() == original, "readable with k1 removed");
@@ -503,6 +515,6 @@ fn a_plaintext_store_is_encrypted_by_copy_storage_and_its_keys_rotate_from_the_c
     let plain = dir.path().join("plain");
     std::fs::create_dir(&plain).unwrap();
     ok(&run(on(&["copy-storage", plain.to_str().unwrap(), "--decrypt"]), keys(&k2)));
-    let back = crate::common::files_under(&plain);
-    assert!(std::fs::read(&back[0]).unwrap() == original, "decrypted copy");
+    let back: Vec<Vec<u8>> = crate::common::files_under(&plain).iter().map(|f| std::fs::read(f).unwrap()).collect();
+    assert!(back.len() == 2 && back.contains(&original), "decrypted copies");
 }

@@ -243,15 +243,17 @@ impl<S: Storage> EncryptedStorage<S> {
         let (mut header, meta) = self.read_header(key, None).await?;
         let (newest_id, newest) = self.keys.newest();
         let slots = header.slots().clone();
-        let current = slots.iter().position(|s| s.as_ref().is_some_and(|s| s.key_id == newest_id));
-        let others = slots.iter().enumerate().filter(|&(i, s)| s.is_some() && Some(i) != current).count();
-        if current.is_some()
-            && others == 0
-            && header.open_slot(slots[current.unwrap()].as_ref().unwrap(), newest).is_some()
-        {
+        let only_newest = match &slots {
+            [Some(slot), None] | [None, Some(slot)] => {
+                slot.key_id == newest_id && header.open_slot(slot, newest).is_some()
+            }
+            _ => false,
+        };
+        if only_newest {
             return Ok(Rewrap::Unchanged);
         }
         let mut data_key = self.open_data_key(key, &header)?;
+        // Backends that write in place have ETags (a local file's: its mtime and size).
         let etag = meta.etag.clone().unwrap_or_default();
         // In place: the free slot (or the one not holding a readable wrap) gets the new wrap.
         let target = slots.iter().position(Option::is_none).unwrap_or_else(|| {
@@ -272,7 +274,7 @@ impl<S: Storage> EncryptedStorage<S> {
             }
             None => {
                 // Whole-object rewrite: the new header, then the stored chunks as they are.
-                let old = self.inner.get(key, GetOptions::default().with_if_match(etag)).await?;
+                let old = self.inner.get(key, GetOptions { range: None, if_match: meta.etag }).await?;
                 let content_type = old.meta.content_type.clone();
                 let mut body = old.into_stream();
                 let mut head = BytesMut::new();
