@@ -1,4 +1,4 @@
-//! Micro-benchmarks of the per-request hot paths: `cargo bench -p private-storage --features __bench`.
+//! Micro-benchmarks of the per-request hot paths: `cargo bench -p private-storage --features __bench,encryption`.
 //! They catch regressions cheaply; the end-to-end figures against nginx come from bench/run.sh.
 
 use std::hint::black_box;
