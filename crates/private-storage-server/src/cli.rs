@@ -11,7 +11,7 @@ use std::sync::Arc;
 use private_storage::{ObjectKey, Storage, Upload};
 
 use crate::config::{DeliveryName, StorageConfig};
-use crate::domain::{Actor, Domain, Error, ShareRequest, TheirFiles, role};
+use crate::domain::{Actor, Domain, Error, QuotaValue, ShareRequest, TheirFiles, role};
 use crate::http::api::rfc3339;
 use crate::{AppState, Backend, Config, Loader};
 
@@ -198,6 +198,17 @@ enum UserCommand {
         /// The provider's id of the person (the ID token's `sub`).
         #[arg(long)]
         subject: String,
+    },
+    /// Shows a user's usage and quota, or sets it: `user quota ada 10GiB`, `--files 1000`;
+    /// `none` for no limit, `default` for the configured one (`quota_bytes`, `quota_files`).
+    Quota {
+        /// The user name.
+        name: String,
+        /// Bytes (`10GiB`, `500MB`), `none` or `default`.
+        bytes: Option<String>,
+        /// A number of files, `none` or `default`.
+        #[arg(long)]
+        files: Option<String>,
     },
     /// Deletes a user with their sessions and tokens. Refused while they own files, unless
     /// told what becomes of them.
@@ -473,6 +484,24 @@ async fn user(state: &AppState, command: UserCommand) -> CliResult {
             domain.link_user(&name, &subject).await?;
             println!("{name} now signs in through the identity provider as subject {subject}");
         }
+        UserCommand::Quota { name, bytes, files } => {
+            let report = if bytes.is_none() && files.is_none() {
+                domain.usage_by_name(&Actor::Operator, &name).await?
+            } else {
+                let bytes = bytes.map(|b| QuotaValue::parse(&b, true)).transpose()?;
+                let files = files.map(|f| QuotaValue::parse(&f, false)).transpose()?;
+                domain.set_quota(&Actor::Operator, &name, bytes, files).await?
+            };
+            let size = |n: i64| private_storage::human_size(n.max(0) as u64);
+            let quota = report.quota_bytes.map_or("no quota".to_owned(), |q| format!("quota {}", size(q)));
+            let files = report.quota_files.map_or(String::new(), |q| format!(" of {q}"));
+            println!(
+                "{name}: {} used ({quota}), {} file(s){files}, {} held by uploads in progress",
+                size(report.used_bytes),
+                report.used_files,
+                size(report.reserved_bytes)
+            );
+        }
         UserCommand::Rm { name, delete_files, transfer_to } => {
             let files = match (delete_files, transfer_to) {
                 (true, _) => TheirFiles::Delete,
@@ -539,7 +568,7 @@ async fn put(domain: &Domain, path: PathBuf, owner: Option<String>) -> CliResult
         chunk
     });
     let upload = Upload::new(name, stream.boxed()).content_length(len);
-    let row = domain.upload(&Actor::Operator, &owner.id, async { Ok(upload) }).await;
+    let row = domain.upload(&Actor::Operator, &owner.id, Some(len), async { Ok(upload) }).await;
     bar.finish_and_clear();
     let row = row?;
     println!("{}\t{}\t{}\t{}", row.id, row.size, row.content_type, row.name);

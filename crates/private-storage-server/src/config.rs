@@ -69,6 +69,8 @@ keys! {
     HeaderReadTimeout = "header_read_timeout", Some("10s"), "a client must send its request headers within this";
     RequestTimeout = "request_timeout", Some("60s"), "limit on pages and API calls (downloads and uploads are not cut)";
     ShutdownGrace = "shutdown_grace", Some("30s"), "on SIGTERM, how long in-flight requests may finish";
+    QuotaBytes = "quota_bytes", Some(""), "every user's storage quota, e.g. 10GiB (empty: none); `user quota NAME SIZE` sets one user's";
+    QuotaFiles = "quota_files", Some(""), "every user's quota of files (empty: none); `user quota NAME --files N` sets one user's";
     MaxUploadsPerUser = "max_uploads_per_user", Some("4"), "concurrent uploads one user may run";
     MaxConnections = "max_connections", Some("4096"), "open connections at most; more are answered 503 and closed";
     TrustedProxies = "trusted_proxies", Some(""), "addresses of reverse proxies whose X-Forwarded-For is believed (for the login limit), comma-separated";
@@ -210,6 +212,10 @@ pub struct Config {
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
     pub max_uploads_per_user: usize,
+    /// Every user's byte quota, unless overridden (`None`: none).
+    pub quota_bytes: Option<u64>,
+    /// Every user's file quota, unless overridden (`None`: none).
+    pub quota_files: Option<u64>,
     pub max_connections: usize,
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Every effective raw value and where it came from, for `config check`.
@@ -548,6 +554,16 @@ impl Loader {
             .filter(|p| !p.is_empty())
             .map(|p| p.parse().map_err(|_| named(Key::TrustedProxies, format!("{p:?} is not an IP address"))))
             .collect::<Result<Vec<std::net::IpAddr>, _>>()?;
+        let quota_bytes = match get(Key::QuotaBytes).unwrap_or_default() {
+            "" => None,
+            size => {
+                Some(parse_size(size).ok_or_else(|| named(Key::QuotaBytes, "expected a size such as 10GiB".into()))?)
+            }
+        };
+        let quota_files = match get(Key::QuotaFiles).unwrap_or_default() {
+            "" => None,
+            n => Some(n.parse().map_err(|_| named(Key::QuotaFiles, "expected a number of files".into()))?),
+        };
         let log_json = match get(Key::LogFormat).unwrap_or_default() {
             "text" => false,
             "json" => true,
@@ -580,6 +596,8 @@ impl Loader {
             request_timeout: duration(Key::RequestTimeout)?,
             shutdown_grace: duration(Key::ShutdownGrace)?,
             max_uploads_per_user,
+            quota_bytes,
+            quota_files,
             max_connections,
             trusted_proxies,
             sources: self.values,

@@ -9,6 +9,7 @@
 
 mod files;
 mod links;
+mod quotas;
 mod rows;
 mod sso;
 mod users;
@@ -21,6 +22,7 @@ use sqlx::any::{AnyArguments, AnyPoolOptions};
 use sqlx::query::Query;
 use sqlx::{Any, AnyPool};
 
+pub use quotas::{Admission, Limits, Usage};
 use rows::FromRow;
 pub use rows::{FileRow, LinkRow, OwnedFile, SessionUser, ShareEvent, UserRow};
 pub use sso::PendingSignIn;
@@ -85,6 +87,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_initial.sql")),
     (2, include_str!("migrations/0002_upload_leases.sql")),
     (3, include_str!("migrations/0003_single_sign_on.sql")),
+    (4, include_str!("migrations/0004_quotas.sql")),
 ];
 
 /// Seconds since the epoch.

@@ -105,6 +105,8 @@ impl Domain {
     /// Stores an upload for `owner_id` through the upload policy and records it. `read` is
     /// the front-end's part: it reads the request up to the file and hands over its stream; it
     /// runs once one of the actor's upload slots is taken, so a user over the cap costs nothing.
+    /// `bound` is what the front-end knows of the file's most size (a request's length): the
+    /// room the quota holds for it, cut off there.
     /// No file without a record (the bytes are deleted if the record cannot be written), nothing
     /// stored when anything fails; every outcome is counted in the metrics.
     ///
@@ -115,6 +117,7 @@ impl Domain {
         &self,
         actor: &Actor,
         owner_id: &str,
+        bound: Option<u64>,
         read: impl Future<Output = Result<Upload<'a>>>,
     ) -> Result<FileRow> {
         let result = async {
@@ -125,8 +128,27 @@ impl Domain {
                 Actor::User(user) => Some(self.uploads.take(&user.id).ok_or(Error::TooManyUploads)?),
                 Actor::Operator => None,
             };
-            let saved = self.policy.save(&Owner(owner_id.to_owned()), read.await?).await?;
-            self.record(owner_id, &saved).await
+            let upload = read.await?;
+            let hold = self.hold_plain(owner_id, upload.announced_len().or(bound)).await?;
+            let upload = match &hold {
+                Some(hold) => upload.limit(hold.limit),
+                None => upload,
+            };
+            let saved = self.policy.save(&Owner(owner_id.to_owned()), upload).await.map_err(|e| match (e, &hold) {
+                // Cut off at the room the quota left, not at `max_file_size`.
+                (private_storage::Error::TooLarge { limit }, Some(hold))
+                    if limit == hold.limit && limit < self.config.max_file_size =>
+                {
+                    Error::OverQuota(hold.cut_off.clone())
+                }
+                (e, _) => e.into(),
+            })?;
+            let row = self.record(owner_id, &saved, hold.as_ref().map(|h| h.id.as_str())).await?;
+            // Given back with the record, in its transaction.
+            if let Some(hold) = hold {
+                hold.keep();
+            }
+            Ok(row)
         }
         .await;
         match &result {
@@ -136,8 +158,9 @@ impl Domain {
         result
     }
 
-    /// The record of a stored upload; its name is the client's, cleaned by the policy.
-    pub(super) async fn record(&self, owner_id: &str, saved: &SavedFile) -> Result<FileRow> {
+    /// The record of a stored upload; its name is the client's, cleaned by the policy. With a
+    /// quota, written with the upload's hold given back, if the file fits.
+    pub(super) async fn record(&self, owner_id: &str, saved: &SavedFile, hold: Option<&str>) -> Result<FileRow> {
         let row = FileRow {
             id: new_id(),
             owner_id: owner_id.to_owned(),
@@ -148,11 +171,11 @@ impl Domain {
             sha256: saved.sha256.clone(),
             created: now(),
         };
-        if let Err(e) = self.db.insert_file(&row).await {
+        if let Err(e) = self.insert_held(&row, hold).await {
             if let Err(delete) = self.storage.delete(&saved.key).await {
                 tracing::error!(key = %saved.key, error = %delete, "could not delete the bytes of an unrecorded upload");
             }
-            return Err(e.into());
+            return Err(e);
         }
         tracing::info!(id = %row.id, key = %row.object_key, size = row.size, owner = owner_id, "file uploaded");
         Ok(row)

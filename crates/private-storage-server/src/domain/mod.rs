@@ -11,6 +11,7 @@ mod accounts;
 mod files;
 mod keys;
 mod links;
+mod quotas;
 mod resumable;
 mod sso;
 
@@ -25,6 +26,7 @@ pub use accounts::{LoginLimiter, NewSession, TheirFiles, hash_password, random_t
 pub use files::{DbRecords, Owner, UploadSlots};
 pub use keys::{KeyStatus, Rotation};
 pub use links::{DbAudit, DbRevocations, NewLink, ShareRequest, keys_in};
+pub use quotas::{QuotaValue, UsageReport};
 
 use crate::config::Config;
 use crate::db::{Db, DbError, UserRow};
@@ -72,6 +74,9 @@ pub enum Error {
     /// Another instance is writing this resumable upload now: retry in a moment.
     #[error("Another request is writing this upload: try again in a moment.")]
     Locked,
+    /// The upload would take the user past their quota (the message names it).
+    #[error("{0}")]
+    OverQuota(String),
     /// Too many password checks are waiting: retry in a moment.
     #[error("Too many logins are being checked at once: try again in a moment.")]
     Busy,
@@ -112,6 +117,7 @@ impl Error {
             Error::Exists(_) => StatusCode::CONFLICT,
             Error::Unavailable(_) | Error::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Error::Locked => StatusCode::LOCKED,
+            Error::OverQuota(_) => StatusCode::INSUFFICIENT_STORAGE,
             Error::SignInRefused(_) => StatusCode::FORBIDDEN,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -127,6 +133,9 @@ impl Error {
 
     /// The metrics label of a refused upload.
     pub(crate) fn upload_reason(&self) -> &'static str {
+        if matches!(self, Error::OverQuota(_)) {
+            return "quota";
+        }
         match self.status().as_u16() {
             413 => "too_large",
             415 => "unsupported_type",

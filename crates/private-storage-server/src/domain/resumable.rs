@@ -117,7 +117,24 @@ impl Domain {
     /// The policy's refusals of the declared length ([`Error::Storage`]: 413, 400).
     pub async fn create_upload(&self, actor: &Actor, length: Option<u64>, metadata: Metadata) -> Result<UploadInfo> {
         let owner = uploader(actor)?;
-        let created = self.resumable.create(owner, length, metadata).await.map_err(Error::from);
+        let created = async {
+            let info = self.resumable.create(owner, length, metadata).await?;
+            // The quota's room is held from the start, as long as the upload may live.
+            let ttl = i64::try_from(self.config.upload_expiry.as_secs()).unwrap_or(i64::MAX);
+            match self.hold(owner, &info.id, length, ttl).await {
+                Ok(hold) => {
+                    if let Some(hold) = hold {
+                        hold.keep();
+                    }
+                    Ok(info)
+                }
+                Err(e) => {
+                    self.resumable.terminate(owner, &info.id).await?;
+                    Err(e)
+                }
+            }
+        }
+        .await;
         if let Err(e) = &created {
             self.metrics.rejected(e.upload_reason());
         }
@@ -146,7 +163,7 @@ impl Domain {
             let _lease = self.leases.take(id).await?;
             let patched = self.resumable.patch(&Owner(owner.to_owned()), owner, id, patch).await?;
             let record = match &patched.saved {
-                Some(saved) => Some(self.record(owner, saved).await?),
+                Some(saved) => Some(self.record(owner, saved, Some(id)).await?),
                 None => None,
             };
             Ok::<_, Error>((patched.info, record))
@@ -166,7 +183,9 @@ impl Domain {
     /// 404 for an upload that is not the actor's.
     pub async fn end_upload(&self, actor: &Actor, id: &str) -> Result<()> {
         let _lease = self.leases.take(id).await?;
-        Ok(self.resumable.terminate(uploader(actor)?, id).await?)
+        self.resumable.terminate(uploader(actor)?, id).await?;
+        self.db.release(id).await?;
+        Ok(())
     }
 
     /// Removes unfinished uploads past `upload_expiry`; returns how many.
@@ -174,6 +193,9 @@ impl Domain {
     /// # Errors
     /// The store's.
     pub async fn sweep_uploads(&self) -> Result<usize> {
-        Ok(self.resumable.sweep().await?)
+        let swept = self.resumable.sweep().await?;
+        // The holds of the uploads swept, and of plain uploads whose process went away.
+        self.db.purge_reservations().await?;
+        Ok(swept)
     }
 }

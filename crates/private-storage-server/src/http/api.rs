@@ -102,7 +102,8 @@ pub(super) async fn save_upload(
         }
         Err(Error::Invalid("The form has no file field.".into()))
     };
-    state.domain.upload(&authed.actor(), &authed.user.id, read).await
+    // The file is no longer than the request that carries it.
+    state.domain.upload(&authed.actor(), &authed.user.id, declared, read).await
 }
 
 /// `POST /api/files`.
@@ -118,6 +119,13 @@ pub async fn upload(
     let location = HeaderValue::from_str(&format!("/api/files/{}", row.id)).expect("ASCII id");
     response.headers_mut().insert(http::header::LOCATION, location);
     Ok(response)
+}
+
+/// `GET /api/usage`: the user's usage and quota.
+pub async fn usage(State(state): State<AppState>, user: Option<axum::Extension<Authed>>) -> ApiResult {
+    let authed = authed(user)?;
+    let usage = state.domain.usage(&authed.actor(), &authed.user.id).await?;
+    Ok(Json(usage).into_response())
 }
 
 /// `?page=1&per_page=50`.

@@ -34,10 +34,15 @@ pub fn templates() -> minijinja::Environment<'static> {
         ("index.html", include_str!("../../templates/index.html")),
         ("file.html", include_str!("../../templates/file.html")),
         ("confirm_delete.html", include_str!("../../templates/confirm_delete.html")),
+        ("users.html", include_str!("../../templates/users.html")),
         ("error.html", include_str!("../../templates/error.html")),
     ] {
         env.add_template(name, source).expect("the templates compile");
     }
+    // One path segment (a user name in a form's action).
+    env.add_filter("urlencode_path", |value: String| {
+        percent_encoding::utf8_percent_encode(&value, percent_encoding::NON_ALPHANUMERIC).to_string()
+    });
     env
 }
 
@@ -149,6 +154,10 @@ async fn index_page(
         Err(e) => return error_page(state, Some(authed), &e),
     };
     let files: Vec<_> = files.iter().map(|f| file_ctx(&f.file, Some(&f.owner))).collect();
+    let usage = match state.domain.usage(&authed.actor(), &authed.user.id).await {
+        Ok(usage) => usage_ctx(&usage),
+        Err(e) => return error_page(state, Some(authed), &e),
+    };
     let types = state.config.content_types.join(", ");
     let (status, error) = error.map_or((StatusCode::OK, None), |e| (e.status(), Some(e.message())));
     render(
@@ -159,9 +168,64 @@ async fn index_page(
             user => user_ctx(authed), csrf => csrf_of(Some(authed)), files, total,
             prev => (page > 1).then_some(page - 1), next => (page * PER_PAGE < total).then_some(page + 1),
             max_size => human_size(state.config.max_file_size), types, notice, error,
-            chunk_size => state.config.upload_chunk_size,
+            chunk_size => state.config.upload_chunk_size, usage,
         },
     )
+}
+
+/// A usage bar's values.
+fn usage_ctx(usage: &crate::domain::UsageReport) -> minijinja::Value {
+    let size = |n: i64| human_size(n.max(0) as u64);
+    context! {
+        used => size(usage.used_bytes), files => usage.used_files,
+        quota => usage.quota_bytes.map(size), quota_files => usage.quota_files,
+        percent => usage.percent(), held => (usage.reserved_bytes > 0).then(|| size(usage.reserved_bytes)),
+    }
+}
+
+/// `GET /users`: every user's usage and quota, for staff, with a form to change a quota.
+pub async fn users_page(State(state): State<AppState>, user: Option<Extension<Authed>>) -> Response {
+    let Some(Extension(authed)) = user else { return Redirect::to("/login?next=/users").into_response() };
+    match state.domain.usages(&authed.actor()).await {
+        Ok(users) => {
+            let users: Vec<_> =
+                users.iter().map(|(name, usage)| context! { name, usage => usage_ctx(usage) }).collect();
+            let context = context! { user => user_ctx(&authed), csrf => csrf_of(Some(&authed)), users };
+            render(&state, StatusCode::OK, "users.html", context)
+        }
+        Err(e) => error_page(&state, Some(&authed), &e),
+    }
+}
+
+/// The quota form: a size (`10GiB`), `none`, or empty for the default; files likewise.
+#[derive(Debug, Deserialize)]
+pub struct QuotaForm {
+    csrf: String,
+    bytes: String,
+    files: String,
+}
+
+/// `POST /users/{name}/quota`.
+pub async fn set_quota(
+    State(state): State<AppState>,
+    user: Option<Extension<Authed>>,
+    Path(name): Path<String>,
+    Form(form): Form<QuotaForm>,
+) -> Response {
+    let authed = match form_user(&state, user, &form.csrf) {
+        Ok(authed) => authed,
+        Err(response) => return response,
+    };
+    let parsed = crate::domain::QuotaValue::parse(&form.bytes, true)
+        .and_then(|bytes| Ok((bytes, crate::domain::QuotaValue::parse(&form.files, false)?)));
+    let result = match parsed {
+        Ok((bytes, files)) => state.domain.set_quota(&authed.actor(), &name, Some(bytes), Some(files)).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(_) => Redirect::to("/users").into_response(),
+        Err(e) => error_page(&state, Some(&authed), &e),
+    }
 }
 
 /// `GET /`: the file list and the upload form; anonymous visitors go to the login page.

@@ -518,3 +518,27 @@ fn a_plaintext_store_is_encrypted_by_copy_storage_and_its_keys_rotate_from_the_c
     let back: Vec<Vec<u8>> = crate::common::files_under(&plain).iter().map(|f| std::fs::read(f).unwrap()).collect();
     assert!(back.len() == 2 && back.contains(&original), "decrypted copies");
 }
+
+#[test]
+fn quotas_are_set_shown_and_enforced_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&cli(&data, &["user", "add", "ada", "--password-stdin"], Some("a long password\n"), &[]));
+    let set = ok(&cli(&data, &["user", "quota", "ada", "1MiB", "--files", "5"], None, &[]));
+    assert!(set.contains("ada: 0 bytes used (quota 1.0 MB), 0 file(s) of 5"), "{set}");
+    let file = dir.path().join("a.pdf");
+    std::fs::write(&file, pdf(600_000)).unwrap();
+    ok(&cli(&data, &["put", file.to_str().unwrap()], None, &[]));
+    let refused = failed(&cli(&data, &["put", file.to_str().unwrap()], None, &[]), 1);
+    assert!(refused.contains("quota of 1.0 MB") && refused.contains("585.9 KB used"), "{refused}");
+    let shown = ok(&cli(&data, &["user", "quota", "ada"], None, &[]));
+    assert!(shown.contains("585.9 KB used (quota 1.0 MB), 1 file(s) of 5"), "{shown}");
+    ok(&cli(&data, &["user", "quota", "ada", "none"], None, &[]));
+    ok(&cli(&data, &["put", file.to_str().unwrap()], None, &[]));
+    let bad = failed(&cli(&data, &["user", "quota", "ada", "lots"], None, &[]), 1);
+    assert!(bad.contains("not a size"), "{bad}");
+    // The configured default applies to everyone without an override.
+    ok(&cli(&data, &["user", "quota", "ada", "default", "--files", "default"], None, &[]));
+    let defaulted = failed(&cli(&data, &["-s", "quota_files=2", "put", file.to_str().unwrap()], None, &[]), 1);
+    assert!(defaulted.contains("quota of 2 files"), "{defaulted}");
+}

@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod encryption;
 mod oidc;
+mod quotas;
 mod s3;
 mod scale_out;
 mod socket;

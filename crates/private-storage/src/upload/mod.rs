@@ -128,6 +128,7 @@ pub struct Upload<'a> {
     filename: String,
     declared_type: Option<String>,
     content_length: Option<u64>,
+    limit: Option<u64>,
     data: PutStream<'a>,
 }
 
@@ -144,7 +145,7 @@ impl fmt::Debug for Upload<'_> {
 impl<'a> Upload<'a> {
     /// An upload of `data` under the client's file name `filename`.
     pub fn new(filename: impl Into<String>, data: PutStream<'a>) -> Self {
-        Self { filename: filename.into(), declared_type: None, content_length: None, data }
+        Self { filename: filename.into(), declared_type: None, content_length: None, limit: None, data }
     }
 
     /// An upload of bytes already in memory.
@@ -167,9 +168,22 @@ impl<'a> Upload<'a> {
         self
     }
 
+    /// At most `bytes` for this upload (a quota's room, say); the policy's
+    /// [`max_file_size`](UploadPolicy::max_file_size) still holds, and the smaller limit wins,
+    /// enforced the same way (before the body when the length is announced, then as it streams).
+    pub fn limit(mut self, bytes: u64) -> Self {
+        self.limit = Some(self.limit.map_or(bytes, |l| l.min(bytes)));
+        self
+    }
+
     /// The client's file name.
     pub fn filename(&self) -> &str {
         &self.filename
+    }
+
+    /// The length the client announced, if any.
+    pub fn announced_len(&self) -> Option<u64> {
+        self.content_length
     }
 }
 
@@ -327,11 +341,15 @@ impl<R: ?Sized> UploadPolicy<R> {
     /// # Errors
     /// As [`UploadPolicy::save`].
     pub async fn save_as(&self, key: ObjectKey, upload: Upload<'_>) -> Result<SavedFile> {
-        let Upload { filename, declared_type, content_length, data } = upload;
+        let Upload { filename, declared_type, content_length, limit, data } = upload;
+        let max_file_size = match (self.max_file_size, limit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         // Fused: a body shorter than the sniffing head has ended before the guard reads on,
         // and some streams (`unfold`) must not be polled after their end.
         let mut data = data.fuse().boxed();
-        if let (Some(limit), Some(len)) = (self.max_file_size, content_length)
+        if let (Some(limit), Some(len)) = (max_file_size, content_length)
             && len > limit
         {
             return Err(Error::TooLarge { limit });
@@ -343,7 +361,7 @@ impl<R: ?Sized> UploadPolicy<R> {
                 Some(chunk) => head.extend_from_slice(&chunk?),
                 None => break,
             }
-            if let Some(limit) = self.max_file_size.filter(|&l| head.len() as u64 > l) {
+            if let Some(limit) = max_file_size.filter(|&l| head.len() as u64 > l) {
                 return Err(Error::TooLarge { limit });
             }
         }
@@ -355,7 +373,7 @@ impl<R: ?Sized> UploadPolicy<R> {
         let (width, height) = self.validate(&found, &head, declared_type.as_deref(), &filename)?;
 
         let (done, digest) = oneshot::channel();
-        let body = guard::guarded(head, data, self.max_file_size, done);
+        let body = guard::guarded(head, data, max_file_size, done);
         let mode = if self.overwrite { PutMode::Overwrite } else { PutMode::CreateUnique };
         let options = PutOptions::default().with_mode(mode).with_content_type(found.clone());
         let meta = self.storage.put(&key, body, options).await?;
