@@ -242,8 +242,14 @@ impl Domain {
             .upload_to("files/%Y/%m")
             // A folder of its own per upload (80 random bits): two uploads of one name never
             // race for one key, even where the storage cannot create atomically (S3 without
-            // conditional writes), so no clean-up can delete another upload's bytes.
-            .upload_subfolder(|owner: &Owner| vec![owner.0.clone(), crate::db::new_id()])
+            // conditional writes), so no clean-up can delete another upload's bytes. Fanned
+            // out by the id's first byte: a user's month holds at most 256 folders, each
+            // 1/256 of their uploads (about 4,000 at a million). Keys are recorded, so files
+            // stored under an earlier layout are served as they are.
+            .upload_subfolder(|owner: &Owner| {
+                let id = crate::db::new_id();
+                vec![owner.0.clone(), id[..2].to_owned(), id]
+            })
             .max_file_size(config.max_file_size);
         if !config.content_types.is_empty() {
             policy = policy.content_types(config.content_types.clone());

@@ -692,3 +692,43 @@ async fn staging_files_of_a_crashed_upload_are_removed_by_the_serving_server_onl
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn uploads_fan_out_by_id_and_files_of_the_earlier_layout_are_still_served() {
+    let s = server(&[]).await;
+    let ada = s.user("ada", false, false).await;
+    let mut buckets = std::collections::BTreeSet::new();
+    for i in 0..8 {
+        let created = s.upload("/api/files", &Auth::Bearer(&ada), &[], &format!("f{i}.pdf"), &pdf(1000)).await;
+        let id = created.json()["id"].as_str().unwrap().to_owned();
+        let key = s.state.db.file(&id, None).await.unwrap().unwrap().object_key;
+        // files/YYYY/MM/<owner>/<xx>/<upload id>/<name>, xx the upload id's first byte.
+        let parts: Vec<&str> = key.split('/').collect();
+        assert_eq!(parts.len(), 7, "{key}");
+        assert!(parts[4].len() == 2 && parts[5].starts_with(parts[4]) && parts[5].len() == 20, "{key}");
+        buckets.insert(parts[4].to_owned());
+    }
+    assert!(buckets.len() > 1, "spread over buckets: {buckets:?}");
+
+    // A file stored under the layout before the fan-out (no bucket level) downloads as before.
+    let id = s.upload("/api/files", &Auth::Bearer(&ada), &[], "old.pdf", &pdf(2000)).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let row = s.state.db.file(&id, None).await.unwrap().unwrap();
+    let old_key =
+        private_storage::ObjectKey::new(format!("files/2026/11/{}/0123456789abcdef0123/old.pdf", row.owner_id))
+            .unwrap();
+    let bytes = private_storage::StorageExt::read(
+        &*s.state.storage,
+        &private_storage::ObjectKey::new(&row.object_key).unwrap(),
+    )
+    .await
+    .unwrap();
+    private_storage::StorageExt::put_bytes(&*s.state.storage, &old_key, bytes.clone()).await.unwrap();
+    s.state.db.delete_file(&id).await.unwrap();
+    let old = private_storage_server::db::FileRow { id: "00aa".repeat(5), object_key: old_key.to_string(), ..row };
+    s.state.db.insert_file(&old).await.unwrap();
+    let got = s.get(&format!("/files/{}/download", old.id), &Auth::Bearer(&ada)).await;
+    assert_eq!((got.status.as_u16(), &got.body[..]), (200, &bytes[..]));
+}
