@@ -5,24 +5,27 @@ use super::{Arg, Db, DbResult, now};
 
 const FILE: &str = "SELECT id, owner_id, object_key, name, size, content_type, sha256, created FROM files";
 
+pub(super) const INSERT_FILE: &str = "INSERT INTO files (id, owner_id, object_key, name, size, content_type, sha256, \
+     created) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+/// The parameters of [`INSERT_FILE`].
+pub(super) fn file_args(row: &FileRow) -> [Arg<'_>; 8] {
+    [
+        Arg::Text(&row.id),
+        Arg::Text(&row.owner_id),
+        Arg::Text(&row.object_key),
+        Arg::Text(&row.name),
+        Arg::Int(row.size),
+        Arg::Text(&row.content_type),
+        Arg::Text(&row.sha256),
+        Arg::Int(row.created),
+    ]
+}
+
 impl Db {
     /// Records a stored file.
     pub async fn insert_file(&self, row: &FileRow) -> DbResult<()> {
-        self.execute(
-            "INSERT INTO files (id, owner_id, object_key, name, size, content_type, sha256, created) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[
-                Arg::Text(&row.id),
-                Arg::Text(&row.owner_id),
-                Arg::Text(&row.object_key),
-                Arg::Text(&row.name),
-                Arg::Int(row.size),
-                Arg::Text(&row.content_type),
-                Arg::Text(&row.sha256),
-                Arg::Int(row.created),
-            ],
-        )
-        .await?;
+        self.execute(INSERT_FILE, &file_args(row)).await?;
         Ok(())
     }
 

@@ -8,6 +8,7 @@
 
 use sqlx::Row;
 
+use super::files::{INSERT_FILE, file_args};
 use super::rows::FileRow;
 use super::{Arg, Db, DbResult, bind, now};
 
@@ -68,6 +69,24 @@ fn usage_of(row: &sqlx::any::AnyRow) -> sqlx::Result<Usage> {
     })
 }
 
+/// Writes the user's row, so that the transaction holds it until it ends (every reservation and
+/// commit of one user waits here for the others), and reads their limits.
+async fn lock_user(tx: &mut sqlx::Transaction<'_, sqlx::Any>, user_id: &str, defaults: Limits) -> DbResult<Limits> {
+    bind("UPDATE users SET id = id WHERE id = $1", &[Arg::Text(user_id)]).execute(&mut **tx).await?;
+    let row = bind("SELECT quota_bytes, quota_files FROM users WHERE id = $1", &[Arg::Text(user_id)])
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(Limits {
+        bytes: effective(row.try_get("quota_bytes")?, defaults.bytes),
+        files: effective(row.try_get("quota_files")?, defaults.files),
+    })
+}
+
+/// The user's usage, read in the transaction.
+async fn usage_in(tx: &mut sqlx::Transaction<'_, sqlx::Any>, user_id: &str) -> DbResult<Usage> {
+    Ok(usage_of(&bind(USAGE, &[Arg::Text(user_id), Arg::Int(now())]).fetch_one(&mut **tx).await?)?)
+}
+
 /// The outcome of [`Db::reserve`] and [`Db::insert_file_reserved`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
@@ -125,16 +144,8 @@ impl Db {
         defaults: Limits,
     ) -> DbResult<Admission> {
         let mut tx = self.pool.begin().await?;
-        // Written first: every reservation and commit of this user waits here for the others.
-        bind("UPDATE users SET id = id WHERE id = $1", &[Arg::Text(user_id)]).execute(&mut *tx).await?;
-        let row = bind("SELECT quota_bytes, quota_files FROM users WHERE id = $1", &[Arg::Text(user_id)])
-            .fetch_one(&mut *tx)
-            .await?;
-        let limits = Limits {
-            bytes: effective(row.try_get("quota_bytes")?, defaults.bytes),
-            files: effective(row.try_get("quota_files")?, defaults.files),
-        };
-        let usage = usage_of(&bind(USAGE, &[Arg::Text(user_id), Arg::Int(now())]).fetch_one(&mut *tx).await?)?;
+        let limits = lock_user(&mut tx, user_id, defaults).await?;
+        let usage = usage_in(&mut tx, user_id).await?;
         if !usage.admits(limits, bytes) {
             tx.rollback().await?;
             return Ok(Admission::Refused(usage, limits));
@@ -171,36 +182,14 @@ impl Db {
         defaults: Limits,
     ) -> DbResult<Admission> {
         let mut tx = self.pool.begin().await?;
-        bind("UPDATE users SET id = id WHERE id = $1", &[Arg::Text(&row.owner_id)]).execute(&mut *tx).await?;
+        let limits = lock_user(&mut tx, &row.owner_id, defaults).await?;
         bind("DELETE FROM upload_reservations WHERE id = $1", &[Arg::Text(reservation)]).execute(&mut *tx).await?;
-        let limits_row = bind("SELECT quota_bytes, quota_files FROM users WHERE id = $1", &[Arg::Text(&row.owner_id)])
-            .fetch_one(&mut *tx)
-            .await?;
-        let limits = Limits {
-            bytes: effective(limits_row.try_get("quota_bytes")?, defaults.bytes),
-            files: effective(limits_row.try_get("quota_files")?, defaults.files),
-        };
-        let usage = usage_of(&bind(USAGE, &[Arg::Text(&row.owner_id), Arg::Int(now())]).fetch_one(&mut *tx).await?)?;
+        let usage = usage_in(&mut tx, &row.owner_id).await?;
         if !usage.admits(limits, row.size) {
             tx.rollback().await?;
             return Ok(Admission::Refused(usage, limits));
         }
-        bind(
-            "INSERT INTO files (id, owner_id, object_key, name, size, content_type, sha256, created) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[
-                Arg::Text(&row.id),
-                Arg::Text(&row.owner_id),
-                Arg::Text(&row.object_key),
-                Arg::Text(&row.name),
-                Arg::Int(row.size),
-                Arg::Text(&row.content_type),
-                Arg::Text(&row.sha256),
-                Arg::Int(row.created),
-            ],
-        )
-        .execute(&mut *tx)
-        .await?;
+        bind(INSERT_FILE, &file_args(row)).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(Admission::Admitted)
     }

@@ -21,6 +21,13 @@ async fn used(s: &TestServer, token: &str) -> i64 {
     used
 }
 
+fn delete_request(token: &str, id: &str) -> Request<Body> {
+    Request::delete(format!("/api/files/{id}"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap()
+}
+
 fn upload_request(token: &str, name: &str, bytes: &[u8]) -> Request<Body> {
     let (content_type, body) = multipart(&[], name, bytes);
     Request::post("/api/files")
@@ -107,14 +114,7 @@ async fn concurrent_uploads_cannot_pass_the_quota_and_every_path_is_counted() {
         .as_str()
         .unwrap()
         .to_owned();
-    let deleted = s
-        .send(
-            Request::delete(format!("/api/files/{big}"))
-                .header("authorization", format!("Bearer {ada}"))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+    let deleted = s.send(delete_request(&ada, &big)).await;
     assert!(deleted.status.is_success(), "{}", deleted.status);
     assert_eq!(used(&s, &ada).await, 200_000);
     assert_eq!(s.send(upload_request(&ada, "again.pdf", &pdf(600_000))).await.status, 201);
@@ -156,14 +156,7 @@ async fn two_instances_on_postgresql_hold_one_users_quota_together() {
     // Once more, with the first file deleted on the other instance: its room is free at once.
     let files = b.get("/api/files", &Auth::Bearer(&ada)).await.json();
     let id = files["files"][0]["id"].as_str().unwrap().to_owned();
-    let deleted = b
-        .send(
-            Request::delete(format!("/api/files/{id}"))
-                .header("authorization", format!("Bearer {ada}"))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+    let deleted = b.send(delete_request(&ada, &id)).await;
     assert!(deleted.status.is_success());
     assert_eq!(used(&a, &ada).await, 0);
     assert_one_committed(&four_at_once(&[a.clone(), b.clone()], &ada).await);

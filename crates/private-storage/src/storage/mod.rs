@@ -215,17 +215,20 @@ impl GetResult {
     pub async fn bytes(self) -> Result<Bytes> {
         match self.payload {
             Payload::Bytes(b) => Ok(b),
-            Payload::Stream(s) => {
-                let buf = s
-                    .try_fold(BytesMut::new(), |mut buf, chunk| async move {
-                        buf.extend_from_slice(&chunk);
-                        Ok(buf)
-                    })
-                    .await?;
-                Ok(buf.freeze())
-            }
+            Payload::Stream(s) => collect(s).await,
         }
     }
+}
+
+/// A stream's bytes, collected into memory.
+pub(crate) async fn collect(stream: ByteStream) -> Result<Bytes> {
+    let buf = stream
+        .try_fold(BytesMut::new(), |mut buf, chunk| async move {
+            buf.extend_from_slice(&chunk);
+            Ok(buf)
+        })
+        .await?;
+    Ok(buf.freeze())
 }
 
 /// A place private files live.

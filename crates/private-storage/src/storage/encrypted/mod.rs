@@ -17,7 +17,7 @@ use zeroize::Zeroize;
 use self::format::{Aes256Gcm, CHUNK, HEADER, Header, HeaderError, MAX_KEY_ID, SEALED_CHUNK, TAG};
 use super::{
     ByteStream, GetOptions, GetResult, ObjectMeta, Payload, PutMode, PutOptions, PutStream, Storage, UNIQUE_ATTEMPTS,
-    check_range, with_random_suffix,
+    check_range, collect, with_random_suffix,
 };
 use crate::{Error, ObjectKey, Result};
 
@@ -556,16 +556,6 @@ impl<S: Storage> Storage for EncryptedStorage<S> {
     fn serves_stored_bytes(&self) -> bool {
         false
     }
-}
-
-async fn collect(stream: ByteStream) -> Result<Bytes> {
-    let buf = stream
-        .try_fold(BytesMut::new(), |mut buf, chunk| async move {
-            buf.extend_from_slice(&chunk);
-            Ok(buf)
-        })
-        .await?;
-    Ok(buf.freeze())
 }
 
 /// Which chunks a read of `range` of a `len`-byte content needs.
