@@ -114,7 +114,8 @@ impl Domain {
     /// Creates a resumable upload for the actor.
     ///
     /// # Errors
-    /// The policy's refusals of the declared length ([`Error::Storage`]: 413, 400).
+    /// The policy's refusals of the declared length ([`Error::Storage`]: 413, 400);
+    /// [`Error::OverQuota`] when the user's quota has no room for it (the upload is ended).
     pub async fn create_upload(&self, actor: &Actor, length: Option<u64>, metadata: Metadata) -> Result<UploadInfo> {
         let owner = uploader(actor)?;
         let created = async {
