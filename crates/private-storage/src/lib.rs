@@ -112,7 +112,8 @@
 //! [`allow_authenticated`], [`allow_staff`] and [`allow_superuser`] (the default), or any async
 //! closure `|file: PrivateFile| async move { … }` returning `bool`, or a type implementing
 //! [`AccessRule`]. What a denied request gets is [`OnDenied`]: `403` (default), `404`, or a
-//! redirect to a login page for anonymous visitors.
+//! redirect to a login page for anonymous visitors. A [`FileHold`] then keeps allowed files
+//! back while they must not be served (a virus scan pending: [`Held`] says why).
 //!
 //! # Feature flags
 //!
@@ -121,6 +122,9 @@
 //! | `axum` | yes | [`UploadForm`] (multipart uploads with bounded memory), `IntoResponse` for [`Error`], the original URI (mount prefix included) in login redirects |
 //! | `testing` | no | [`testing::conformance`], the storage conformance suite for your own backends |
 //! | `s3` | no | `S3Storage` (S3, MinIO, Ceph, Garage, R2) with presigned redirects and direct uploads |
+//! | `tus` | no | `tus`: resumable uploads (tus 1.0) over an upload policy |
+//! | `encryption` | no | `EncryptedStorage`: encryption at rest that still serves byte ranges |
+//! | `clamav` | no | `scan::Clamd`: virus scanning of whole streams by clamd (`INSTREAM`) |
 //!
 //! # Security
 //!
@@ -194,6 +198,8 @@ mod storage;
 mod units;
 mod upload;
 
+#[cfg(feature = "clamav")]
+pub mod scan;
 #[cfg(feature = "testing")]
 pub mod testing;
 #[cfg(feature = "tus")]
@@ -225,8 +231,8 @@ pub use access::{
 };
 pub use error::{BoxError, Error, Result};
 pub use http::{
-    ContentDisposition, DeliverFile, Delivery, OnDenied, Prepared, RecordSource, ResponseBody, ServePrivate,
-    ServeRecords, ServeShared, X_ACCEL_REDIRECT, X_SENDFILE, nginx_internal_location, nginx_s3_location,
+    ContentDisposition, DeliverFile, Delivery, FileHold, Held, OnDenied, Prepared, RecordSource, ResponseBody,
+    ServePrivate, ServeRecords, ServeShared, X_ACCEL_REDIRECT, X_SENDFILE, nginx_internal_location, nginx_s3_location,
 };
 pub use key::{KeyError, MAX_KEY_LEN, MAX_SEGMENT_LEN, ObjectKey};
 pub use share::{

@@ -1,5 +1,5 @@
 //! What both crates' integration tests share: the real peers they start on loopback — nginx,
-//! PostgreSQL, Garage (one node or a cluster) — stopped when dropped, and a collected HTTP
+//! PostgreSQL, Garage (one node or a cluster), clamd — stopped when dropped, and a collected HTTP
 //! [`Reply`]. The peers are installed by `scripts/test.sh`; a missing one fails the test with
 //! a message saying so, never skips it.
 #![allow(missing_docs)]
@@ -394,4 +394,109 @@ impl GarageCluster {
         run(first.cli().args(["bucket", "allow", "--read", "--write", "--owner", BUCKET, "--key", "test"]));
         cluster
     }
+}
+
+/// The EICAR anti-virus test file (68 bytes): harmless, and detected by every scanner.
+pub const EICAR: &[u8] = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+/// A body signature of the tests' own: a file holding these bytes anywhere is infected with
+/// [`MARKER_SIGNATURE`].
+pub const MARKER: &[u8] = b"PS-TEST-MARKER-7f3a9c1e5d";
+/// The name clamd reports for [`MARKER`].
+pub const MARKER_SIGNATURE: &str = "PrivateStorageTest.Marker.UNOFFICIAL";
+
+/// clamd from Debian's `clamav-daemon`, on a loopback port and a Unix socket, with a signature
+/// database the test writes (no download is possible here): EICAR by its MD5, and [`MARKER`]
+/// as a body signature at any offset. Killed when dropped.
+pub struct Clamd {
+    pub port: u16,
+    pub socket: PathBuf,
+    config: PathBuf,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Clamd {
+    /// Starts clamd accepting streams of up to `stream_max` bytes (`StreamMaxLength`), and
+    /// waits until it answers `PING`.
+    pub async fn start(stream_max: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        std::fs::create_dir(&db).unwrap();
+        let eicar_md5 = md5_hex(EICAR);
+        std::fs::write(db.join("test.hdb"), format!("{eicar_md5}:{}:Eicar-Test-Signature\n", EICAR.len())).unwrap();
+        let hex: String = MARKER.iter().map(|b| format!("{b:02x}")).collect();
+        let name = MARKER_SIGNATURE.trim_end_matches(".UNOFFICIAL");
+        std::fs::write(db.join("test.ndb"), format!("{name}:0:*:{hex}\n")).unwrap();
+        let port = free_port();
+        let socket = dir.path().join("clamd.sock");
+        let config = dir.path().join("clamd.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "DatabaseDirectory {db}\nTCPSocket {port}\nTCPAddr 127.0.0.1\nLocalSocket {socket}\nForeground yes\n\
+                 LogFile {log}\nStreamMaxLength {stream_max}\nMaxFileSize {stream_max}\nMaxScanSize {stream_max}\n",
+                db = db.display(),
+                socket = socket.display(),
+                log = dir.path().join("clamd.log").display(),
+            ),
+        )
+        .unwrap();
+        let mut clamd = Self { port, socket, config, child: None, _dir: dir };
+        clamd.restart().await;
+        clamd
+    }
+
+    /// Stops clamd (as a crash would): connections are refused until [`Clamd::restart`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+
+    /// Starts clamd again on the same port and socket, and waits until it answers `PING`.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "clamd is running");
+        let child = Command::new(program("clamd"))
+            .arg("-c")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("clamd starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.answers_ping().await {
+            assert!(Instant::now() < deadline, "clamd did not answer PING within 60 s:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn answers_ping(&self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else { return false };
+        let mut reply = [0u8; 5];
+        stream.write_all(b"zPING\0").await.is_ok() && stream.read_exact(&mut reply).await.is_ok() && &reply == b"PONG\0"
+    }
+
+    /// What clamd logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.config.with_file_name("clamd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Clamd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `md5sum`'s answer for `data` (clamd's hash signatures are MD5s).
+fn md5_hex(data: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = Command::new("md5sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("md5sum runs");
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_owned()
 }

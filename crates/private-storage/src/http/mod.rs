@@ -10,6 +10,7 @@ mod conditional;
 mod delivery;
 mod disposition;
 mod headers;
+mod hold;
 mod range;
 mod records;
 mod shared;
@@ -30,6 +31,7 @@ pub use delivery::{
     DeliverFile, Delivery, Prepared, X_ACCEL_REDIRECT, X_SENDFILE, nginx_internal_location, nginx_s3_location,
 };
 pub use disposition::ContentDisposition;
+pub use hold::{FileHold, Held};
 pub use records::{RecordSource, ServeRecords};
 pub use shared::ServeShared;
 
@@ -106,6 +108,7 @@ pub struct ServePrivate {
 struct Config {
     storage: Arc<dyn Storage>,
     rule: Arc<dyn AccessRule>,
+    hold: Option<Arc<dyn FileHold>>,
     on_denied: OnDenied,
     delivery: Delivery,
     policy: HeaderPolicy,
@@ -135,6 +138,7 @@ impl ServePrivate {
             config: Arc::new(Config {
                 storage,
                 rule: Arc::new(AllowSuperuser),
+                hold: None,
                 on_denied: OnDenied::Forbidden,
                 delivery: Delivery::stream(),
                 policy: HeaderPolicy::default(),
@@ -150,6 +154,13 @@ impl ServePrivate {
     /// Sets the access rule. Defaults to [`allow_superuser`](crate::allow_superuser).
     pub fn rule(mut self, rule: impl AccessRule) -> Self {
         self.config_mut().rule = Arc::new(rule);
+        self
+    }
+
+    /// Holds back files the rule allowed (see [`FileHold`]): a virus scan that is pending, a
+    /// file found infected. Defaults to none.
+    pub fn hold(mut self, hold: impl FileHold) -> Self {
+        self.config_mut().hold = Some(Arc::new(hold));
         self
     }
 
@@ -260,9 +271,15 @@ impl ServePrivate {
         self.respond(file).await
     }
 
-    /// Everything after the access decision: method, metadata, plan, headers, delivery.
+    /// Everything after the access decision: hold, method, metadata, plan, headers, delivery.
     pub(crate) async fn respond(&self, file: PrivateFile) -> Response<ResponseBody> {
         let config = &*self.config;
+        if let Some(held) = match &config.hold {
+            Some(hold) => hold.held(&file).await,
+            None => None,
+        } {
+            return held.response();
+        }
         let method = &file.request().method;
         if method != Method::GET && method != Method::HEAD {
             let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.");

@@ -14,6 +14,8 @@ mod oracle;
 mod records;
 #[cfg(all(feature = "testing", feature = "s3"))]
 mod s3;
+#[cfg(feature = "clamav")]
+mod scan;
 mod share;
 mod share_browser;
 mod streaming;
