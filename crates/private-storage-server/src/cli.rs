@@ -11,6 +11,7 @@ use std::sync::Arc;
 use private_storage::{ObjectKey, Storage, Upload};
 
 use crate::config::{DeliveryName, StorageConfig};
+use crate::db::ScanState;
 use crate::domain::{Actor, Domain, Error, QuotaValue, ShareRequest, TheirFiles, role};
 use crate::http::api::rfc3339;
 use crate::{AppState, Backend, Config, Loader};
@@ -122,6 +123,19 @@ enum Command {
     /// Encryption at rest: generate a key, see which keys wrap the stored files, rotate.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Virus scanning (`scan = "clamav"`): how many files are in each state, or scan the
+    /// files waiting now.
+    #[command(subcommand)]
+    Scan(ScanCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ScanCommand {
+    /// How many files are unscanned, pending, clean, infected, removed or refused.
+    Status,
+    /// Scans every pending file now (a running server does this by itself) and says how many
+    /// got a verdict; fails while clamd is down.
+    Run,
 }
 
 #[derive(Debug, Subcommand)]
@@ -392,6 +406,31 @@ async fn execute(command: Command, config: Config) -> CliResult {
         Command::Share(args) => share(&state, args).await,
         Command::CopyStorage { to, encrypt, decrypt } => copy_storage(&state, &to, encrypt, decrypt).await,
         Command::Keys(command) => keys(domain, command).await,
+        Command::Scan(command) => scan(domain, command).await,
+    }
+}
+
+async fn scan(domain: &Domain, command: ScanCommand) -> CliResult {
+    if let ScanCommand::Run = command {
+        let mut scanned = 0;
+        loop {
+            let n = domain.scan_waiting().await?;
+            scanned += n;
+            if n == 0 {
+                break;
+            }
+        }
+        println!("scanned {scanned} file(s)");
+    }
+    let counts = domain.scan_counts().await?;
+    for (state, n) in &counts {
+        println!("{}\t{n}", state.as_str());
+    }
+    match counts.iter().find(|(state, _)| *state == ScanState::Pending) {
+        Some((_, n)) if matches!(command, ScanCommand::Run) => {
+            Err(format!("{n} file(s) still pending: is clamd running at clamd_address?").into())
+        }
+        _ => Ok(()),
     }
 }
 
@@ -572,6 +611,19 @@ async fn put(domain: &Domain, path: PathBuf, owner: Option<String>) -> CliResult
     bar.finish_and_clear();
     let row = row?;
     println!("{}\t{}\t{}\t{}", row.id, row.size, row.content_type, row.name);
+    if row.scan == ScanState::Pending {
+        // No server may be running to scan it: scan it here, now.
+        let state = domain.scan_now(&row.id).await?;
+        let detail = match domain.file(&Actor::Operator, &row.id).await {
+            Ok(file) => file.scan_detail.map(|d| format!(" ({d})")).unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        match state {
+            ScanState::Pending => eprintln!("pending: clamd did not answer; a running server scans it when it does"),
+            ScanState::Clean | ScanState::Unscanned => eprintln!("scan: {}{detail}", state.as_str()),
+            held => return Err(format!("scan: {}{detail}: the file is not served", held.as_str()).into()),
+        }
+    }
     Ok(())
 }
 

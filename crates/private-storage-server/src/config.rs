@@ -69,6 +69,12 @@ keys! {
     HeaderReadTimeout = "header_read_timeout", Some("10s"), "a client must send its request headers within this";
     RequestTimeout = "request_timeout", Some("60s"), "limit on pages and API calls (downloads and uploads are not cut)";
     ShutdownGrace = "shutdown_grace", Some("30s"), "on SIGTERM, how long in-flight requests may finish";
+    Scan = "scan", Some("off"), "clamav: every new file is scanned by clamd before anyone can fetch it (pending until then); off: files are served as uploaded";
+    ClamdAddress = "clamd_address", Some("127.0.0.1:3310"), "clamd's TCPSocket (host:port) or LocalSocket (unix:/run/clamav/clamd.ctl)";
+    ScanMaxSize = "scan_max_size", Some("25MiB"), "the largest file clamd scans: set it to clamd's StreamMaxLength";
+    ScanOversize = "scan_oversize", Some("reject"), "a file larger than scan_max_size: reject (refused at upload) | unscanned (kept, served, and shown as not scanned)";
+    ScanInfected = "scan_infected", Some("keep"), "an infected file: keep (out of reach, shown to its owner) | delete (its bytes deleted, its record kept as a notice)";
+    ScanTimeout = "scan_timeout", Some("60s"), "how long clamd may take for one read or write before it counts as down";
     QuotaBytes = "quota_bytes", Some(""), "every user's storage quota, e.g. 10GiB (empty: none); `user quota NAME SIZE` sets one user's";
     QuotaFiles = "quota_files", Some(""), "every user's quota of files (empty: none); `user quota NAME --files N` sets one user's";
     MaxUploadsPerUser = "max_uploads_per_user", Some("4"), "concurrent uploads one user may run";
@@ -217,9 +223,26 @@ pub struct Config {
     /// Every user's file quota, unless overridden (`None`: none).
     pub quota_files: Option<u64>,
     pub max_connections: usize,
+    /// Virus scanning, when on.
+    pub scan: Option<ScanConfig>,
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Every effective raw value and where it came from, for `config check`.
     pub sources: BTreeMap<Setting, (String, Source)>,
+}
+
+/// Virus scanning by clamd.
+#[derive(Debug, Clone)]
+pub struct ScanConfig {
+    /// Where clamd listens.
+    pub address: private_storage::scan::ClamdAddress,
+    /// The largest file clamd scans (its `StreamMaxLength`).
+    pub max_size: u64,
+    /// Whether a larger file is refused at upload (`false`: kept and served as not scanned).
+    pub reject_oversize: bool,
+    /// Whether an infected file's bytes are deleted (`false`: kept out of reach).
+    pub delete_infected: bool,
+    /// How long one read or write to clamd may take.
+    pub timeout: Duration,
 }
 
 /// Where a value came from.
@@ -564,6 +587,30 @@ impl Loader {
             "" => None,
             n => Some(n.parse().map_err(|_| named(Key::QuotaFiles, "expected a number of files".into()))?),
         };
+        let scan = match get(Key::Scan).unwrap_or_default() {
+            "off" => None,
+            "clamav" => Some(ScanConfig {
+                address: get(Key::ClamdAddress)
+                    .unwrap_or_default()
+                    .parse()
+                    .map_err(|e: private_storage::scan::ScanError| named(Key::ClamdAddress, e.to_string()))?,
+                max_size: parse_size(get(Key::ScanMaxSize).unwrap_or_default())
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| named(Key::ScanMaxSize, "expected a size such as 25MiB".into()))?,
+                reject_oversize: match get(Key::ScanOversize).unwrap_or_default() {
+                    "reject" => true,
+                    "unscanned" => false,
+                    other => return Err(named(Key::ScanOversize, format!("{other:?}: expected reject or unscanned"))),
+                },
+                delete_infected: match get(Key::ScanInfected).unwrap_or_default() {
+                    "keep" => false,
+                    "delete" => true,
+                    other => return Err(named(Key::ScanInfected, format!("{other:?}: expected keep or delete"))),
+                },
+                timeout: duration(Key::ScanTimeout)?,
+            }),
+            other => return Err(named(Key::Scan, format!("{other:?}: expected off or clamav"))),
+        };
         let log_json = match get(Key::LogFormat).unwrap_or_default() {
             "text" => false,
             "json" => true,
@@ -599,6 +646,7 @@ impl Loader {
             quota_bytes,
             quota_files,
             max_connections,
+            scan,
             trusted_proxies,
             sources: self.values,
         })

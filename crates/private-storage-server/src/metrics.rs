@@ -20,6 +20,7 @@ pub struct Metrics {
     uploads: AtomicU64,
     rejections: Mutex<BTreeMap<&'static str, u64>>,
     denied: Mutex<BTreeMap<&'static str, u64>>,
+    scans: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -31,6 +32,11 @@ impl Metrics {
     /// A request was denied (`download`, `bad_token`, `login`...).
     pub fn denied(&self, what: &'static str) {
         *self.denied.lock().unwrap_or_else(|e| e.into_inner()).entry(what).or_default() += 1;
+    }
+
+    /// A virus scan ended with `outcome` (a scan state, or `error`).
+    pub fn scanned(&self, outcome: &'static str) {
+        *self.scans.lock().unwrap_or_else(|e| e.into_inner()).entry(outcome).or_default() += 1;
     }
 
     /// An upload was stored.
@@ -62,6 +68,10 @@ impl Metrics {
         out.push_str("# HELP private_storage_denied_total Requests denied, by kind.\n# TYPE private_storage_denied_total counter\n");
         for (what, n) in self.denied.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = writeln!(out, "private_storage_denied_total{{kind=\"{what}\"}} {n}");
+        }
+        out.push_str("# HELP private_storage_scans_total Virus scans, by outcome.\n# TYPE private_storage_scans_total counter\n");
+        for (outcome, n) in self.scans.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(out, "private_storage_scans_total{{outcome=\"{outcome}\"}} {n}");
         }
         out
     }

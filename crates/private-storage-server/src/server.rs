@@ -1,7 +1,8 @@
 //! Running the app on a socket: `TCP_NODELAY`, a header-read timeout against slow clients,
 //! the peer address for the login limiter, a graceful shutdown that lets in-flight requests
 //! finish within a bound — and the server's own upkeep, which only a serving process does:
-//! removing the staging files of interrupted uploads, and purging expired sessions.
+//! removing the staging files of interrupted uploads, purging expired sessions, and scanning new
+//! files for viruses.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -40,6 +41,7 @@ pub async fn serve(state: AppState, listener: TcpListener, shutdown: impl Future
     let connections = Arc::new(tokio::sync::Semaphore::new(state.config.max_connections));
     let graceful = GracefulShutdown::new();
     let upkeep = tokio::spawn(upkeep(state.clone()));
+    let scanning = tokio::spawn(state.domain.clone().scan_forever());
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -74,6 +76,7 @@ pub async fn serve(state: AppState, listener: TcpListener, shutdown: impl Future
         });
     }
     upkeep.abort();
+    scanning.abort();
     drop(listener);
     tracing::info!(grace_secs = grace.as_secs(), "shutting down: letting in-flight requests finish");
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {

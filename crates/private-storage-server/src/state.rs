@@ -216,6 +216,9 @@ impl AppState {
             partials,
             encrypted,
         });
+        if let Err(e) = domain.note_held_files().await {
+            tracing::warn!(error = %e, "could not count held files: downloads by key check each file's scan state");
+        }
         Ok(Self { config, domain, db, storage, metrics, templates: Arc::new(crate::http::web::templates()) })
     }
 }

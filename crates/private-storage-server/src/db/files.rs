@@ -1,15 +1,16 @@
 //! File records.
 
-use super::rows::{FileRow, Number, OwnedFile};
+use super::rows::{FileRow, Number, OwnedFile, ScanState};
 use super::{Arg, Db, DbResult, now};
 
-const FILE: &str = "SELECT id, owner_id, object_key, name, size, content_type, sha256, created FROM files";
+const FILE: &str =
+    "SELECT id, owner_id, object_key, name, size, content_type, sha256, created, scan, scan_detail FROM files";
 
 pub(super) const INSERT_FILE: &str = "INSERT INTO files (id, owner_id, object_key, name, size, content_type, sha256, \
-     created) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+     created, scan, scan_detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
 /// The parameters of [`INSERT_FILE`].
-pub(super) fn file_args(row: &FileRow) -> [Arg<'_>; 8] {
+pub(super) fn file_args(row: &FileRow) -> [Arg<'_>; 10] {
     [
         Arg::Text(&row.id),
         Arg::Text(&row.owner_id),
@@ -19,6 +20,8 @@ pub(super) fn file_args(row: &FileRow) -> [Arg<'_>; 8] {
         Arg::Text(&row.content_type),
         Arg::Text(&row.sha256),
         Arg::Int(row.created),
+        Arg::Text(row.scan.as_str()),
+        Arg::OptText(row.scan_detail.as_deref()),
     ]
 }
 
@@ -53,7 +56,7 @@ impl Db {
         };
         let scope = Arg::Text(owner.unwrap_or(""));
         let sql = format!(
-            "SELECT f.id, f.owner_id, f.object_key, f.name, f.size, f.content_type, f.sha256, f.created, u.username \
+            "SELECT f.id, f.owner_id, f.object_key, f.name, f.size, f.content_type, f.sha256, f.created, f.scan, f.scan_detail, u.username \
              FROM files f JOIN users u ON u.id = f.owner_id {filter} ORDER BY f.created DESC, f.id LIMIT $2 OFFSET $3"
         );
         let files = self.all(&sql, &[scope, Arg::Int(limit), Arg::Int(offset)]).await?;
@@ -69,6 +72,48 @@ impl Db {
     /// Gives every file of one user to another; returns how many.
     pub async fn transfer_files(&self, from: &str, to: &str) -> DbResult<u64> {
         self.execute("UPDATE files SET owner_id = $1 WHERE owner_id = $2", &[Arg::Text(to), Arg::Text(from)]).await
+    }
+
+    /// Files waiting for their virus scan that no instance has claimed (or whose claim ran
+    /// out), oldest first.
+    pub async fn unclaimed_scans(&self, limit: i64) -> DbResult<Vec<FileRow>> {
+        self.all(
+            &format!("{FILE} WHERE scan = 'pending' AND scan_claim < $1 ORDER BY created, id LIMIT $2"),
+            &[Arg::Int(now()), Arg::Int(limit)],
+        )
+        .await
+    }
+
+    /// Claims a pending file's scan until `until`: `false` when it is no longer pending or
+    /// another instance's claim runs.
+    pub async fn claim_scan(&self, id: &str, until: i64) -> DbResult<bool> {
+        let sql = "UPDATE files SET scan_claim = $1 WHERE id = $2 AND scan = 'pending' AND scan_claim < $3";
+        Ok(self.execute(sql, &[Arg::Int(until), Arg::Text(id), Arg::Int(now())]).await? == 1)
+    }
+
+    /// Gives a claim back without a verdict (the scanner was down): any instance may retry.
+    pub async fn release_scan(&self, id: &str) -> DbResult<()> {
+        self.execute("UPDATE files SET scan_claim = 0 WHERE id = $1 AND scan = 'pending'", &[Arg::Text(id)]).await?;
+        Ok(())
+    }
+
+    /// Records a pending file's verdict: `false` when it was no longer pending (deleted, say).
+    pub async fn set_scan(&self, id: &str, state: ScanState, detail: Option<&str>) -> DbResult<bool> {
+        let sql = "UPDATE files SET scan = $1, scan_detail = $2, scan_claim = 0 WHERE id = $3 AND scan = 'pending'";
+        Ok(self.execute(sql, &[Arg::Text(state.as_str()), Arg::OptText(detail), Arg::Text(id)]).await? == 1)
+    }
+
+    /// How many files are in each scan state (states with none left out).
+    pub async fn scan_counts(&self) -> DbResult<Vec<(ScanState, i64)>> {
+        let mut counts = Vec::new();
+        for state in ScanState::ALL {
+            let sql = "SELECT COUNT(*) AS n FROM files WHERE scan = $1";
+            let n = self.optional::<Number>(sql, &[Arg::Text(state.as_str())]).await?.map_or(0, |n| n.0);
+            if n > 0 {
+                counts.push((state, n));
+            }
+        }
+        Ok(counts)
     }
 
     /// Takes (or renews) the lease on a resumable upload for `holder` until `until`: `false`

@@ -24,7 +24,7 @@ use sqlx::{Any, AnyPool};
 
 pub use quotas::{Admission, Limits, Usage};
 use rows::FromRow;
-pub use rows::{FileRow, LinkRow, OwnedFile, SessionUser, ShareEvent, UserRow};
+pub use rows::{FileRow, LinkRow, OwnedFile, ScanState, SessionUser, ShareEvent, UserRow};
 pub use sso::PendingSignIn;
 
 /// A database result.
@@ -88,6 +88,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_upload_leases.sql")),
     (3, include_str!("migrations/0003_single_sign_on.sql")),
     (4, include_str!("migrations/0004_quotas.sql")),
+    (5, include_str!("migrations/0005_scanning.sql")),
 ];
 
 /// Seconds since the epoch.
@@ -350,6 +351,8 @@ mod tests {
             content_type: "t".into(),
             sha256: "s".into(),
             created: now(),
+            scan: ScanState::Pending,
+            scan_detail: None,
         };
         db.insert_file(&file).await.unwrap();
 

@@ -54,8 +54,8 @@ fn effective(override_: Option<i64>, default: Option<i64>) -> Option<i64> {
 
 // PostgreSQL's SUM of BIGINT is NUMERIC: cast back.
 const USAGE: &str = "SELECT \
-     (SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM files WHERE owner_id = $1) AS bytes, \
-     (SELECT COUNT(*) FROM files WHERE owner_id = $1) AS files, \
+     (SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM files WHERE owner_id = $1 AND scan <> 'removed') AS bytes, \
+     (SELECT COUNT(*) FROM files WHERE owner_id = $1 AND scan <> 'removed') AS files, \
      (SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM upload_reservations WHERE user_id = $1 AND expires > $2) \
      AS reserved_bytes, \
      (SELECT COUNT(*) FROM upload_reservations WHERE user_id = $1 AND expires > $2) AS reserved_files";

@@ -96,6 +96,63 @@ pub struct FileRow {
     pub content_type: String,
     pub sha256: String,
     pub created: i64,
+    /// Where the file stands with the virus scanner.
+    pub scan: ScanState,
+    /// What the scanner said (the signature of an infected file), or why it did not scan.
+    pub scan_detail: Option<String>,
+}
+
+/// Where a file stands with the virus scanner: only [`ScanState::servable`] files are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScanState {
+    /// Not scanned: stored while scanning was off, or larger than the scanner takes under
+    /// `scan_oversize = "unscanned"`. Served, and shown as not scanned.
+    Unscanned,
+    /// Waiting for its scan: not served.
+    Pending,
+    /// Scanned, nothing found: served.
+    Clean,
+    /// Found infected, kept out of reach: not served.
+    Infected,
+    /// Found infected and its bytes deleted (`scan_infected = "delete"`): the record tells its
+    /// owner.
+    Removed,
+    /// Larger than the scanner accepts under `scan_oversize = "reject"`: not served.
+    Refused,
+}
+
+impl ScanState {
+    /// Every state, as stored.
+    pub const ALL: [ScanState; 6] = [
+        ScanState::Unscanned,
+        ScanState::Pending,
+        ScanState::Clean,
+        ScanState::Infected,
+        ScanState::Removed,
+        ScanState::Refused,
+    ];
+
+    /// The stored name (also the API's).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScanState::Unscanned => "unscanned",
+            ScanState::Pending => "pending",
+            ScanState::Clean => "clean",
+            ScanState::Infected => "infected",
+            ScanState::Removed => "removed",
+            ScanState::Refused => "refused",
+        }
+    }
+
+    /// The state of a stored name; an unknown one is [`ScanState::Refused`]: fail closed.
+    pub fn parse(name: &str) -> Self {
+        Self::ALL.into_iter().find(|s| s.as_str() == name).unwrap_or(ScanState::Refused)
+    }
+
+    /// Whether the file may be served.
+    pub fn servable(self) -> bool {
+        matches!(self, ScanState::Unscanned | ScanState::Clean)
+    }
 }
 
 impl FromRow for FileRow {
@@ -109,6 +166,8 @@ impl FromRow for FileRow {
             content_type: row.text("content_type")?,
             sha256: row.text("sha256")?,
             created: row.int("created")?,
+            scan: ScanState::parse(&row.text("scan")?),
+            scan_detail: row.opt_text("scan_detail")?,
         })
     }
 }

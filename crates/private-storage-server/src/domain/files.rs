@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use private_storage::{ContentDisposition, ObjectKey, PrivateFile, RecordSource, SavedFile, Upload};
 
 use super::{Actor, Domain, Error, Result, may_access};
-use crate::db::{Db, FileRow, OwnedFile, new_id, now};
+use crate::db::{Db, FileRow, OwnedFile, ScanState, new_id, now};
 
 /// The record type uploads are saved for: the owner's user id (it names their folder).
 #[derive(Debug, Clone)]
@@ -161,6 +161,7 @@ impl Domain {
     /// The record of a stored upload; its name is the client's, cleaned by the policy. With a
     /// quota, written with the upload's hold given back, if the file fits.
     pub(super) async fn record(&self, owner_id: &str, saved: &SavedFile, hold: Option<&str>) -> Result<FileRow> {
+        let (scan, scan_detail) = self.initial_scan(saved.size);
         let row = FileRow {
             id: new_id(),
             owner_id: owner_id.to_owned(),
@@ -170,6 +171,8 @@ impl Domain {
             content_type: saved.content_type.clone(),
             sha256: saved.sha256.clone(),
             created: now(),
+            scan,
+            scan_detail,
         };
         if let Err(e) = self.insert_held(&row, hold).await {
             if let Err(delete) = self.storage.delete(&saved.key).await {
@@ -177,7 +180,10 @@ impl Domain {
             }
             return Err(e);
         }
-        tracing::info!(id = %row.id, key = %row.object_key, size = row.size, owner = owner_id, "file uploaded");
+        tracing::info!(id = %row.id, key = %row.object_key, size = row.size, owner = owner_id, scan = row.scan.as_str(), "file uploaded");
+        if row.scan == ScanState::Pending {
+            self.file_waits();
+        }
         Ok(row)
     }
 
@@ -241,6 +247,8 @@ impl Domain {
         let file = self.file(actor, id).await?;
         self.db.delete_file(&file.id).await?;
         match ObjectKey::new(&file.object_key) {
+            // Found infected and deleted already: only the record was left.
+            Ok(_) if file.scan == ScanState::Removed => {}
             Ok(key) => {
                 if let Err(e) = self.storage.delete(&key).await {
                     // The record is gone, so nothing links to the bytes any more; log for cleanup.
@@ -259,6 +267,7 @@ impl Domain {
     /// [`Error::NotFound`]; the storage's.
     pub async fn read(&self, actor: &Actor, target: &str) -> Result<(FileRow, private_storage::GetResult)> {
         let file = self.file_by_id_or_key(actor, target).await?;
+        self.check_servable(&file)?;
         let key = ObjectKey::new(&file.object_key).map_err(|e| Error::Internal(e.into()))?;
         let got = self.storage.get(&key, private_storage::GetOptions::default()).await?;
         Ok((file, got))

@@ -13,6 +13,7 @@ mod keys;
 mod links;
 mod quotas;
 mod resumable;
+mod scan;
 mod sso;
 
 use std::sync::Arc;
@@ -77,6 +78,10 @@ pub enum Error {
     /// The upload would take the user past their quota (the message names it).
     #[error("{0}")]
     OverQuota(String),
+    /// The file is held back: its virus scan is pending, or it was found infected (the hold
+    /// says why, with its status).
+    #[error("{}", .0.message())]
+    Held(private_storage::Held),
     /// Too many password checks are waiting: retry in a moment.
     #[error("Too many logins are being checked at once: try again in a moment.")]
     Busy,
@@ -118,6 +123,7 @@ impl Error {
             Error::Unavailable(_) | Error::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Error::Locked => StatusCode::LOCKED,
             Error::OverQuota(_) => StatusCode::INSUFFICIENT_STORAGE,
+            Error::Held(held) => held.status(),
             Error::SignInRefused(_) => StatusCode::FORBIDDEN,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -208,6 +214,11 @@ pub struct Domain {
     sso: Option<Arc<crate::sso::Sso>>,
     /// The storage's encryption, when files are encrypted at rest.
     encrypted: Option<Arc<crate::state::Encrypted>>,
+    /// The virus scanner, when scanning is on.
+    scanner: Option<Arc<scan::Scanner>>,
+    /// Whether downloads by key look their file's scan state up (scanning is on, or held
+    /// files are left from when it was).
+    holds_by_key: Arc<std::sync::atomic::AtomicBool>,
     limiter: Arc<LoginLimiter>,
     metrics: Arc<Metrics>,
 }
@@ -238,6 +249,17 @@ pub(crate) struct Parts {
 impl Domain {
     pub(crate) fn new(parts: Parts) -> Self {
         let Parts { config, db, storage, serving, media, links, metrics, partials, encrypted } = parts;
+        let scanner = config.scan.clone().map(|c| Arc::new(scan::Scanner::new(c)));
+        // Until `note_held_files` has looked: fail closed.
+        let holds_by_key = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let hold = scan::scan_hold(db.clone(), scanner.clone(), holds_by_key.clone());
+        let (serving, media) = (serving.hold(hold.clone()), media.hold(hold));
+        // Files larger than the scanner takes are refused at upload, unless they may be kept
+        // unscanned.
+        let max_file_size = match scanner.as_ref().and_then(|s| s.upload_limit()) {
+            Some(limit) => config.max_file_size.min(limit),
+            None => config.max_file_size,
+        };
         let mut policy = UploadPolicy::<Owner>::from_arc(storage.clone())
             .upload_to("files/%Y/%m")
             // A folder of its own per upload (80 random bits): two uploads of one name never
@@ -250,7 +272,7 @@ impl Domain {
                 let id = crate::db::new_id();
                 vec![owner.0.clone(), id[..2].to_owned(), id]
             })
-            .max_file_size(config.max_file_size);
+            .max_file_size(max_file_size);
         if !config.content_types.is_empty() {
             policy = policy.content_types(config.content_types.clone());
         }
@@ -266,6 +288,8 @@ impl Domain {
             leases: resumable::Leases::new(db.clone()),
             sso: config.sso.clone().map(|c| Arc::new(crate::sso::Sso::new(c))),
             encrypted,
+            scanner,
+            holds_by_key,
             policy: Arc::new(policy),
             links,
             uploads: UploadSlots::new(config.max_uploads_per_user),

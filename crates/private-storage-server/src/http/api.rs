@@ -43,6 +43,11 @@ pub struct FileJson {
     sha256: String,
     url: String,
     created: String,
+    /// Where the file stands with the virus scanner (`unscanned`, `pending`, `clean`,
+    /// `infected`, `removed`, `refused`); only `clean` and `unscanned` files are served.
+    scan: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scan_detail: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     owner: Option<String>,
 }
@@ -62,6 +67,8 @@ impl FileJson {
             sha256: file.sha256.clone(),
             url: format!("/files/{}/download", file.id),
             created: rfc3339(file.created),
+            scan: file.scan.as_str(),
+            scan_detail: file.scan_detail.clone(),
             owner,
         }
     }

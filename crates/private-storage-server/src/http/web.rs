@@ -17,7 +17,7 @@ use serde::Deserialize;
 use super::api::{rfc3339, save_upload};
 use super::auth::{Authed, SESSION_COOKIE, Tls, cookie};
 use crate::AppState;
-use crate::db::FileRow;
+use crate::db::{FileRow, ScanState};
 use crate::domain::{Error, ShareRequest, random_token};
 
 /// The cookie that carries the login form's CSRF token (there is no session yet).
@@ -129,6 +129,21 @@ fn file_ctx(file: &FileRow, owner: Option<&str>) -> minijinja::Value {
         content_type => file.content_type.clone(), sha256 => file.sha256.clone(),
         created => rfc3339(file.created), created_text => rfc3339(file.created).replace('T', " ").replace('Z', " UTC"),
         owner => owner.map(str::to_owned),
+        scan => file.scan.as_str(), scan_text => scan_text(file), servable => file.scan.servable(),
+    }
+}
+
+/// Where a file stands with the virus scanner, for people.
+fn scan_text(file: &FileRow) -> String {
+    let detail = file.scan_detail.as_deref();
+    match (file.scan, detail) {
+        (ScanState::Unscanned, Some(why)) => format!("not scanned: {why}"),
+        (ScanState::Unscanned, None) => "not scanned".into(),
+        (ScanState::Pending, _) => "being scanned…".into(),
+        (ScanState::Clean, _) => "clean".into(),
+        (ScanState::Infected, why) => format!("infected ({}): kept out of reach", why.unwrap_or("unknown")),
+        (ScanState::Removed, why) => format!("infected ({}): deleted", why.unwrap_or("unknown")),
+        (ScanState::Refused, why) => format!("not served: {}", why.unwrap_or("could not be scanned")),
     }
 }
 
