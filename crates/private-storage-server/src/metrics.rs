@@ -69,7 +69,9 @@ impl Metrics {
         for (what, n) in self.denied.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = writeln!(out, "private_storage_denied_total{{kind=\"{what}\"}} {n}");
         }
-        out.push_str("# HELP private_storage_scans_total Virus scans, by outcome.\n# TYPE private_storage_scans_total counter\n");
+        out.push_str(
+            "# HELP private_storage_scans_total Virus scans, by outcome.\n# TYPE private_storage_scans_total counter\n",
+        );
         for (outcome, n) in self.scans.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = writeln!(out, "private_storage_scans_total{{outcome=\"{outcome}\"}} {n}");
         }

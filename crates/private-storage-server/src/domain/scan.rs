@@ -77,13 +77,15 @@ pub(crate) fn hold_of(state: ScanState, detail: Option<&str>, scanner_up: bool) 
             "The virus scanner is unavailable: this file can be downloaded once it has been scanned.",
             Duration::from_secs(30),
         )),
-        ScanState::Infected => Some(Held::forbidden(format!("This file was found infected{detail} and is not served."))),
+        ScanState::Infected => {
+            Some(Held::forbidden(format!("This file was found infected{detail} and is not served.")))
+        }
         ScanState::Removed => {
             Some(Held::forbidden(format!("This file was found infected{detail} and has been deleted.")))
         }
-        ScanState::Refused => Some(Held::forbidden(format!(
-            "This file could not be scanned for viruses{detail} and is not served."
-        ))),
+        ScanState::Refused => {
+            Some(Held::forbidden(format!("This file could not be scanned for viruses{detail} and is not served.")))
+        }
     }
 }
 
@@ -154,8 +156,12 @@ impl Domain {
         if self.scanner.is_some() {
             return Ok(());
         }
-        let held: i64 =
-            self.db.scan_counts().await?.into_iter().filter(|(state, _)| !state.servable() && *state != ScanState::Removed) // no bytes left
+        let held: i64 = self
+            .db
+            .scan_counts()
+            .await?
+            .into_iter()
+            .filter(|(state, _)| !state.servable() && *state != ScanState::Removed) // no bytes left
             .map(|(_, n)| n)
             .sum();
         if held > 0 {

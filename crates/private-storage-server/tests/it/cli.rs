@@ -542,3 +542,46 @@ fn quotas_are_set_shown_and_enforced_from_the_command_line() {
     let defaulted = failed(&cli(&data, &["-s", "quota_files=2", "put", file.to_str().unwrap()], None, &[]), 1);
     assert!(defaulted.contains("quota of 2 files"), "{defaulted}");
 }
+
+/// With scanning on, `put` scans the file before it returns (no server may be running), and
+/// fails for an infected one; `get` refuses it; `scan status` counts states and `scan run`
+/// catches up on files left pending while clamd was down.
+#[tokio::test]
+async fn put_scans_with_clamd_and_scan_run_catches_up_from_the_command_line() {
+    let mut clamd = test_support::Clamd::start(1 << 20).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let address = format!("clamd_address=127.0.0.1:{}", clamd.port);
+    let on = |args: &[&str]| {
+        let mut all = vec!["-s", "scan=clamav", "-s", &address, "-s", "scan_max_size=1MiB", "-s", "scan_timeout=2s"];
+        all.extend_from_slice(args);
+        cli(&data, &all, None, &[])
+    };
+    ok(&cli(&data, &["user", "add", "ada", "--password-stdin"], Some("a long password\n"), &[]));
+    let clean = dir.path().join("clean.pdf");
+    std::fs::write(&clean, pdf(10_000)).unwrap();
+    let out = on(&["put", clean.to_str().unwrap()]);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("scan: clean"), "{out:?}");
+    let eicar = dir.path().join("eicar.txt");
+    std::fs::write(&eicar, test_support::EICAR).unwrap();
+    let refused = failed(&on(&["put", eicar.to_str().unwrap()]), 1);
+    assert!(refused.contains("infected (Eicar-Test-Signature.UNOFFICIAL)"), "{refused}");
+    let listed = ok(&cli(&data, &["ls"], None, &[]));
+    let infected_id = listed.lines().find(|l| l.ends_with("eicar.txt")).unwrap().split('\t').next().unwrap();
+    let out = dir.path().join("out.txt");
+    let get = failed(&on(&["get", infected_id, "-o", out.to_str().unwrap()]), 1);
+    assert!(get.contains("found infected"), "{get}");
+    assert!(!out.exists());
+
+    clamd.stop();
+    let waiting = on(&["put", clean.to_str().unwrap()]);
+    ok(&waiting);
+    assert!(String::from_utf8_lossy(&waiting.stderr).contains("pending"), "{waiting:?}");
+    assert!(failed(&on(&["scan", "run"]), 1).contains("1 file(s) still pending"));
+    clamd.restart().await;
+    let caught_up = ok(&on(&["scan", "run"]));
+    assert!(caught_up.contains("scanned 1 file(s)"), "{caught_up}");
+    let status = ok(&on(&["scan", "status"]));
+    assert_eq!(status, "clean\t2\ninfected\t1\n");
+}

@@ -9,6 +9,7 @@ mod oidc;
 mod quotas;
 mod s3;
 mod scale_out;
+mod scanning;
 mod socket;
 mod tus;
 mod tus_clients;
