@@ -127,6 +127,22 @@ enum Command {
     /// files waiting now.
     #[command(subcommand)]
     Scan(ScanCommand),
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Prints every audit event since a time, oldest first, one JSON object per line.
+    Export {
+        /// A time (`2026-12-01`, `2026-12-01T10:00:00Z`) or a duration ago (`24h`, `7d`).
+        #[arg(long)]
+        since: String,
+        /// `jsonl`.
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -382,6 +398,14 @@ async fn execute(command: Command, config: Config) -> CliResult {
     }
 
     let state = AppState::build(config).await?;
+    let result = run_command(&state, command).await;
+    // What the command did is in the audit trail before the process ends.
+    state.domain.audit().flush().await;
+    result
+}
+
+async fn run_command(state: &AppState, command: Command) -> CliResult {
+    let state = state.clone();
     let domain = &state.domain;
     match command {
         Command::Serve { .. } => serve(state).await,
@@ -407,7 +431,31 @@ async fn execute(command: Command, config: Config) -> CliResult {
         Command::CopyStorage { to, encrypt, decrypt } => copy_storage(&state, &to, encrypt, decrypt).await,
         Command::Keys(command) => keys(domain, command).await,
         Command::Scan(command) => scan(domain, command).await,
+        Command::Audit(AuditCommand::Export { since, format }) => audit_export(domain, &since, &format).await,
     }
+}
+
+async fn audit_export(domain: &Domain, since: &str, format: &str) -> CliResult {
+    if format != "jsonl" {
+        return Err(format!("--format {format}: the one format is jsonl").into());
+    }
+    let since = match private_storage::parse_duration(since) {
+        Some(ago) => {
+            (chrono::Utc::now() - chrono::Duration::from_std(ago).map_err(|e| e.to_string())?).timestamp_micros()
+        }
+        None => crate::http::audit::parse_time(since).ok_or_else(|| {
+            format!("--since {since}: a time (2026-12-01, 2026-12-01T10:00:00Z) or a duration ago (24h)")
+        })?,
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    domain
+        .export_audit(since, |row| {
+            serde_json::to_writer(&mut out, &crate::http::audit::event_json(row))?;
+            out.write_all(b"\n")
+        })
+        .await?;
+    out.flush().map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 async fn scan(domain: &Domain, command: ScanCommand) -> CliResult {

@@ -62,7 +62,7 @@ keys! {
     EncryptionKeysFile = "encryption_keys_file", None, "a file holding encryption_keys (id=base64 per line, newest first), instead of the setting";
     ShareMaxLifetime = "share_max_lifetime", Some("7d"), "longest share link";
     SessionTtl = "session_ttl", Some("12h"), "how long a login lasts";
-    AuditRetention = "audit_retention", Some("90d"), "how long the share-link audit trail is kept";
+    AuditRetention = "audit_retention", Some("90d"), "how long the audit trail is kept";
     UploadExpiry = "upload_expiry", Some("24h"), "how long an unfinished resumable (tus) upload is kept after its last request";
     UploadChunkSize = "upload_chunk_size", Some("8MiB"), "bytes per request of the upload page's resumable uploads: keep it below any cap a proxy in front puts on request bodies";
     LogFormat = "log_format", Some("text"), "text | json";
@@ -75,6 +75,7 @@ keys! {
     ScanOversize = "scan_oversize", Some("reject"), "a file larger than scan_max_size: reject (refused at upload) | unscanned (kept, served, and shown as not scanned)";
     ScanInfected = "scan_infected", Some("keep"), "an infected file: keep (out of reach, shown to its owner) | delete (its bytes deleted, its record kept as a notice)";
     ScanTimeout = "scan_timeout", Some("60s"), "how long clamd may take for one read or write before it counts as down";
+    WebhookBackoff = "webhook_backoff", Some("10s"), "the wait before a failed webhook delivery is retried (doubling each time, at most an hour)";
     QuotaBytes = "quota_bytes", Some(""), "every user's storage quota, e.g. 10GiB (empty: none); `user quota NAME SIZE` sets one user's";
     QuotaFiles = "quota_files", Some(""), "every user's quota of files (empty: none); `user quota NAME --files N` sets one user's";
     MaxUploadsPerUser = "max_uploads_per_user", Some("4"), "concurrent uploads one user may run";
@@ -225,6 +226,10 @@ pub struct Config {
     pub max_connections: usize,
     /// Virus scanning, when on.
     pub scan: Option<ScanConfig>,
+    /// The `[[webhook]]` entries.
+    pub webhooks: Vec<WebhookConfig>,
+    /// The first wait before a failed delivery is retried.
+    pub webhook_backoff: Duration,
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Every effective raw value and where it came from, for `config check`.
     pub sources: BTreeMap<Setting, (String, Source)>,
@@ -243,6 +248,115 @@ pub struct ScanConfig {
     pub delete_infected: bool,
     /// How long one read or write to clamd may take.
     pub timeout: Duration,
+}
+
+/// An event a webhook may subscribe to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WebhookEvent {
+    /// A file is stored durably and may be fetched (with scanning: it was found clean).
+    FileCreated,
+    /// A file was deleted.
+    FileDeleted,
+    /// A scan found a file infected.
+    ScanInfected,
+    /// A share link served its file.
+    LinkUsed,
+    /// A share link reached its download limit.
+    LinkLimitReached,
+    /// An upload was refused for the user's quota.
+    QuotaExceeded,
+}
+
+impl WebhookEvent {
+    /// Every event.
+    pub const ALL: [WebhookEvent; 6] = [
+        WebhookEvent::FileCreated,
+        WebhookEvent::FileDeleted,
+        WebhookEvent::ScanInfected,
+        WebhookEvent::LinkUsed,
+        WebhookEvent::LinkLimitReached,
+        WebhookEvent::QuotaExceeded,
+    ];
+
+    /// Its name (`file.created`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookEvent::FileCreated => "file.created",
+            WebhookEvent::FileDeleted => "file.deleted",
+            WebhookEvent::ScanInfected => "scan.infected",
+            WebhookEvent::LinkUsed => "link.used",
+            WebhookEvent::LinkLimitReached => "link.limit_reached",
+            WebhookEvent::QuotaExceeded => "quota.exceeded",
+        }
+    }
+}
+
+/// A `[[webhook]]` entry.
+#[derive(Clone)]
+pub struct WebhookConfig {
+    /// Where deliveries are posted.
+    pub url: String,
+    /// The signing key (after `whsec_`, base64-decoded).
+    pub secret: Vec<u8>,
+    /// The events it gets.
+    pub events: Vec<WebhookEvent>,
+}
+
+impl fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookConfig").field("url", &self.url).field("events", &self.events).finish_non_exhaustive()
+    }
+}
+
+/// A `[[webhook]]` table: `url`, `secret` (16 bytes or more; `whsec_<base64>` as the
+/// Standard Webhooks specification writes them, or any text), `events` (names, or `"*"`).
+fn webhook(table: &toml::Table, n: usize, source: &Source) -> Result<WebhookConfig, ConfigError> {
+    let named = |message: String| err(format!("`webhook` #{n} ({source}): {message}"));
+    for key in table.keys() {
+        if !["url", "secret", "events"].contains(&key.as_str()) {
+            return Err(named(format!("unknown key `{key}`; known keys: url, secret, events")));
+        }
+    }
+    let url = table.get("url").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    if !(url.starts_with("http://") || url.starts_with("https://")) || reqwest::Url::parse(&url).is_err() {
+        return Err(named(format!("url {url:?}: expected http://… or https://…")));
+    }
+    let secret = table.get("secret").and_then(|v| v.as_str()).unwrap_or_default();
+    let secret = match secret.strip_prefix("whsec_") {
+        Some(encoded) => {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .map_err(|_| named("secret: whsec_ is followed by base64".into()))?
+        }
+        None => secret.as_bytes().to_vec(),
+    };
+    if secret.len() < 16 {
+        return Err(named("secret: at least 16 bytes".into()));
+    }
+    let names: Vec<&str> = match table.get("events") {
+        Some(toml::Value::Array(items)) => items.iter().filter_map(|v| v.as_str()).collect(),
+        Some(toml::Value::String(one)) => one.split(',').map(str::trim).collect(),
+        _ => Vec::new(),
+    };
+    let mut events = Vec::new();
+    for name in names {
+        if name == "*" {
+            events.extend(WebhookEvent::ALL);
+            continue;
+        }
+        let known = WebhookEvent::ALL.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(", ");
+        events.push(
+            WebhookEvent::ALL
+                .into_iter()
+                .find(|e| e.as_str() == name)
+                .ok_or_else(|| named(format!("unknown event {name:?}; known events: {known}, or \"*\"")))?,
+        );
+    }
+    if events.is_empty() {
+        return Err(named("events: name at least one (or \"*\")".into()));
+    }
+    Ok(WebhookConfig { url, secret, events })
 }
 
 /// Where a value came from.
@@ -282,6 +396,7 @@ fn err(message: impl Into<String>) -> ConfigError {
 #[derive(Debug, Default)]
 pub struct Loader {
     values: BTreeMap<Setting, (String, Source)>,
+    webhooks: Vec<(toml::Table, Source)>,
 }
 
 impl Loader {
@@ -312,6 +427,14 @@ impl Loader {
                 ("s3", toml::Value::Table(s3)) => {
                     for (name, value) in s3 {
                         self.set(&format!("s3.{name}"), scalar(&value), Source::File(path.to_owned()))?;
+                    }
+                }
+                ("webhook", toml::Value::Array(items)) => {
+                    for item in items {
+                        let toml::Value::Table(table) = item else {
+                            return Err(err(format!("{}: write each webhook as a [[webhook]] table", path.display())));
+                        };
+                        self.webhooks.push((table, Source::File(path.to_owned())));
                     }
                 }
                 (_, value) => self.set(&key, scalar(&value), Source::File(path.to_owned()))?,
@@ -647,6 +770,13 @@ impl Loader {
             quota_files,
             max_connections,
             scan,
+            webhooks: self
+                .webhooks
+                .iter()
+                .enumerate()
+                .map(|(n, (table, source))| webhook(table, n + 1, source))
+                .collect::<Result<_, _>>()?,
+            webhook_backoff: duration(Key::WebhookBackoff)?,
             trusted_proxies,
             sources: self.values,
         })
@@ -681,6 +811,10 @@ impl Config {
                 value
             };
             out.push_str(&format!("{key} = {shown:?}  # {source}\n"));
+        }
+        for hook in &self.webhooks {
+            let events: Vec<_> = hook.events.iter().map(|e| e.as_str()).collect();
+            out.push_str(&format!("[[webhook]] url = {:?}, secret = \"<redacted>\", events = {events:?}\n", hook.url));
         }
         out
     }

@@ -21,6 +21,7 @@ pub struct Metrics {
     rejections: Mutex<BTreeMap<&'static str, u64>>,
     denied: Mutex<BTreeMap<&'static str, u64>>,
     scans: Mutex<BTreeMap<&'static str, u64>>,
+    audit_dropped: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -37,6 +38,12 @@ impl Metrics {
     /// A virus scan ended with `outcome` (a scan state, or `error`).
     pub fn scanned(&self, outcome: &'static str) {
         *self.scans.lock().unwrap_or_else(|e| e.into_inner()).entry(outcome).or_default() += 1;
+    }
+
+    /// An audit event was not written, for `reason` (`anonymous_rate`, `queue_full`,
+    /// `database`).
+    pub fn audit_dropped(&self, reason: &'static str) {
+        *self.audit_dropped.lock().unwrap_or_else(|e| e.into_inner()).entry(reason).or_default() += 1;
     }
 
     /// An upload was stored.
@@ -74,6 +81,10 @@ impl Metrics {
         );
         for (outcome, n) in self.scans.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = writeln!(out, "private_storage_scans_total{{outcome=\"{outcome}\"}} {n}");
+        }
+        out.push_str("# HELP private_storage_audit_dropped_total Audit events not written, by reason.\n# TYPE private_storage_audit_dropped_total counter\n");
+        for (reason, n) in self.audit_dropped.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(out, "private_storage_audit_dropped_total{{reason=\"{reason}\"}} {n}");
         }
         out
     }

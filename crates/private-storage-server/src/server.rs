@@ -1,8 +1,8 @@
 //! Running the app on a socket: `TCP_NODELAY`, a header-read timeout against slow clients,
 //! the peer address for the login limiter, a graceful shutdown that lets in-flight requests
 //! finish within a bound — and the server's own upkeep, which only a serving process does:
-//! removing the staging files of interrupted uploads, purging expired sessions, and scanning new
-//! files for viruses.
+//! removing the staging files of interrupted uploads, purging expired sessions and old audit
+//! events, scanning new files for viruses, and delivering webhooks.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -42,6 +42,7 @@ pub async fn serve(state: AppState, listener: TcpListener, shutdown: impl Future
     let graceful = GracefulShutdown::new();
     let upkeep = tokio::spawn(upkeep(state.clone()));
     let scanning = tokio::spawn(state.domain.clone().scan_forever());
+    let delivering = tokio::spawn(state.domain.clone().deliver_forever());
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -77,11 +78,13 @@ pub async fn serve(state: AppState, listener: TcpListener, shutdown: impl Future
     }
     upkeep.abort();
     scanning.abort();
+    delivering.abort();
     drop(listener);
     tracing::info!(grace_secs = grace.as_secs(), "shutting down: letting in-flight requests finish");
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("the grace period ended with requests still running");
     }
+    state.domain.audit().flush().await;
     Ok(())
 }
 
@@ -114,6 +117,11 @@ async fn upkeep(state: AppState) {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "purged share-link audit events past their retention"),
             Err(e) => tracing::warn!(error = %e, "could not purge the share-link audit trail"),
+        }
+        match state.db.purge_audit(cutoff.saturating_mul(1_000_000)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "purged audit events past audit_retention"),
+            Err(e) => tracing::warn!(error = %e, "could not purge the audit trail"),
         }
     }
 }

@@ -232,7 +232,8 @@ pub use access::{
 pub use error::{BoxError, Error, Result};
 pub use http::{
     ContentDisposition, DeliverFile, Delivery, FileHold, Held, OnDenied, Prepared, RecordSource, ResponseBody,
-    ServePrivate, ServeRecords, ServeShared, X_ACCEL_REDIRECT, X_SENDFILE, nginx_internal_location, nginx_s3_location,
+    ServePrivate, ServeRecords, ServeShared, ServedLink, X_ACCEL_REDIRECT, X_SENDFILE, nginx_internal_location,
+    nginx_s3_location,
 };
 pub use key::{KeyError, MAX_KEY_LEN, MAX_SEGMENT_LEN, ObjectKey};
 pub use share::{

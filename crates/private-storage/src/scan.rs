@@ -19,6 +19,7 @@
 //!     Verdict::Clean => println!("clean"),
 //!     Verdict::Infected { signature } => println!("infected: {signature}"),
 //!     Verdict::TooLarge => println!("larger than clamd's StreamMaxLength: not scanned"),
+//!     _ => println!("a verdict this version does not know: no pass"),
 //! }
 //! # Ok(()) }
 //! ```

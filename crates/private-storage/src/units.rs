@@ -35,6 +35,7 @@ pub fn human_size(bytes: u64) -> String {
 /// assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
 /// assert_eq!(parse_duration("12h"), Some(Duration::from_secs(43_200)));
 /// assert_eq!(parse_duration("7d"), Some(Duration::from_secs(604_800)));
+/// assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
 /// assert_eq!(parse_duration("soon"), None);
 /// ```
 pub fn parse_duration(value: &str) -> Option<std::time::Duration> {
@@ -43,6 +44,7 @@ pub fn parse_duration(value: &str) -> Option<std::time::Duration> {
     let (number, unit) = value.split_at(split);
     let n: u64 = number.parse().ok()?;
     let seconds = match unit.trim() {
+        "ms" => return Some(std::time::Duration::from_millis(n)),
         "" | "s" => n,
         "m" => n.checked_mul(60)?,
         "h" => n.checked_mul(3600)?,

@@ -7,12 +7,14 @@
 //! goes through the helpers here, which pick the driver. Errors are a [`DbError`] that tells
 //! an unavailable database from a conflict and a bug.
 
+mod audit;
 mod files;
 mod links;
 mod quotas;
 mod rows;
 mod sso;
 mod users;
+mod webhooks;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,10 +24,12 @@ use sqlx::any::{AnyArguments, AnyPoolOptions};
 use sqlx::query::Query;
 use sqlx::{Any, AnyPool};
 
+pub use audit::{AuditFilter, AuditRow};
 pub use quotas::{Admission, Limits, Usage};
 use rows::FromRow;
 pub use rows::{FileRow, LinkRow, OwnedFile, ScanState, SessionUser, ShareEvent, UserRow};
 pub use sso::PendingSignIn;
+pub use webhooks::DeliveryRow;
 
 /// A database result.
 pub type DbResult<T> = Result<T, DbError>;
@@ -89,6 +93,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/0003_single_sign_on.sql")),
     (4, include_str!("migrations/0004_quotas.sql")),
     (5, include_str!("migrations/0005_scanning.sql")),
+    (6, include_str!("migrations/0006_audit.sql")),
+    (7, include_str!("migrations/0007_webhooks.sql")),
 ];
 
 /// Seconds since the epoch.
@@ -110,6 +116,7 @@ enum Arg<'a> {
     Text(&'a str),
     OptText(Option<&'a str>),
     Int(i64),
+    OptInt(Option<i64>),
 }
 
 impl rusqlite::ToSql for Arg<'_> {
@@ -118,6 +125,7 @@ impl rusqlite::ToSql for Arg<'_> {
             Arg::Text(s) => s.to_sql(),
             Arg::OptText(s) => s.to_sql(),
             Arg::Int(i) => i.to_sql(),
+            Arg::OptInt(i) => i.to_sql(),
         }
     }
 }
@@ -127,6 +135,7 @@ fn bind<'q>(sql: &'q str, args: &[Arg<'q>]) -> Query<'q, Any, AnyArguments<'q>> 
         Arg::Text(s) => query.bind(s),
         Arg::OptText(s) => query.bind(s),
         Arg::Int(i) => query.bind(i),
+        Arg::OptInt(i) => query.bind(i),
     })
 }
 

@@ -9,6 +9,7 @@ pub(super) trait Columns {
     fn text(&self, name: &str) -> Result<String, Self::Error>;
     fn opt_text(&self, name: &str) -> Result<Option<String>, Self::Error>;
     fn int(&self, name: &str) -> Result<i64, Self::Error>;
+    fn opt_int(&self, name: &str) -> Result<Option<i64>, Self::Error>;
     fn flag(&self, name: &str) -> Result<bool, Self::Error> {
         Ok(self.int(name)? != 0)
     }
@@ -25,6 +26,9 @@ impl Columns for sqlx::any::AnyRow {
     fn int(&self, name: &str) -> sqlx::Result<i64> {
         self.try_get(name)
     }
+    fn opt_int(&self, name: &str) -> sqlx::Result<Option<i64>> {
+        self.try_get(name)
+    }
 }
 
 impl Columns for rusqlite::Row<'_> {
@@ -36,6 +40,9 @@ impl Columns for rusqlite::Row<'_> {
         self.get(name)
     }
     fn int(&self, name: &str) -> rusqlite::Result<i64> {
+        self.get(name)
+    }
+    fn opt_int(&self, name: &str) -> rusqlite::Result<Option<i64>> {
         self.get(name)
     }
 }

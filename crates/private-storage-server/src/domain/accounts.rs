@@ -11,6 +11,7 @@ use argon2::{Argon2, Params};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
+use super::audit::Event;
 use super::{Domain, Error, Result};
 use crate::db::{SessionUser, UserRow, now};
 
@@ -202,6 +203,24 @@ impl Domain {
     /// # Errors
     /// [`Error::TooManyAttempts`], [`Error::WrongCredentials`]; the database's.
     pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        ip: Option<IpAddr>,
+        replaces: Option<&str>,
+    ) -> Result<NewSession> {
+        let result = self.login_checked(username, password, ip, replaces).await;
+        let event = match &result {
+            Ok(session) => Event::new("login", format!("user:{}", session.user.username)).user_id(&session.user.id),
+            Err(Error::WrongCredentials) => Event::new("login_failed", "anonymous"),
+            Err(Error::TooManyAttempts | Error::Forbidden(_)) => Event::new("login_refused", "anonymous"),
+            Err(_) => return result,
+        };
+        self.audit.record(event.detail(format!("name={}", username.escape_debug())));
+        result
+    }
+
+    async fn login_checked(
         &self,
         username: &str,
         password: &str,

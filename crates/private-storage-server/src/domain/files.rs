@@ -7,7 +7,10 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use private_storage::{ContentDisposition, ObjectKey, PrivateFile, RecordSource, SavedFile, Upload};
 
+use super::audit::Event;
+use super::webhooks::file_data;
 use super::{Actor, Domain, Error, Result, may_access};
+use crate::config::WebhookEvent;
 use crate::db::{Db, FileRow, OwnedFile, ScanState, new_id, now};
 
 /// The record type uploads are saved for: the owner's user id (it names their folder).
@@ -152,10 +155,34 @@ impl Domain {
         }
         .await;
         match &result {
-            Ok(_) => self.metrics.uploaded(),
-            Err(e) => self.metrics.rejected(e.upload_reason()),
+            Ok(row) => {
+                self.metrics.uploaded();
+                self.audit_upload(actor, row);
+            }
+            Err(e) => {
+                self.metrics.rejected(e.upload_reason());
+                self.refused_upload(actor, owner_id, e).await;
+            }
         }
         result
+    }
+
+    /// Audits a stored upload.
+    pub(super) fn audit_upload(&self, actor: &Actor, row: &FileRow) {
+        self.audit.record(Event::by("upload", actor).file(row).bytes(Some(row.size as u64)).detail(&row.name));
+    }
+
+    /// Audits a refused upload; one refused for the quota is also the `quota.exceeded` event.
+    pub(super) async fn refused_upload(&self, actor: &Actor, owner_id: &str, e: &Error) {
+        if matches!(e, Error::Locked) {
+            return; // another instance is writing it: the client retries, nothing was refused
+        }
+        let kind = if matches!(e, Error::OverQuota(_)) { "quota_refused" } else { "upload_refused" };
+        self.audit.record(Event::by(kind, actor).status(e.status().as_u16()).detail(e.message()));
+        if matches!(e, Error::OverQuota(_)) {
+            let data = serde_json::json!({ "user_id": owner_id, "message": e.message() });
+            self.emit(WebhookEvent::QuotaExceeded, data).await;
+        }
     }
 
     /// The record of a stored upload; its name is the client's, cleaned by the policy. With a
@@ -183,6 +210,8 @@ impl Domain {
         tracing::info!(id = %row.id, key = %row.object_key, size = row.size, owner = owner_id, scan = row.scan.as_str(), "file uploaded");
         if row.scan == ScanState::Pending {
             self.file_waits();
+        } else {
+            self.emit(WebhookEvent::FileCreated, serde_json::json!({ "file": file_data(&row) })).await;
         }
         Ok(row)
     }
@@ -245,6 +274,8 @@ impl Domain {
     /// [`Error::NotFound`]; the database's.
     pub async fn delete(&self, actor: &Actor, id: &str) -> Result<FileRow> {
         let file = self.file(actor, id).await?;
+        // Events queued earlier find their file's owner as they are written: write them first.
+        self.audit.flush().await;
         self.db.delete_file(&file.id).await?;
         match ObjectKey::new(&file.object_key) {
             // Found infected and deleted already: only the record was left.
@@ -258,6 +289,8 @@ impl Domain {
             Err(e) => tracing::error!(key = %file.object_key, error = %e, "a record with an invalid key"),
         }
         tracing::info!(id = %file.id, key = %file.object_key, by = actor.name(), "file deleted");
+        self.audit.record(Event::by("delete", actor).file(&file).detail(&file.name));
+        self.emit(WebhookEvent::FileDeleted, serde_json::json!({ "file": file_data(&file) })).await;
         Ok(file)
     }
 

@@ -10,6 +10,7 @@ use private_storage::{
     ContentDisposition, LinkIssued, LinkUsed, ObjectKey, RevocationStore, Share, ShareAudit, ShareKeys, ShareTarget,
 };
 
+use super::audit::Event;
 use super::{Actor, Domain, Error, Result};
 use crate::db::{Db, DbError, FileRow, LinkRow, now};
 
@@ -72,6 +73,8 @@ impl Domain {
             created: now(),
         };
         self.db.insert_link(&row).await?;
+        let event = Event::by("link_issued", actor).file(&file).link(&row.link_id);
+        self.audit.record(event.detail(format!("expires={}", row.expires)));
         Ok((file, NewLink { path: link.url, row }))
     }
 
@@ -101,6 +104,7 @@ impl Domain {
         })?;
         self.db.revoke_link(&link.link_id, link.expires).await?;
         tracing::info!(link_id = %link.link_id, by = actor.name(), "share link revoked");
+        self.audit.record(Event::by("link_revoked", actor).file_id(&link.file_id).link(&link.link_id));
         Ok(link)
     }
 }

@@ -8,6 +8,7 @@
 //! `http::web::error_page` for pages, `cli::Failure` for the command line).
 
 mod accounts;
+pub mod audit;
 mod files;
 mod keys;
 mod links;
@@ -15,6 +16,7 @@ mod quotas;
 mod resumable;
 mod scan;
 mod sso;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -28,6 +30,7 @@ pub use files::{DbRecords, Owner, UploadSlots};
 pub use keys::{KeyStatus, Rotation};
 pub use links::{DbAudit, DbRevocations, NewLink, ShareRequest, keys_in};
 pub use quotas::{QuotaValue, UsageReport};
+pub use webhooks::signature as webhook_signature;
 
 use crate::config::Config;
 use crate::db::{Db, DbError, UserRow};
@@ -216,6 +219,10 @@ pub struct Domain {
     encrypted: Option<Arc<crate::state::Encrypted>>,
     /// The virus scanner, when scanning is on.
     scanner: Option<Arc<scan::Scanner>>,
+    /// The audit trail's queue.
+    audit: audit::AuditLog,
+    /// The configured webhooks, if any.
+    webhooks: Option<Arc<webhooks::Webhooks>>,
     /// Whether downloads by key look their file's scan state up (scanning is on, or held
     /// files are left from when it was).
     holds_by_key: Arc<std::sync::atomic::AtomicBool>,
@@ -290,6 +297,8 @@ impl Domain {
             encrypted,
             scanner,
             holds_by_key,
+            audit: audit::AuditLog::start(db.clone(), metrics.clone()),
+            webhooks: webhooks::Webhooks::new(config.webhooks.clone(), config.webhook_backoff),
             policy: Arc::new(policy),
             links,
             uploads: UploadSlots::new(config.max_uploads_per_user),

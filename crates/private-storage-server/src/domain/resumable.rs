@@ -138,6 +138,7 @@ impl Domain {
         .await;
         if let Err(e) = &created {
             self.metrics.rejected(e.upload_reason());
+            self.refused_upload(actor, owner, e).await;
         }
         created
     }
@@ -171,9 +172,15 @@ impl Domain {
         }
         .await;
         match &result {
-            Ok((_, Some(_))) => self.metrics.uploaded(),
+            Ok((_, Some(row))) => {
+                self.metrics.uploaded();
+                self.audit_upload(actor, row);
+            }
             Ok((_, None)) => {}
-            Err(e) => self.metrics.rejected(e.upload_reason()),
+            Err(e) => {
+                self.metrics.rejected(e.upload_reason());
+                self.refused_upload(actor, owner, e).await;
+            }
         }
         result
     }

@@ -18,8 +18,11 @@ use private_storage::scan::{Clamd, ScanError, Verdict};
 use private_storage::{Held, ObjectKey, PrivateFile};
 use tokio::sync::Notify;
 
+use super::audit::Event;
+use super::webhooks::file_data;
 use super::{Domain, Error, Result};
 use crate::config::ScanConfig;
+use crate::config::WebhookEvent;
 use crate::db::{Db, FileRow, ScanState, now};
 
 /// How long an instance's claim on a file's scan lasts: if it dies mid-scan, another instance
@@ -271,6 +274,22 @@ impl Domain {
             return Ok(false); // deleted meanwhile
         }
         self.metrics.scanned(state.as_str());
+        let scanned = FileRow { scan: state, scan_detail: detail.clone(), ..file.clone() };
+        let summary = match &detail {
+            Some(detail) => format!("{}: {detail}", state.as_str()),
+            None => state.as_str().to_owned(),
+        };
+        self.audit.record(Event::new("scan", "scanner").file(&scanned).detail(summary));
+        match state {
+            ScanState::Clean | ScanState::Unscanned => {
+                self.emit(WebhookEvent::FileCreated, serde_json::json!({ "file": file_data(&scanned) })).await;
+            }
+            ScanState::Infected | ScanState::Removed => {
+                let data = serde_json::json!({ "file": file_data(&scanned), "signature": detail });
+                self.emit(WebhookEvent::ScanInfected, data).await;
+            }
+            ScanState::Pending | ScanState::Refused => {}
+        }
         if state == ScanState::Removed {
             match ObjectKey::new(&file.object_key) {
                 Ok(key) => {

@@ -5,6 +5,7 @@
 use subtle::ConstantTimeEq;
 
 use super::accounts::{NewSession, random_token, sha256_hex};
+use super::audit::Event;
 use super::{Domain, Error, Result};
 use crate::db::{PendingSignIn, UserRow, now};
 use crate::sso::SsoError;
@@ -58,6 +59,25 @@ impl Domain {
     /// already or is too old, a code or token the checks refuse, a user the claims do not
     /// admit, or a local account of the same name; no session is created then.
     pub async fn finish_sign_in(
+        &self,
+        code: &str,
+        state: &str,
+        cookie: Option<&str>,
+        replaces: Option<&str>,
+    ) -> Result<(NewSession, String)> {
+        let result = self.sign_in_checked(code, state, cookie, replaces).await;
+        match &result {
+            Ok((session, _)) => self.audit.record(
+                Event::new("login", format!("user:{}", session.user.username))
+                    .user_id(&session.user.id)
+                    .detail("single sign-on"),
+            ),
+            Err(e) => self.audit.record(Event::new("login_failed", "anonymous").detail(e.message())),
+        }
+        result
+    }
+
+    async fn sign_in_checked(
         &self,
         code: &str,
         state: &str,

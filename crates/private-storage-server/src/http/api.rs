@@ -135,6 +135,30 @@ pub async fn usage(State(state): State<AppState>, user: Option<axum::Extension<A
     Ok(Json(usage).into_response())
 }
 
+/// `GET /api/webhooks`: staff see each webhook (URL and events, never its secret) with its
+/// latest deliveries: attempts, last status and error, when delivered or given up.
+pub async fn webhooks(State(state): State<AppState>, user: Option<axum::Extension<Authed>>) -> ApiResult {
+    let authed = authed(user)?;
+    let log = state.domain.webhook_log(&authed.actor(), 100).await?;
+    let webhooks: Vec<_> = log
+        .into_iter()
+        .map(|(url, events, deliveries)| {
+            let deliveries: Vec<_> = deliveries
+                .iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "id": d.id, "event": d.event, "created": d.created, "attempts": d.attempts,
+                        "next_attempt": d.next_attempt, "delivered": d.delivered, "failed": d.failed,
+                        "last_status": d.last_status, "last_error": d.last_error,
+                    })
+                })
+                .collect();
+            serde_json::json!({ "url": url, "events": events, "deliveries": deliveries })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "webhooks": webhooks })).into_response())
+}
+
 /// `?page=1&per_page=50`.
 #[derive(Debug, Deserialize)]
 pub struct Page {

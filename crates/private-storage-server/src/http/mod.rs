@@ -4,6 +4,7 @@
 //! error that reaches HTTP outside the pages is answered as JSON by [`Failure`].
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod tus;
 pub mod web;
@@ -35,6 +36,9 @@ pub fn app(state: AppState) -> Router {
         .route("/links/{link_id}/revoke", post(web::revoke))
         .route("/users", get(web::users_page))
         .route("/users/{name}/quota", post(web::set_quota))
+        .route("/audit", get(audit::page))
+        .route("/api/audit", get(audit::api))
+        .route("/api/webhooks", get(api::webhooks))
         .route("/api/usage", get(api::usage))
         .route("/api/files", get(api::list))
         .route("/api/files/{id}", get(api::show).delete(api::delete))
@@ -60,6 +64,8 @@ pub fn app(state: AppState) -> Router {
         .route("/s/{token}", get(shared).head(shared));
     pages
         .merge(transfers)
+        // Inside authentication: it sees the actor, and never an invalid API token.
+        .layer(middleware::from_fn_with_state(state.clone(), audit::trail))
         .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), crate::metrics::count))
         .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())

@@ -35,6 +35,7 @@ pub fn templates() -> minijinja::Environment<'static> {
         ("file.html", include_str!("../../templates/file.html")),
         ("confirm_delete.html", include_str!("../../templates/confirm_delete.html")),
         ("users.html", include_str!("../../templates/users.html")),
+        ("audit.html", include_str!("../../templates/audit.html")),
         ("error.html", include_str!("../../templates/error.html")),
     ] {
         env.add_template(name, source).expect("the templates compile");
@@ -46,7 +47,7 @@ pub fn templates() -> minijinja::Environment<'static> {
     env
 }
 
-fn render(state: &AppState, status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
+pub(super) fn render(state: &AppState, status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
     match state.templates.get_template(name).and_then(|t| t.render(ctx)) {
         Ok(html) => {
             let mut response = (status, Html(html)).into_response();
@@ -85,7 +86,7 @@ fn origin(url: &str) -> Option<String> {
 
 /// The one page of a domain error: its status, and its message (server errors say only that
 /// something failed; the cause is in the log).
-fn error_page(state: &AppState, user: Option<&Authed>, error: &Error) -> Response {
+pub(super) fn error_page(state: &AppState, user: Option<&Authed>, error: &Error) -> Response {
     let status = error.status();
     if status == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!(error = %error, "page failed");
@@ -94,11 +95,11 @@ fn error_page(state: &AppState, user: Option<&Authed>, error: &Error) -> Respons
     render(state, status, "error.html", context! { title, message, user => user.map(user_ctx), csrf => csrf_of(user) })
 }
 
-fn user_ctx(authed: &Authed) -> minijinja::Value {
+pub(super) fn user_ctx(authed: &Authed) -> minijinja::Value {
     context! { username => authed.user.username.clone(), is_staff => authed.actor().sees_everything() }
 }
 
-fn csrf_of(authed: Option<&Authed>) -> String {
+pub(super) fn csrf_of(authed: Option<&Authed>) -> String {
     authed.and_then(|a| a.session.as_ref()).map(|s| s.csrf.clone()).unwrap_or_default()
 }
 

@@ -1,6 +1,7 @@
 //! The server's integration tests, one binary (one link step) with a module per subject.
 
 mod app;
+mod audit;
 mod browser;
 mod cli;
 mod common;
@@ -13,3 +14,4 @@ mod scanning;
 mod socket;
 mod tus;
 mod tus_clients;
+mod webhooks;

@@ -33,7 +33,7 @@ pub use delivery::{
 pub use disposition::ContentDisposition;
 pub use hold::{FileHold, Held};
 pub use records::{RecordSource, ServeRecords};
-pub use shared::ServeShared;
+pub use shared::{ServeShared, ServedLink};
 
 use crate::access::{AccessRule, AllowSuperuser};
 use crate::{CurrentUser, Error, ObjectKey, PrivateFile, Storage};

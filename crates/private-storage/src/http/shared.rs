@@ -13,6 +13,18 @@ use crate::{CurrentUser, ObjectKey, PrivateFile, Result};
 /// Finds the key of a record's file for links to records.
 type RecordKeys = dyn Fn(String) -> BoxFuture<'static, Result<Option<ObjectKey>>> + Send + Sync;
 
+/// The authentic link a [`ServeShared`] response answered (served, expired, revoked or
+/// refused), in the response's extensions: for an application's own audit trail or metrics,
+/// which see the answer. A forged or malformed token has none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServedLink {
+    /// The link's id.
+    pub link_id: String,
+    /// What it opens.
+    pub target: ShareTarget,
+}
+
 /// Serves [share links](crate::ShareLinks): mount it where the links point (`/s/`), and the
 /// path's first segment is the token (anything after it, such as a file name, is ignored).
 ///
@@ -108,6 +120,9 @@ impl ServeShared {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
+        if let (Some(link_id), Some(target)) = (&link_id, &target) {
+            response.extensions_mut().insert(ServedLink { link_id: link_id.clone(), target: target.clone() });
+        }
         self.links.audit_use(&LinkUsed { link_id, target, status: response.status().as_u16(), bytes, range, outcome });
         // A link is a capability: keep it out of Referer headers sent from the file.
         response.headers_mut().insert(http::header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
