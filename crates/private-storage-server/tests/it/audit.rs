@@ -168,6 +168,11 @@ async fn scripted_run(s: &TestServer) {
     let page = s.get("/audit?kind=delete", &Auth::Cookie(&s.login("root").await.cookie)).await;
     assert_eq!(page.status, 200);
     assert_eq!(page.text().matches(r#"data-kind="delete""#).count(), 1, "{}", page.text());
+
+    // Retention: events before the cutoff go, the later ones stay.
+    let third = events[2]["at"].as_i64().unwrap();
+    assert_eq!(s.state.db.purge_audit(third).await.unwrap(), 2);
+    assert_eq!(trail(s, &root).await.len(), events.len() - 2 + 1, "(the page's login is an event too)");
 }
 
 /// The delivery mode of each download is the one that carried it.

@@ -585,3 +585,26 @@ async fn put_scans_with_clamd_and_scan_run_catches_up_from_the_command_line() {
     let status = ok(&on(&["scan", "status"]));
     assert_eq!(status, "clean\t2\ninfected\t1\n");
 }
+
+/// What the command line does is in the audit trail (as `cli`), and `audit export` prints the
+/// trail since a time, oldest first, one JSON object per line.
+#[test]
+fn the_audit_trail_is_exported_as_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&cli(&data, &["user", "add", "ada", "--password-stdin"], Some("a long password\n"), &[]));
+    let file = dir.path().join("a.pdf");
+    std::fs::write(&file, pdf(2_000)).unwrap();
+    let id = ok(&cli(&data, &["put", file.to_str().unwrap()], None, &[])).split('\t').next().unwrap().to_owned();
+    ok(&cli(&data, &["rm", &id], None, &[]));
+    let exported = ok(&cli(&data, &["audit", "export", "--since", "1h"], None, &[]));
+    let events: Vec<serde_json::Value> = exported.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let kinds: Vec<_> = events.iter().map(|e| (e["kind"].as_str().unwrap(), e["actor"].as_str().unwrap())).collect();
+    assert_eq!(kinds, [("upload", "cli"), ("delete", "cli")], "{exported}");
+    assert!(events.iter().all(|e| e["file_id"] == id.as_str() && e["time"].as_str().unwrap().ends_with('Z')));
+    assert_eq!(events[0]["bytes"], 2_000);
+    let later = ok(&cli(&data, &["audit", "export", "--since", "2999-01-01"], None, &[]));
+    assert!(later.is_empty(), "nothing after a time to come: {later}");
+    let bad = failed(&cli(&data, &["audit", "export", "--since", "last tuesday"], None, &[]), 1);
+    assert!(bad.contains("a time (2026-12-01"), "{bad}");
+}
