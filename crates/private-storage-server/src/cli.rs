@@ -175,15 +175,21 @@ struct ShareArgs {
     target: String,
     /// With `list`: the file id. With `revoke`: the link's URL, token or id.
     link: Option<String>,
-    /// How long the link lives.
-    #[arg(long, default_value = "1d")]
-    expires: String,
+    /// How long the link lives (default: `share_default_lifetime`).
+    #[arg(long)]
+    expires: Option<String>,
     /// Bind the link to this user (it then also needs their login).
     #[arg(long)]
     user: Option<String>,
     /// Download instead of displaying.
     #[arg(long)]
     attachment: bool,
+    /// Ask for a password, read from standard input (one line).
+    #[arg(long)]
+    password_stdin: bool,
+    /// How many downloads it allows (default: `share_default_max_downloads`).
+    #[arg(long)]
+    max_downloads: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -846,7 +852,20 @@ async fn share(state: &AppState, args: ShareArgs) -> CliResult {
         }
         _ => {}
     }
-    let request = ShareRequest { expires: args.expires, attachment: args.attachment, user: args.user };
+    let password = if args.password_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map_err(|e| e.to_string())?;
+        Some(line.trim_end_matches(['\r', '\n']).to_owned())
+    } else {
+        None
+    };
+    let request = ShareRequest {
+        expires: args.expires,
+        attachment: args.attachment,
+        user: args.user,
+        password,
+        max_downloads: args.max_downloads,
+    };
     let (file, link) = state.domain.share(&Actor::Operator, &args.target, &request).await?;
     let base = state.config.public_url.clone().unwrap_or_else(|| format!("http://{}", state.config.bind));
     eprintln!("link {} to {} until {}", link.row.link_id, file.name, rfc3339(link.row.expires));

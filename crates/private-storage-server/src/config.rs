@@ -60,7 +60,10 @@ keys! {
     Encryption = "encryption", Some("off"), "on: files are encrypted at rest (AES-256-GCM, ranges still served) under encryption_keys; off: stored as uploaded";
     EncryptionKeys = "encryption_keys", None, "key-encryption keys, id=base64,… newest first (`private-storage keys generate ID` makes one)";
     EncryptionKeysFile = "encryption_keys_file", None, "a file holding encryption_keys (id=base64 per line, newest first), instead of the setting";
-    ShareMaxLifetime = "share_max_lifetime", Some("7d"), "longest share link";
+    ShareMaxLifetime = "share_max_lifetime", Some("7d"), "longest a share link may live (any length: 90d, 365d)";
+    ShareDefaultLifetime = "share_default_lifetime", Some("1d"), "a share link's lifetime when none is asked for";
+    ShareRequirePassword = "share_require_password", Some("false"), "true: every new share link needs a password";
+    ShareDefaultMaxDownloads = "share_default_max_downloads", Some(""), "downloads a new share link allows when none is asked for (empty: no limit)";
     SessionTtl = "session_ttl", Some("12h"), "how long a login lasts";
     AuditRetention = "audit_retention", Some("90d"), "how long the audit trail is kept";
     UploadExpiry = "upload_expiry", Some("24h"), "how long an unfinished resumable (tus) upload is kept after its last request";
@@ -204,6 +207,12 @@ pub struct Config {
     /// The key-encryption keys, newest first (`encryption_keys` or `encryption_keys_file`).
     pub encryption_keys: Option<private_storage::Keyring>,
     pub share_max_lifetime: Duration,
+    /// A new link's lifetime when none is asked for.
+    pub share_default_lifetime: Duration,
+    /// Whether every new link needs a password.
+    pub share_require_password: bool,
+    /// Downloads a new link allows when none is asked for.
+    pub share_default_max_downloads: Option<u64>,
     pub session_ttl: Duration,
     pub audit_retention: Duration,
     /// How long an unfinished resumable upload is kept after its last request.
@@ -755,6 +764,21 @@ impl Loader {
             encryption,
             encryption_keys,
             share_max_lifetime: duration(Key::ShareMaxLifetime)?,
+            share_default_lifetime: duration(Key::ShareDefaultLifetime)?,
+            share_require_password: match get(Key::ShareRequirePassword).unwrap_or_default() {
+                "true" => true,
+                "false" => false,
+                other => return Err(named(Key::ShareRequirePassword, format!("{other:?}: expected true or false"))),
+            },
+            share_default_max_downloads: match get(Key::ShareDefaultMaxDownloads).unwrap_or_default() {
+                "" => None,
+                n => Some(
+                    n.parse()
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .ok_or_else(|| named(Key::ShareDefaultMaxDownloads, "expected a positive number".into()))?,
+                ),
+            },
             session_ttl: duration(Key::SessionTtl)?,
             audit_retention: duration(Key::AuditRetention)?,
             upload_expiry: duration(Key::UploadExpiry)?,

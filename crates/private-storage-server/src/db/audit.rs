@@ -77,6 +77,8 @@ pub struct AuditFilter {
     pub actor: Option<String>,
     /// Only this file.
     pub file_id: Option<String>,
+    /// Only this share link.
+    pub link_id: Option<String>,
     /// From this time on (µs).
     pub since: Option<i64>,
     /// Before this time (µs).
@@ -125,6 +127,7 @@ impl Db {
             ("kind", filter.kind.as_deref()),
             ("actor", filter.actor.as_deref()),
             ("file_id", filter.file_id.as_deref()),
+            ("link_id", filter.link_id.as_deref()),
         ];
         for (column, value) in texts {
             if let Some(value) = value {

@@ -1,16 +1,23 @@
 //! Share links: the issued links of files, revocations and epochs (shared by every instance),
 //! and the audit trail of their use.
 
-use super::rows::{LinkRow, Number, ShareEvent};
+use super::rows::{LinkRow, Number, OwnedLink, ShareEvent};
 use super::{Arg, Db, DbResult, new_id, now};
 
-const LINK: &str = "SELECT link_id, file_id, issued_by, bound_to, expires, created FROM share_links";
+/// A link's columns, `revoked` computed from the revocations (`l` is `share_links`).
+const LINK_COLUMNS: &str = "l.link_id, l.file_id, l.issued_by, l.bound_to, l.expires, l.created, l.password_hash, \
+     l.max_downloads, l.downloads, l.token_expires, \
+     CASE WHEN EXISTS (SELECT 1 FROM share_revoked r WHERE r.link_id = l.link_id) THEN 1 ELSE 0 END AS revoked";
+
+/// How long a client's run of range requests counts as one download after its last request.
+pub(super) const RUN_WINDOW: i64 = 600;
 
 impl Db {
     /// Records an issued link.
     pub async fn insert_link(&self, row: &LinkRow) -> DbResult<()> {
         self.execute(
-            "INSERT INTO share_links (link_id, file_id, issued_by, bound_to, expires, created) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO share_links (link_id, file_id, issued_by, bound_to, expires, created, password_hash, \
+             max_downloads, downloads, token_expires) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9)",
             &[
                 Arg::Text(&row.link_id),
                 Arg::Text(&row.file_id),
@@ -18,6 +25,9 @@ impl Db {
                 Arg::OptText(row.bound_to.as_deref()),
                 Arg::Int(row.expires),
                 Arg::Int(row.created),
+                Arg::OptText(row.password_hash.as_deref()),
+                Arg::OptInt(row.max_downloads),
+                Arg::OptInt(row.token_expires),
             ],
         )
         .await?;
@@ -27,15 +37,111 @@ impl Db {
     /// The live (unexpired, unrevoked) links of a file, newest first.
     pub async fn live_links(&self, file_id: &str) -> DbResult<Vec<LinkRow>> {
         let sql = format!(
-            "{LINK} l WHERE file_id = $1 AND expires > $2 \
-             AND NOT EXISTS (SELECT 1 FROM share_revoked r WHERE r.link_id = l.link_id) ORDER BY created DESC"
+            "SELECT {LINK_COLUMNS} FROM share_links l WHERE l.file_id = $1 AND l.expires > $2 \
+             AND NOT EXISTS (SELECT 1 FROM share_revoked r WHERE r.link_id = l.link_id) ORDER BY l.created DESC"
         );
         self.all(&sql, &[Arg::Text(file_id), Arg::Int(now())]).await
     }
 
     /// A link by id.
     pub async fn link(&self, link_id: &str) -> DbResult<Option<LinkRow>> {
-        self.optional(&format!("{LINK} WHERE link_id = $1"), &[Arg::Text(link_id)]).await
+        self.optional(&format!("SELECT {LINK_COLUMNS} FROM share_links l WHERE l.link_id = $1"), &[Arg::Text(link_id)])
+            .await
+    }
+
+    /// Links with their files, newest first: of one owner's files (`None`: everyone's), of one
+    /// file if given, live ones only unless `all`.
+    pub async fn links(
+        &self,
+        owner: Option<&str>,
+        file_id: Option<&str>,
+        all: bool,
+        limit: i64,
+    ) -> DbResult<Vec<OwnedLink>> {
+        let mut sql = format!(
+            "SELECT {LINK_COLUMNS}, f.name, f.owner_id FROM share_links l JOIN files f ON f.id = l.file_id \
+             WHERE ($1 = '' OR f.owner_id = $1) AND ($2 = '' OR l.file_id = $2)"
+        );
+        if !all {
+            sql.push_str(
+                " AND l.expires > $3 AND NOT EXISTS (SELECT 1 FROM share_revoked r WHERE r.link_id = l.link_id)",
+            );
+        } else {
+            sql.push_str(" AND $3 = $3");
+        }
+        sql.push_str(" ORDER BY l.created DESC, l.link_id LIMIT $4");
+        let args = [Arg::Text(owner.unwrap_or("")), Arg::Text(file_id.unwrap_or("")), Arg::Int(now()), Arg::Int(limit)];
+        self.all(&sql, &args).await
+    }
+
+    /// Sets a link's expiry.
+    pub async fn set_link_expiry(&self, link_id: &str, expires: i64) -> DbResult<()> {
+        self.execute(
+            "UPDATE share_links SET expires = $1 WHERE link_id = $2",
+            &[Arg::Int(expires), Arg::Text(link_id)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Counts one download of a limited link if one is left (atomically: parallel requests on
+    /// any number of instances never pass the limit); `false` when none is.
+    pub async fn take_download(&self, link_id: &str) -> DbResult<bool> {
+        let sql = "UPDATE share_links SET downloads = downloads + 1 WHERE link_id = $1 \
+                   AND (max_downloads IS NULL OR downloads < max_downloads)";
+        Ok(self.execute(sql, &[Arg::Text(link_id)]).await? == 1)
+    }
+
+    /// Gives a counted download back (it served nothing).
+    pub async fn give_back_download(&self, link_id: &str) -> DbResult<()> {
+        self.execute(
+            "UPDATE share_links SET downloads = downloads - 1 WHERE link_id = $1 AND downloads > 0",
+            &[Arg::Text(link_id)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Whether `client` has a run of requests on the link within [`RUN_WINDOW`]; either way
+    /// its run is now.
+    pub async fn continue_run(&self, link_id: &str, client: &str) -> DbResult<bool> {
+        let now = now();
+        let ongoing = self
+            .execute(
+                "UPDATE share_runs SET last_at = $1 WHERE link_id = $2 AND client = $3 AND last_at > $4",
+                &[Arg::Int(now), Arg::Text(link_id), Arg::Text(client), Arg::Int(now - RUN_WINDOW)],
+            )
+            .await?
+            == 1;
+        Ok(ongoing)
+    }
+
+    /// Remembers a browser that gave a link's password (by the SHA-256 of its cookie).
+    pub async fn insert_unlock(&self, id_hash: &str, link_id: &str, expires: i64) -> DbResult<()> {
+        self.execute(
+            "INSERT INTO link_unlocks (id_hash, link_id, expires) VALUES ($1, $2, $3)",
+            &[Arg::Text(id_hash), Arg::Text(link_id), Arg::Int(expires)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Whether the cookie with this hash unlocks the link now.
+    pub async fn is_unlocked(&self, id_hash: &str, link_id: &str) -> DbResult<bool> {
+        let sql = "SELECT COUNT(*) AS n FROM link_unlocks WHERE id_hash = $1 AND link_id = $2 AND expires > $3";
+        let found = self.optional::<Number>(sql, &[Arg::Text(id_hash), Arg::Text(link_id), Arg::Int(now())]).await?;
+        Ok(found.is_some_and(|n| n.0 > 0))
+    }
+
+    /// Starts (or restarts) `client`'s run on the link.
+    pub async fn start_run(&self, link_id: &str, client: &str) -> DbResult<()> {
+        self.execute(
+            "INSERT INTO share_runs (link_id, client, last_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (link_id, client) DO UPDATE SET last_at = excluded.last_at",
+            &[Arg::Text(link_id), Arg::Text(client), Arg::Int(now())],
+        )
+        .await?;
+        Ok(())
     }
 
     /// The epoch of a share target (0 if never bumped).

@@ -27,7 +27,7 @@ use sqlx::{Any, AnyPool};
 pub use audit::{AuditFilter, AuditRow};
 pub use quotas::{Admission, Limits, Usage};
 use rows::FromRow;
-pub use rows::{FileRow, LinkRow, OwnedFile, ScanState, SessionUser, ShareEvent, UserRow};
+pub use rows::{FileRow, LinkRow, OwnedFile, OwnedLink, ScanState, SessionUser, ShareEvent, UserRow};
 pub use sso::PendingSignIn;
 pub use webhooks::DeliveryRow;
 
@@ -95,6 +95,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("migrations/0005_scanning.sql")),
     (6, include_str!("migrations/0006_audit.sql")),
     (7, include_str!("migrations/0007_webhooks.sql")),
+    (8, include_str!("migrations/0008_links.sql")),
 ];
 
 /// Seconds since the epoch.

@@ -201,8 +201,27 @@ pub struct LinkRow {
     pub file_id: String,
     pub issued_by: Option<String>,
     pub bound_to: Option<String>,
+    /// When the link stops working (seconds); may be extended up to `token_expires`.
     pub expires: i64,
     pub created: i64,
+    /// The argon2id hash of its password, if it has one.
+    pub password_hash: Option<String>,
+    /// How many downloads it allows, if limited.
+    pub max_downloads: Option<i64>,
+    /// How many it has served.
+    pub downloads: i64,
+    /// When its token itself expires: the most `expires` may be extended to (`None`: links
+    /// issued before extension existed, whose token ends at `expires`).
+    pub token_expires: Option<i64>,
+    /// Whether it was revoked.
+    pub revoked: bool,
+}
+
+impl LinkRow {
+    /// The latest `expires` may become.
+    pub fn extendable_to(&self) -> i64 {
+        self.token_expires.unwrap_or(self.expires)
+    }
 }
 
 impl FromRow for LinkRow {
@@ -214,7 +233,27 @@ impl FromRow for LinkRow {
             bound_to: row.opt_text("bound_to")?,
             expires: row.int("expires")?,
             created: row.int("created")?,
+            password_hash: row.opt_text("password_hash")?,
+            max_downloads: row.opt_int("max_downloads")?,
+            downloads: row.int("downloads")?,
+            token_expires: row.opt_int("token_expires")?,
+            revoked: row.flag("revoked")?,
         })
+    }
+}
+
+/// A link with its file's name and owner, for listings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct OwnedLink {
+    pub link: LinkRow,
+    pub file_name: String,
+    pub owner_id: String,
+}
+
+impl FromRow for OwnedLink {
+    fn from_row<C: Columns>(row: &C) -> Result<Self, C::Error> {
+        Ok(Self { link: LinkRow::from_row(row)?, file_name: row.text("name")?, owner_id: row.text("owner_id")? })
     }
 }
 

@@ -134,6 +134,9 @@ impl Db {
     pub async fn purge_expired(&self) -> DbResult<()> {
         self.execute("DELETE FROM sessions WHERE expires <= $1", &[Arg::Int(now())]).await?;
         self.execute("DELETE FROM share_revoked WHERE expires <= $1", &[Arg::Int(now())]).await?;
+        self.execute("DELETE FROM link_unlocks WHERE expires <= $1", &[Arg::Int(now())]).await?;
+        self.execute("DELETE FROM share_runs WHERE last_at <= $1", &[Arg::Int(now() - super::links::RUN_WINDOW)])
+            .await?;
         Ok(())
     }
 }

@@ -126,6 +126,16 @@ fn hashing() -> &'static Hashing {
 ///
 /// # Errors
 /// [`Error::Busy`] when the queue is full.
+/// [`hash_password`] on the hashing threads.
+pub(super) async fn hash_off_the_workers(password: String) -> Result<String> {
+    off_the_workers(move || hash_password(&password)).await
+}
+
+/// Whether `password` matches `hash`, checked on the hashing threads.
+pub(super) async fn verify_off_the_workers(password: String, hash: String) -> Result<bool> {
+    off_the_workers(move || verify_password(&password, &hash)).await
+}
+
 async fn off_the_workers<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
     let hashing = hashing();
     let slot = hashing.slots.clone().try_acquire_owned().map_err(|_| Error::Busy)?;

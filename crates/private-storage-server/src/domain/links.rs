@@ -12,19 +12,38 @@ use private_storage::{
 
 use super::audit::Event;
 use super::{Actor, Domain, Error, Result};
-use crate::db::{Db, DbError, FileRow, LinkRow, now};
+use crate::db::{Db, DbError, FileRow, LinkRow, OwnedLink, now};
 
 /// What a new link should be.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Clone, Default, serde::Deserialize)]
 pub struct ShareRequest {
-    /// How long it lives: `1h`, `1d`, `7d`...
-    pub expires: String,
+    /// How long it lives: `1h`, `1d`, `90d`... (default: `share_default_lifetime`).
+    pub expires: Option<String>,
     /// Download instead of showing inline.
     #[serde(default)]
     pub attachment: bool,
     /// Bind the link to this user name (it then also needs their login).
     pub user: Option<String>,
+    /// A password the link asks for (stored as an argon2id hash).
+    pub password: Option<String>,
+    /// How many downloads it allows (default: `share_default_max_downloads`).
+    pub max_downloads: Option<u64>,
 }
+
+impl std::fmt::Debug for ShareRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShareRequest")
+            .field("expires", &self.expires)
+            .field("attachment", &self.attachment)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("max_downloads", &self.max_downloads)
+            .finish()
+    }
+}
+
+/// The shortest password a link takes.
+const MIN_LINK_PASSWORD: usize = 6;
 
 /// A link just issued: its path (`/s/<token>`, shown once) and its record.
 #[derive(Debug, Clone)]
@@ -39,20 +58,40 @@ impl Domain {
     /// Issues a share link to a file the actor may see.
     ///
     /// # Errors
-    /// [`Error::NotFound`]; [`Error::Invalid`] for a lifetime under a minute or above
-    /// `share_max_lifetime`, or an unknown user to bind to; the database's.
+    /// [`Error::NotFound`]; [`Error::Invalid`] for a malformed lifetime or an unknown user to
+    /// bind to; [`Error::Policy`] for what the policy refuses: a lifetime above
+    /// `share_max_lifetime`, no password where `share_require_password` asks for one, a
+    /// password too short, a download limit of 0; the database's.
     pub async fn share(&self, actor: &Actor, file_id: &str, request: &ShareRequest) -> Result<(FileRow, NewLink)> {
         let file = self.file_by_id_or_key(actor, file_id).await?;
-        let lifetime = private_storage::parse_duration(&request.expires)
-            .filter(|d| *d >= Duration::from_secs(60))
-            .ok_or_else(|| Error::Invalid("expires: a duration of at least a minute, such as 1h or 7d.".into()))?;
-        if lifetime > self.config.share_max_lifetime {
-            return Err(Error::Invalid(format!(
-                "expires: links may live at most {}.",
-                humantime(self.config.share_max_lifetime)
-            )));
+        let max = self.config.share_max_lifetime;
+        let lifetime = match request.expires.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
+            Some(expires) => private_storage::parse_duration(expires)
+                .filter(|d| *d >= Duration::from_secs(60))
+                .ok_or_else(|| Error::Invalid("expires: a duration of at least a minute, such as 1h or 7d.".into()))?,
+            None => self.config.share_default_lifetime.min(max),
+        };
+        if lifetime > max {
+            return Err(Error::Policy(format!("expires: links may live at most {}.", humantime(max))));
         }
-        let mut share = Share::record(&file.id).expires_in(lifetime).issued_by(actor.name());
+        let password = request.password.as_deref().filter(|p| !p.is_empty());
+        if password.is_none() && self.config.share_require_password {
+            return Err(Error::Policy("password: every link needs one here.".into()));
+        }
+        if password.is_some_and(|p| p.chars().count() < MIN_LINK_PASSWORD) {
+            return Err(Error::Policy(format!("password: at least {MIN_LINK_PASSWORD} characters.")));
+        }
+        let max_downloads = request.max_downloads.or(self.config.share_default_max_downloads);
+        if max_downloads == Some(0) {
+            return Err(Error::Policy("max_downloads: at least 1 (or none for no limit).".into()));
+        }
+        let password_hash = match password {
+            Some(password) => Some(super::accounts::hash_off_the_workers(password.to_owned()).await?),
+            None => None,
+        };
+        // The token lives as long as any link may: its expiry here can then be extended up to
+        // that (the server checks the expiry it keeps on every use).
+        let mut share = Share::record(&file.id).expires_in(max).issued_by(actor.name());
         if request.attachment {
             share = share.disposition(ContentDisposition::attachment().with_filename(&file.name));
         }
@@ -64,13 +103,19 @@ impl Domain {
             bound = Some(user.username);
         }
         let link = self.links.issue(share).await?;
+        let created = now();
         let row = LinkRow {
             link_id: link.link_id.clone(),
             file_id: file.id.clone(),
             issued_by: Some(actor.name().to_owned()),
             bound_to: bound,
-            expires: secs(link.expires),
-            created: now(),
+            expires: created + lifetime.as_secs() as i64,
+            created,
+            password_hash,
+            max_downloads: max_downloads.map(|n| n as i64),
+            downloads: 0,
+            token_expires: Some(secs(link.expires)),
+            revoked: false,
         };
         self.db.insert_link(&row).await?;
         let event = Event::by("link_issued", actor).file(&file).link(&row.link_id);
@@ -102,10 +147,97 @@ impl Domain {
             Error::NotFound(_) => Error::NotFound("link"),
             other => other,
         })?;
-        self.db.revoke_link(&link.link_id, link.expires).await?;
+        self.db.revoke_link(&link.link_id, link.extendable_to()).await?;
         tracing::info!(link_id = %link.link_id, by = actor.name(), "share link revoked");
         self.audit.record(Event::by("link_revoked", actor).file_id(&link.file_id).link(&link.link_id));
         Ok(link)
+    }
+
+    /// Revokes every link to a file the actor may see (those to come are not affected);
+    /// returns how many were live.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; the database's.
+    pub async fn revoke_all(&self, actor: &Actor, file_id: &str) -> Result<usize> {
+        let file = self.file(actor, file_id).await?;
+        let live = self.db.links(None, Some(&file.id), false, 10_000).await?;
+        for link in &live {
+            self.db.revoke_link(&link.link.link_id, link.link.extendable_to()).await?;
+        }
+        // Links issued before the list was read are refused by their epoch too.
+        self.db.bump_epoch(&target_name(&ShareTarget::Record(file.id.clone()))).await?;
+        tracing::info!(file = %file.id, revoked = live.len(), by = actor.name(), "every share link of a file revoked");
+        self.audit
+            .record(Event::by("link_revoked", actor).file(&file).detail(format!("all {} live link(s)", live.len())));
+        Ok(live.len())
+    }
+
+    /// The links the actor may see (their files' links; staff: everyone's), newest first: of
+    /// one file if given; revoked and expired ones too with `all`.
+    ///
+    /// # Errors
+    /// The database's.
+    pub async fn links_of(&self, actor: &Actor, file_id: Option<&str>, all: bool) -> Result<Vec<OwnedLink>> {
+        Ok(self.db.links(actor.scope(), file_id, all, 1000).await?)
+    }
+
+    /// A link the actor may see, with its file's name and owner.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown link or one to another user's file; the database's.
+    pub async fn link_of(&self, actor: &Actor, link_id: &str) -> Result<OwnedLink> {
+        let link = self.db.link(link_id).await?.ok_or(Error::NotFound("link"))?;
+        let file = self.file(actor, &link.file_id).await.map_err(|e| match e {
+            Error::NotFound(_) => Error::NotFound("link"),
+            other => other,
+        })?;
+        Ok(OwnedLink { link, file_name: file.name, owner_id: file.owner_id })
+    }
+
+    /// Sets a live link's expiry to `expires` from now — within `share_max_lifetime` of its
+    /// creation, and what its token allows.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; [`Error::Invalid`] for a malformed duration; [`Error::Policy`] past
+    /// the maximum, or for a revoked or expired link; the database's.
+    pub async fn extend_link(&self, actor: &Actor, link_id: &str, expires: &str) -> Result<LinkRow> {
+        let owned = self.link_of(actor, link_id).await?;
+        let mut link = owned.link;
+        if link.revoked || link.expires <= now() {
+            return Err(Error::Policy("This link is revoked or expired: issue a new one.".into()));
+        }
+        let lifetime = private_storage::parse_duration(expires)
+            .filter(|d| *d >= Duration::from_secs(60))
+            .ok_or_else(|| Error::Invalid("expires: a duration of at least a minute, such as 1h or 7d.".into()))?;
+        let until = now() + lifetime.as_secs() as i64;
+        let most = link.extendable_to().min(link.created + self.config.share_max_lifetime.as_secs() as i64);
+        if until > most {
+            return Err(Error::Policy(format!(
+                "expires: this link may live until {} at most ({} after it was issued).",
+                crate::http::api::rfc3339(most),
+                humantime(self.config.share_max_lifetime)
+            )));
+        }
+        self.db.set_link_expiry(&link.link_id, until).await?;
+        link.expires = until;
+        self.audit.record(
+            Event::by("link_extended", actor)
+                .file_id(&link.file_id)
+                .link(&link.link_id)
+                .detail(format!("expires={until}")),
+        );
+        Ok(link)
+    }
+
+    /// The uses of a link, newest first, from the audit trail.
+    ///
+    /// # Errors
+    /// As [`Domain::link_of`].
+    pub async fn link_uses(&self, actor: &Actor, link_id: &str) -> Result<(OwnedLink, Vec<crate::db::AuditRow>)> {
+        let link = self.link_of(actor, link_id).await?;
+        self.audit.flush().await;
+        let filter = crate::db::AuditFilter { link_id: Some(link_id.to_owned()), limit: 200, ..Default::default() };
+        Ok((link, self.db.audit_events(&filter).await?))
     }
 }
 

@@ -11,6 +11,7 @@ mod accounts;
 pub mod audit;
 mod files;
 mod keys;
+mod link_access;
 mod links;
 mod quotas;
 mod resumable;
@@ -28,6 +29,7 @@ pub(crate) use accounts::role;
 pub use accounts::{LoginLimiter, NewSession, TheirFiles, hash_password, random_token, sha256_hex};
 pub use files::{DbRecords, Owner, UploadSlots};
 pub use keys::{KeyStatus, Rotation};
+pub use link_access::{LinkAnswer, LinkPage, LinkRequest, UNLOCK_TTL, is_preview_bot};
 pub use links::{DbAudit, DbRevocations, NewLink, ShareRequest, keys_in};
 pub use quotas::{QuotaValue, UsageReport};
 pub use webhooks::signature as webhook_signature;
@@ -81,6 +83,10 @@ pub enum Error {
     /// The upload would take the user past their quota (the message names it).
     #[error("{0}")]
     OverQuota(String),
+    /// A well-formed request the configured policy refuses (a link longer than
+    /// `share_max_lifetime`, say), with why.
+    #[error("{0}")]
+    Policy(String),
     /// The file is held back: its virus scan is pending, or it was found infected (the hold
     /// says why, with its status).
     #[error("{}", .0.message())]
@@ -126,6 +132,7 @@ impl Error {
             Error::Unavailable(_) | Error::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Error::Locked => StatusCode::LOCKED,
             Error::OverQuota(_) => StatusCode::INSUFFICIENT_STORAGE,
+            Error::Policy(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Held(held) => held.status(),
             Error::SignInRefused(_) => StatusCode::FORBIDDEN,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -227,6 +234,8 @@ pub struct Domain {
     /// files are left from when it was).
     holds_by_key: Arc<std::sync::atomic::AtomicBool>,
     limiter: Arc<LoginLimiter>,
+    /// Password attempts per share link.
+    link_limiter: Arc<LoginLimiter>,
     metrics: Arc<Metrics>,
 }
 
@@ -303,6 +312,7 @@ impl Domain {
             links,
             uploads: UploadSlots::new(config.max_uploads_per_user),
             limiter: Arc::new(LoginLimiter::new(5, 20, std::time::Duration::from_secs(15 * 60), 100_000)),
+            link_limiter: Arc::new(LoginLimiter::new(5, 20, std::time::Duration::from_secs(15 * 60), 100_000)),
             config,
             db,
             storage,

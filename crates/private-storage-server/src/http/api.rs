@@ -21,7 +21,7 @@ fn authed(user: Option<axum::Extension<Authed>>) -> Result<Authed, Failure> {
 }
 
 /// A cookie-authenticated call that changes something must carry `X-CSRF-Token`.
-fn check_csrf(authed: &Authed, headers: &HeaderMap) -> Result<(), Failure> {
+pub(super) fn check_csrf(authed: &Authed, headers: &HeaderMap) -> Result<(), Failure> {
     if authed.csrf_ok(csrf_header(headers)) {
         Ok(())
     } else {

@@ -165,6 +165,7 @@ impl AuditQuery {
             kind: text(&self.kind),
             actor: text(&self.actor),
             file_id: text(&self.file),
+            link_id: None,
             since: time("since", &self.since)?,
             until: time("until", &self.until)?,
             limit: self.limit.unwrap_or(200),
@@ -190,7 +191,7 @@ pub(crate) fn event_json(row: &AuditRow) -> serde_json::Value {
     value
 }
 
-fn time_text(at: i64) -> String {
+pub(super) fn time_text(at: i64) -> String {
     chrono::DateTime::from_timestamp_micros(at).unwrap_or_default().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod links;
 pub mod tus;
 pub mod web;
 
@@ -33,7 +34,12 @@ pub fn app(state: AppState) -> Router {
         .route("/files/{id}", get(web::file_page))
         .route("/files/{id}/delete", get(web::confirm_delete).post(web::delete))
         .route("/files/{id}/share", post(web::share))
+        .route("/links", get(links::links_page))
+        .route("/links/{link_id}", get(links::link_detail))
         .route("/links/{link_id}/revoke", post(web::revoke))
+        .route("/files/{id}/links/revoke", post(links::revoke_all_form))
+        .route("/api/links", get(links::api_list))
+        .route("/api/links/{link_id}", axum::routing::patch(links::api_extend).delete(links::api_revoke))
         .route("/users", get(web::users_page))
         .route("/users/{name}/quota", post(web::set_quota))
         .route("/audit", get(audit::page))
@@ -42,7 +48,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/usage", get(api::usage))
         .route("/api/files", get(api::list))
         .route("/api/files/{id}", get(api::show).delete(api::delete))
-        .route("/api/files/{id}/links", post(api::share))
+        .route("/api/files/{id}/links", post(api::share).delete(links::api_revoke_all))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(api::ready))
         .route("/metrics", get(api::metrics))
@@ -61,7 +67,7 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::disable())
         .route("/files/{id}/download", get(download))
         .nest_service("/private-media", state.domain.media().clone())
-        .route("/s/{token}", get(shared).head(shared));
+        .route("/s/{token}", get(links::open).head(links::open).post(links::unlock));
     pages
         .merge(transfers)
         // Inside authentication: it sees the actor, and never an invalid API token.
@@ -101,11 +107,6 @@ fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
 /// `GET /files/{id}/download`: the owner, or staff.
 async fn download(State(state): State<AppState>, Path(id): Path<String>, request: Request) -> Response {
     state.domain.records().serve(&id, request).await.map(axum::body::Body::new)
-}
-
-/// `GET /s/{token}`.
-async fn shared(State(state): State<AppState>, Path(token): Path<String>, request: Request) -> Response {
-    state.domain.shared().serve(&token, request).await.map(axum::body::Body::new)
 }
 
 /// A domain error as an API answer: `{"error": message}` with the error's status, and the

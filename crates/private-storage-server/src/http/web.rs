@@ -36,6 +36,10 @@ pub fn templates() -> minijinja::Environment<'static> {
         ("confirm_delete.html", include_str!("../../templates/confirm_delete.html")),
         ("users.html", include_str!("../../templates/users.html")),
         ("audit.html", include_str!("../../templates/audit.html")),
+        ("link.html", include_str!("../../templates/link.html")),
+        ("link_preview.html", include_str!("../../templates/link_preview.html")),
+        ("links.html", include_str!("../../templates/links.html")),
+        ("link_detail.html", include_str!("../../templates/link_detail.html")),
         ("error.html", include_str!("../../templates/error.html")),
     ] {
         env.add_template(name, source).expect("the templates compile");
@@ -440,7 +444,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestCookies {
 /// The user posting a form, if logged in and the form carries the session's CSRF token;
 /// otherwise the answer: to the login page, or a 403 page.
 #[allow(clippy::result_large_err)] // the error is the response itself, returned at once
-fn form_user(state: &AppState, user: Option<Extension<Authed>>, csrf: &str) -> Result<Authed, Response> {
+pub(super) fn form_user(state: &AppState, user: Option<Extension<Authed>>, csrf: &str) -> Result<Authed, Response> {
     let Some(Extension(authed)) = user else { return Err(Redirect::to("/login").into_response()) };
     if !authed.csrf_ok(Some(csrf)) {
         let expired = Error::Forbidden("The form has expired: reload the page and try again.".into());
@@ -519,7 +523,13 @@ async fn file_view(
     };
     let links: Vec<_> = links
         .iter()
-        .map(|l| context! { link_id => l.link_id.clone(), expires_text => rfc3339(l.expires).replace('T', " ").replace('Z', " UTC"), bound_to => l.bound_to.clone() })
+        .map(|l| {
+            context! {
+                link_id => l.link_id.clone(), expires_text => rfc3339(l.expires).replace('T', " ").replace('Z', " UTC"),
+                bound_to => l.bound_to.clone(), password => l.password_hash.is_some(), downloads => l.downloads,
+                max_downloads => l.max_downloads,
+            }
+        })
         .collect();
     let owner = state.domain.owner_name(&authed.actor(), file).await.ok().flatten();
     let new_link = new_link.map(|path| match &state.config.public_url {
@@ -589,9 +599,11 @@ pub async fn delete(
 #[derive(Debug, Deserialize)]
 pub struct ShareForm {
     csrf: String,
-    expires: String,
+    expires: Option<String>,
     attachment: Option<String>,
     user: Option<String>,
+    password: Option<String>,
+    max_downloads: Option<String>,
 }
 
 /// `POST /files/{id}/share`: issues a link and shows it once.
@@ -605,11 +617,27 @@ pub async fn share(
         Ok(authed) => authed,
         Err(response) => return response,
     };
-    let request = ShareRequest { expires: form.expires, attachment: form.attachment.is_some(), user: form.user };
+    let max_downloads = match form.max_downloads.as_deref().map(str::trim).filter(|m| !m.is_empty()) {
+        Some(n) => match n.parse() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                let e = Error::Invalid("max_downloads: a number, or empty for no limit.".into());
+                return error_page(&state, Some(&authed), &e);
+            }
+        },
+        None => None,
+    };
+    let request = ShareRequest {
+        expires: form.expires,
+        attachment: form.attachment.is_some(),
+        user: form.user,
+        password: form.password,
+        max_downloads,
+    };
     match state.domain.share(&authed.actor(), &id, &request).await {
         Ok((file, link)) => file_view(&state, &authed, &file, Some(link.path), None).await,
         // A bad value is shown on the file's page, next to the form.
-        Err(e @ Error::Invalid(_)) => match state.domain.file(&authed.actor(), &id).await {
+        Err(e @ (Error::Invalid(_) | Error::Policy(_))) => match state.domain.file(&authed.actor(), &id).await {
             Ok(file) => file_view(&state, &authed, &file, None, Some(e)).await,
             Err(e) => error_page(&state, Some(&authed), &e),
         },
