@@ -25,7 +25,7 @@ use crate::domain::{Error, LinkAnswer, LinkPage, LinkRequest, is_preview_bot};
 /// The cookie that tells a link this browser gave its password (scoped to the link's path).
 const UNLOCK_COOKIE: &str = "ps_link";
 
-fn header<'a>(parts: &'a http::request::Parts, name: http::header::HeaderName) -> &'a str {
+fn header(parts: &http::request::Parts, name: http::header::HeaderName) -> &str {
     parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
 }
 

@@ -22,10 +22,83 @@ use crate::domain::Error;
 /// The largest body of a route that is not an upload (a form, a JSON call).
 const PAGE_BODY_LIMIT: usize = 64 * 1024;
 
+/// The routes, recorded as they are added: the router, and every path it answers (with its
+/// parameters as `{name}`), so that tests can walk every route the router has — one added later
+/// included.
+struct Routes {
+    router: Router<AppState>,
+    paths: Vec<&'static str>,
+}
+
+impl Routes {
+    fn new() -> Self {
+        Self { router: Router::new(), paths: Vec::new() }
+    }
+
+    fn route(mut self, path: &'static str, method_router: axum::routing::MethodRouter<AppState>) -> Self {
+        self.paths.push(path);
+        self.router = self.router.route(path, method_router);
+        self
+    }
+
+    fn nest_service<T>(mut self, path: &'static str, service: T) -> Self
+    where
+        T: tower::Service<Request, Error = std::convert::Infallible> + Clone + Send + Sync + 'static,
+        T::Response: IntoResponse,
+        T::Future: Send + 'static,
+    {
+        self.paths.push(path);
+        self.router = self.router.nest_service(path, service);
+        self
+    }
+
+    fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: tower::Layer<axum::routing::Route> + Clone + Send + Sync + 'static,
+        L::Service: tower::Service<Request> + Clone + Send + Sync + 'static,
+        <L::Service as tower::Service<Request>>::Response: IntoResponse + 'static,
+        <L::Service as tower::Service<Request>>::Error: Into<std::convert::Infallible> + 'static,
+        <L::Service as tower::Service<Request>>::Future: Send + 'static,
+    {
+        self.router = self.router.layer(layer);
+        self
+    }
+
+    fn merge(mut self, other: Routes) -> Self {
+        self.paths.extend(other.paths);
+        self.router = self.router.merge(other.router);
+        self
+    }
+}
+
+/// Every path the router answers, as registered (parameters as `{name}`; a mounted service as
+/// its prefix): what the route-enumerating tests walk.
+pub fn route_paths(state: &AppState) -> Vec<&'static str> {
+    routes(state).paths
+}
+
 /// The HTTP interface (see the README for the routes).
 pub fn app(state: AppState) -> Router {
+    routes(&state)
+        .router
+        // Inside authentication: it sees the actor, and never an invalid API token.
+        .layer(middleware::from_fn_with_state(state.clone(), audit::trail))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), crate::metrics::count))
+        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(NewRequestId))
+        .with_state(state)
+}
+
+/// Every route, before the middleware every request passes.
+fn routes(state: &AppState) -> Routes {
     let timeout = state.config.request_timeout;
-    let pages = Router::new()
+    let pages = Routes::new()
         .route("/", get(web::index))
         .route("/login", get(web::login_page).post(web::login))
         .route("/login/oidc", get(web::sign_in))
@@ -59,7 +132,7 @@ pub fn app(state: AppState) -> Router {
         // Forms and JSON are small: a larger body is 413 before it is buffered.
         .layer(DefaultBodyLimit::max(PAGE_BODY_LIMIT));
     // Transfers are not cut by the request timeout: they may take as long as the bytes do.
-    let transfers = Router::new()
+    let transfers = Routes::new()
         .route("/upload", post(web::upload))
         .route("/api/files", post(api::upload))
         .route("/api/uploads", any(tus::endpoint))
@@ -68,20 +141,7 @@ pub fn app(state: AppState) -> Router {
         .route("/files/{id}/download", get(download))
         .nest_service("/private-media", state.domain.media().clone())
         .route("/s/{token}", get(links::open).head(links::open).post(links::unlock));
-    pages
-        .merge(transfers)
-        // Inside authentication: it sees the actor, and never an invalid API token.
-        .layer(middleware::from_fn_with_state(state.clone(), audit::trail))
-        .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
-        .layer(middleware::from_fn_with_state(state.clone(), crate::metrics::count))
-        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
-        .layer(
-            tower_http::trace::TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
-        )
-        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(NewRequestId))
-        .with_state(state)
+    pages.merge(transfers)
 }
 
 /// A random id for each request without one, echoed in `x-request-id` and in every log line

@@ -6,6 +6,7 @@ mod browser;
 mod cli;
 mod common;
 mod encryption;
+mod links;
 mod oidc;
 mod quotas;
 mod s3;
