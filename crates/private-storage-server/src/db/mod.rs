@@ -11,6 +11,7 @@ mod audit;
 mod files;
 mod links;
 mod quotas;
+mod requests;
 mod rows;
 mod sso;
 mod users;
@@ -26,6 +27,7 @@ use sqlx::{Any, AnyPool};
 
 pub use audit::{AuditFilter, AuditRow};
 pub use quotas::{Admission, Limits, Usage};
+pub use requests::{RequestRow, RequestUpload};
 use rows::FromRow;
 pub use rows::{FileRow, LinkRow, OwnedFile, OwnedLink, ScanState, SessionUser, ShareEvent, UserRow};
 pub use sso::PendingSignIn;

@@ -14,6 +14,7 @@ mod keys;
 mod link_access;
 mod links;
 mod quotas;
+mod requests;
 mod resumable;
 mod scan;
 mod sso;
@@ -32,6 +33,7 @@ pub use keys::{KeyStatus, Rotation};
 pub use link_access::{LinkAnswer, LinkPage, LinkRequest, UNLOCK_TTL, is_preview_bot};
 pub use links::{DbAudit, DbRevocations, NewLink, ShareRequest, keys_in};
 pub use quotas::{QuotaValue, UsageReport};
+pub use requests::{NewRequest, Uploader};
 pub use webhooks::signature as webhook_signature;
 
 use crate::config::Config;

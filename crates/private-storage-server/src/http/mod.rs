@@ -7,6 +7,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod links;
+pub mod requests;
 pub mod tus;
 pub mod web;
 
@@ -115,6 +116,10 @@ fn routes(state: &AppState) -> Routes {
         .route("/api/links/{link_id}", axum::routing::patch(links::api_extend).delete(links::api_revoke))
         .route("/users", get(web::users_page))
         .route("/users/{name}/quota", post(web::set_quota))
+        .route("/requests", get(requests::owner).post(requests::create))
+        .route("/requests/{id}/close", post(requests::close))
+        .route("/api/requests", get(requests::api_list).post(requests::api_create))
+        .route("/api/requests/{id}", axum::routing::delete(requests::api_close))
         .route("/audit", get(audit::page))
         .route("/api/audit", get(audit::api))
         .route("/api/webhooks", get(api::webhooks))
@@ -137,6 +142,7 @@ fn routes(state: &AppState) -> Routes {
         .route("/api/files", post(api::upload))
         .route("/api/uploads", any(tus::endpoint))
         .route("/api/uploads/{id}", any(tus::upload))
+        .route("/r/{token}", get(requests::page).post(requests::upload))
         .layer(DefaultBodyLimit::disable())
         .route("/files/{id}/download", get(download))
         .nest_service("/private-media", state.domain.media().clone())

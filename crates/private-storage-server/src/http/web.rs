@@ -37,6 +37,8 @@ pub fn templates() -> minijinja::Environment<'static> {
         ("users.html", include_str!("../../templates/users.html")),
         ("audit.html", include_str!("../../templates/audit.html")),
         ("link.html", include_str!("../../templates/link.html")),
+        ("request.html", include_str!("../../templates/request.html")),
+        ("requests.html", include_str!("../../templates/requests.html")),
         ("link_preview.html", include_str!("../../templates/link_preview.html")),
         ("links.html", include_str!("../../templates/links.html")),
         ("link_detail.html", include_str!("../../templates/link_detail.html")),

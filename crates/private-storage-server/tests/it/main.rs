@@ -9,6 +9,7 @@ mod encryption;
 mod links;
 mod oidc;
 mod quotas;
+mod requests;
 mod s3;
 mod scale_out;
 mod scanning;
