@@ -140,3 +140,67 @@ async fn two_dropped_files_resume_after_a_server_restart_in_chromium() {
     sent.sort();
     assert_eq!(stored, sent, "the stored files are the browser's");
 }
+
+/// A password link and a file request in Chromium (`tests/node/links.mjs`): the password form,
+/// the preview, the download compared byte for byte, a fresh browser refused the copied byte
+/// URL; an uploader sending a file. Screenshots: `link-locked.png`, `link-page.png`,
+/// `request-page.png`, `request-sent.png` in `target/artifacts`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_link_and_a_file_request_in_chromium() {
+    use axum::body::Body;
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+    let s = common::server(&[]).await;
+    let ada = s.user("ada", false, false).await;
+    // A 2×2 PNG, so that the preview has something to show.
+    let png: &[u8] = &[
+        0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 0x0d, 0x49, 0x48, 0x44, 0x52, 0, 0, 0, 1, 0, 0, 0, 1,
+        8, 6, 0, 0, 0, 0x1f, 0x15, 0xc4, 0x89, 0, 0, 0, 0x0a, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0, 1, 0, 0, 5,
+        0, 1, 0x0d, 0x0a, 0x2d, 0xb4, 0, 0, 0, 0, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+    ];
+    let id = s.upload("/api/files", &common::Auth::Bearer(&ada), &[], "dot.png", png).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let json = |uri: String, body: &str| {
+        http::Request::post(uri)
+            .header("authorization", format!("Bearer {ada}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    };
+    let link = s.send(json(format!("/api/files/{id}/links"), r#"{"password":"correct horse"}"#)).await.json();
+    let request = s.send(json("/api/requests".into(), r#"{"title":"Receipts for March"}"#)).await.json();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(private_storage_server::serve(s.state.clone(), listener, std::future::pending()));
+
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let (expected, receipt) = (files.path().join("dot.png"), files.path().join("receipt.pdf"));
+    std::fs::write(&expected, png).unwrap();
+    std::fs::write(&receipt, common::pdf(5_000)).unwrap();
+    for shot in ["link-locked.png", "link-page.png", "request-page.png", "request-sent.png"] {
+        let _ = std::fs::remove_file(artifacts.join(shot));
+    }
+    let out = tokio::process::Command::new("node")
+        .current_dir(&scripts)
+        .arg("links.mjs")
+        .arg(format!("http://{addr}"))
+        .arg(link["url"].as_str().unwrap())
+        .arg("correct horse")
+        .arg(&expected)
+        .arg(request["url"].as_str().unwrap())
+        .arg(&receipt)
+        .arg(&artifacts)
+        .output()
+        .await
+        .expect("node runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("links flow: ok"), "{text}");
+    for shot in ["link-locked.png", "link-page.png", "request-page.png", "request-sent.png"] {
+        assert!(std::fs::metadata(artifacts.join(shot)).is_ok_and(|m| m.len() > 1000), "{shot} was kept");
+    }
+    let requests = s.get("/api/requests", &common::Auth::Bearer(&ada)).await.json();
+    assert_eq!(requests["requests"][0]["uploads"][0]["uploader_name"], "Grace Hopper", "{requests}");
+}
