@@ -173,7 +173,8 @@ enum KeysCommand {
 struct ShareArgs {
     /// A file id (or key); or `list` or `revoke`.
     target: String,
-    /// With `list`: the file id. With `revoke`: the link's URL, token or id.
+    /// With `list`: a file id (none: every live link; columns: id, expires, issued by, bound
+    /// to, downloads[/limit], password, file). With `revoke`: the link's URL, token or id.
     link: Option<String>,
     /// How long the link lives (default: `share_default_lifetime`).
     #[arg(long)]
@@ -837,15 +838,25 @@ async fn share(state: &AppState, args: ShareArgs) -> CliResult {
             return Ok(());
         }
         "list" => {
-            let file = args.link.ok_or("share list FILE_ID")?;
-            let file = state.domain.file_by_id_or_key(&Actor::Operator, &file).await?;
-            for link in state.domain.live_links(&file).await? {
-                let bound = link.bound_to.as_deref().unwrap_or("-");
+            // One file's live links, or every live link.
+            let file = match &args.link {
+                Some(file) => Some(state.domain.file_by_id_or_key(&Actor::Operator, file).await?.id),
+                None => None,
+            };
+            for owned in state.domain.links_of(&Actor::Operator, file.as_deref(), false).await? {
+                let link = &owned.link;
+                let downloads = match link.max_downloads {
+                    Some(max) => format!("{}/{max}", link.downloads),
+                    None => link.downloads.to_string(),
+                };
                 println!(
-                    "{}\t{}\t{}\t{bound}",
+                    "{}\t{}\t{}\t{}\t{downloads}\t{}\t{}",
                     link.link_id,
                     rfc3339(link.expires),
-                    link.issued_by.as_deref().unwrap_or("-")
+                    link.issued_by.as_deref().unwrap_or("-"),
+                    link.bound_to.as_deref().unwrap_or("-"),
+                    if link.password_hash.is_some() { "password" } else { "-" },
+                    owned.file_name
                 );
             }
             return Ok(());

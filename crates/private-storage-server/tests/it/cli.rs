@@ -373,6 +373,13 @@ fn share_links_are_listed_and_revoked_by_url_token_or_id() {
         (0..3).map(|_| ok(&cli(&data, &["share", &id, "--expires", "1h"], None, &[])).trim().to_owned()).collect();
     let listed = ok(&cli(&data, &["share", "list", &id], None, &[]));
     assert_eq!(listed.lines().count(), 3, "{listed}");
+    let limited = cli(&data, &["share", &id, "--password-stdin", "--max-downloads", "2"], Some("long secret\n"), &[]);
+    ok(&limited);
+    let all = ok(&cli(&data, &["share", "list"], None, &[]));
+    assert_eq!(all.lines().count(), 4, "{all}");
+    let limited: Vec<&str> = all.lines().find(|l| l.contains("\tpassword\t")).unwrap().split('\t').collect();
+    assert_eq!(limited[4..], ["0/2", "password", "notes.pdf"], "{all}");
+    ok(&cli(&data, &["share", "revoke", limited[0]], None, &[]));
 
     ok(&cli(&data, &["share", "revoke", &urls[0]], None, &[]));
     let token = urls[1].rsplit('/').next().unwrap();
