@@ -106,7 +106,7 @@ async fn instance(dir: &std::path::Path, url: &str, clamd: &Clamd) -> TestServer
             "data_dir = \"{data}\"\nquota_bytes = \"100000\"\nwebhook_backoff = \"200ms\"\nscan = \"clamav\"\n\
              clamd_address = \"127.0.0.1:{port}\"\nscan_max_size = \"1MiB\"\n\n[[webhook]]\nurl = \"{url}\"\n\
              secret = \"{SECRET}\"\nevents = [\"file.created\", \"file.deleted\", \"scan.infected\", \"link.used\", \
-             \"quota.exceeded\"]\n",
+             \"link.limit_reached\", \"quota.exceeded\"]\n",
             data = dir.join("data").display(),
             port = clamd.port,
         ),
@@ -144,6 +144,13 @@ async fn every_event_is_delivered_signed_once_acknowledged_and_survives_a_restar
         .unwrap();
     let link = s.send(link).await.json()["url"].as_str().unwrap().to_owned();
     assert_eq!(s.get(&link, &Auth::None).await.status, 200);
+    let once = Request::post(format!("/api/files/{id}/links"))
+        .header("authorization", format!("Bearer {ada}"))
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"max_downloads":1}"#))
+        .unwrap();
+    let once = s.send(once).await.json()["url"].as_str().unwrap().to_owned();
+    assert_eq!(s.get(&once, &Auth::None).await.status, 200);
     let over = s.upload("/api/files", &Auth::Bearer(&ada), &[], "big.pdf", &pdf(200_000)).await;
     assert_eq!(over.status, 507);
     let delete = Request::delete(format!("/api/files/{id}"))
@@ -152,10 +159,18 @@ async fn every_event_is_delivered_signed_once_acknowledged_and_survives_a_restar
         .unwrap();
     assert_eq!(s.send(delete).await.status, 204);
 
-    receiver.wait_for("five events", 5).await;
+    receiver.wait_for("seven events", 7).await;
     assert_eq!(
         receiver.events_acknowledged(),
-        ["file.created", "file.deleted", "link.used", "quota.exceeded", "scan.infected"]
+        [
+            "file.created",
+            "file.deleted",
+            "link.limit_reached",
+            "link.used",
+            "link.used",
+            "quota.exceeded",
+            "scan.infected"
+        ]
     );
     let acks = receiver.acknowledged();
     let created = acks.values().find(|(_, e)| e["type"] == "file.created").unwrap();
@@ -173,9 +188,9 @@ async fn every_event_is_delivered_signed_once_acknowledged_and_survives_a_restar
     let log = s.get("/api/webhooks", &Auth::Bearer(&root)).await;
     assert_eq!(log.status, 200, "{}", log.text());
     let deliveries = log.json()["webhooks"][0]["deliveries"].as_array().unwrap().clone();
-    assert_eq!(deliveries.len(), 5);
+    assert_eq!(deliveries.len(), 7);
     assert!(deliveries.iter().all(|d| d["delivered"].is_i64()));
-    assert_eq!(deliveries.iter().map(|d| d["attempts"].as_i64().unwrap()).sum::<i64>(), 5 + 3);
+    assert_eq!(deliveries.iter().map(|d| d["attempts"].as_i64().unwrap()).sum::<i64>(), 7 + 3);
     assert!(!log.text().contains(SECRET), "the secret is never shown");
     assert_eq!(s.get("/api/webhooks", &Auth::Bearer(&ada)).await.status, 403);
 
@@ -196,7 +211,7 @@ async fn every_event_is_delivered_signed_once_acknowledged_and_survives_a_restar
     receiver.down.store(false, Ordering::SeqCst);
     let s = instance(dir.path(), &url, &clamd).await;
     let delivering = tokio::spawn(s.state.domain.clone().deliver_forever());
-    receiver.wait_for("the delivery queued before the restart", 6).await;
+    receiver.wait_for("the delivery queued before the restart", 8).await;
     let acks = receiver.acknowledged();
     assert!(acks.values().any(|(_, e)| e["data"]["file"]["id"] == later.as_str()));
     // One more round: nothing acknowledged is sent again.
