@@ -98,7 +98,7 @@ pub enum LinkAnswer {
     /// Every allowed download was made.
     UsedUp(LinkRow),
     /// Past its expiry.
-    Expired,
+    Expired(LinkRow),
 }
 
 /// A link and its file, for its pages.
@@ -118,7 +118,7 @@ impl Domain {
     pub async fn open_link(&self, token: &str, request: &LinkRequest) -> Result<LinkAnswer> {
         let Some(link) = self.live_link(token).await? else { return Ok(LinkAnswer::Library) };
         if now() >= link.expires {
-            return Ok(LinkAnswer::Expired);
+            return Ok(LinkAnswer::Expired(link));
         }
         // A link bound to a user is for that user's own requests: the library checks the
         // binding; no page speaks for it first.

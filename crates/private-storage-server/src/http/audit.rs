@@ -113,8 +113,20 @@ pub async fn trail(State(state): State<AppState>, request: Request, next: Next) 
                             _ => event,
                         };
                     }
-                    // A forged or malformed token: counted by the share audit, never written.
-                    None => return response,
+                    None => match response.extensions().get::<super::links::LinkVisit>() {
+                        // An answer without a byte: the page, the password form, a bot, a refusal.
+                        Some(visit) => {
+                            let kind =
+                                if matches!(visit.outcome, "page" | "preview bot") { "link_view" } else { "download" };
+                            let event = Event::new(kind, format!("link:{}", visit.link_id));
+                            let event = event.link(visit.link_id.clone()).file_id(visit.file_id.clone());
+                            let event = event.detail(visit.outcome).status(status.as_u16()).context(&context);
+                            state.domain.audit().record(event);
+                            return response;
+                        }
+                        // A forged or malformed token: counted by the share audit, never written.
+                        None => return response,
+                    },
                 },
             }
             let planned = if is_head {

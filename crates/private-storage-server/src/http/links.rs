@@ -92,21 +92,48 @@ pub async fn open(State(state): State<AppState>, Path(token): Path<String>, requ
             }
             response
         }
-        LinkAnswer::Page(page) => link_page(&state, &page, &self_url, false, None, StatusCode::OK),
-        LinkAnswer::Locked(page) if link_request.page || wants_page(&parts) => {
-            link_page(&state, &page, &self_url, true, None, StatusCode::UNAUTHORIZED)
+        LinkAnswer::Page(page) => {
+            visited(link_page(&state, &page, &self_url, false, None, StatusCode::OK), &page.link, "page")
         }
-        LinkAnswer::Locked(_) => plain(
-            StatusCode::UNAUTHORIZED,
-            "This link is protected by a password: open it in a browser and give the password.",
+        LinkAnswer::Locked(page) if link_request.page || wants_page(&parts) => visited(
+            link_page(&state, &page, &self_url, true, None, StatusCode::UNAUTHORIZED),
+            &page.link,
+            "password asked",
         ),
-        LinkAnswer::Preview(page) => preview_page(&state, &page),
-        LinkAnswer::UsedUp(link) => plain(
-            StatusCode::GONE,
-            &format!("This link has been used for all of its {} download(s).", link.max_downloads.unwrap_or(0)),
+        LinkAnswer::Locked(page) => visited(
+            plain(
+                StatusCode::UNAUTHORIZED,
+                "This link is protected by a password: open it in a browser and give the password.",
+            ),
+            &page.link,
+            "password asked",
         ),
-        LinkAnswer::Expired => plain(StatusCode::GONE, "This link has expired."),
+        LinkAnswer::Preview(page) => visited(preview_page(&state, &page), &page.link, "preview bot"),
+        LinkAnswer::UsedUp(link) => visited(
+            plain(
+                StatusCode::GONE,
+                &format!("This link has been used for all of its {} download(s).", link.max_downloads.unwrap_or(0)),
+            ),
+            &link,
+            "used up",
+        ),
+        LinkAnswer::Expired(link) => visited(plain(StatusCode::GONE, "This link has expired."), &link, "expired"),
     }
+}
+
+/// An answer of this server to an authentic link that served no byte — its page, its password
+/// form, a preview bot's page, a refusal —, for the audit trail (which records the use).
+#[derive(Debug, Clone)]
+pub(crate) struct LinkVisit {
+    pub(crate) link_id: String,
+    pub(crate) file_id: String,
+    pub(crate) outcome: &'static str,
+}
+
+fn visited(mut response: Response, link: &LinkRow, outcome: &'static str) -> Response {
+    let visit = LinkVisit { link_id: link.link_id.clone(), file_id: link.file_id.clone(), outcome };
+    response.extensions_mut().insert(visit);
+    response
 }
 
 /// The library's share service, with the link headers every answer carries.

@@ -377,10 +377,13 @@ async fn owners_list_extend_and_revoke_their_links() {
     assert!(too_long.text().contains("at most"), "{}", too_long.text());
     assert_eq!(s.send(patch(&bob, &first_id, "2d")).await.status, 404, "not bob's");
     assert_eq!(s.send(get(&first, &[("user-agent", "curl/8")])).await.status, 200);
+    assert_eq!(s.send(get(&first, BROWSER)).await.status, 200);
 
     let uses = s.get(&format!("/links/{first_id}"), &Auth::Cookie(&s.login("ada").await.cookie)).await.text();
     assert!(
-        uses.contains(r#"data-kind="download""#) && uses.contains("curl&#x2f;8"),
+        uses.contains(r#"data-kind="download""#)
+            && uses.contains("curl&#x2f;8")
+            && uses.contains(r#"data-kind="link_view""#),
         "the link's page shows its uses: {uses}"
     );
 
