@@ -65,15 +65,7 @@ impl Domain {
     pub async fn share(&self, actor: &Actor, file_id: &str, request: &ShareRequest) -> Result<(FileRow, NewLink)> {
         let file = self.file_by_id_or_key(actor, file_id).await?;
         let max = self.config.share_max_lifetime;
-        let lifetime = match request.expires.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
-            Some(expires) => private_storage::parse_duration(expires)
-                .filter(|d| *d >= Duration::from_secs(60))
-                .ok_or_else(|| Error::Invalid("expires: a duration of at least a minute, such as 1h or 7d.".into()))?,
-            None => self.config.share_default_lifetime.min(max),
-        };
-        if lifetime > max {
-            return Err(Error::Policy(format!("expires: links may live at most {}.", humantime(max))));
-        }
+        let lifetime = self.lifetime(request.expires.as_deref(), "links may live")?;
         let password = request.password.as_deref().filter(|p| !p.is_empty());
         if password.is_none() && self.config.share_require_password {
             return Err(Error::Policy("password: every link needs one here.".into()));
@@ -206,9 +198,7 @@ impl Domain {
         if link.revoked || link.expires <= now() {
             return Err(Error::Policy("This link is revoked or expired: issue a new one.".into()));
         }
-        let lifetime = private_storage::parse_duration(expires)
-            .filter(|d| *d >= Duration::from_secs(60))
-            .ok_or_else(|| Error::Invalid("expires: a duration of at least a minute, such as 1h or 7d.".into()))?;
+        let lifetime = parse_lifetime(expires)?;
         let until = now() + lifetime.as_secs() as i64;
         let most = link.extendable_to().min(link.created + self.config.share_max_lifetime.as_secs() as i64);
         if until > most {
@@ -238,6 +228,30 @@ impl Domain {
         self.audit.flush().await;
         let filter = crate::db::AuditFilter { link_id: Some(link_id.to_owned()), limit: 200, ..Default::default() };
         Ok((link, self.db.audit_events(&filter).await?))
+    }
+}
+
+/// A lifetime asked for: a duration of a minute or more.
+fn parse_lifetime(expires: &str) -> Result<Duration> {
+    private_storage::parse_duration(expires)
+        .filter(|d| *d >= Duration::from_secs(60))
+        .ok_or_else(|| Error::Invalid("expires: a duration of at least a minute, such as 1h or 7d.".into()))
+}
+
+impl Domain {
+    /// The lifetime of a new link or file request: as asked (`None` or empty:
+    /// `share_default_lifetime`), within `share_max_lifetime` ([`Error::Policy`] past it: "what
+    /// may live at most …").
+    pub(super) fn lifetime(&self, expires: Option<&str>, what: &str) -> Result<Duration> {
+        let max = self.config.share_max_lifetime;
+        let lifetime = match expires.map(str::trim).filter(|e| !e.is_empty()) {
+            Some(expires) => parse_lifetime(expires)?,
+            None => self.config.share_default_lifetime.min(max),
+        };
+        if lifetime > max {
+            return Err(Error::Policy(format!("expires: {what} at most {}.", humantime(max))));
+        }
+        Ok(lifetime)
     }
 }
 

@@ -6,14 +6,12 @@
 //! uploader gave, the time and the address.
 
 use std::net::IpAddr;
-use std::time::Duration;
 
 use private_storage::Upload;
 
 use super::accounts::{hash_off_the_workers, random_token, sha256_hex, verify_off_the_workers};
 use super::audit::Event;
 use super::files::Owner;
-use super::links::humantime;
 use super::{Actor, Domain, Error, Result};
 use crate::db::{RequestRow, RequestUpload, new_id, now};
 
@@ -70,16 +68,7 @@ impl Domain {
         if title.is_empty() || title.chars().count() > MAX_UPLOADER_TEXT {
             return Err(Error::Invalid("title: say what you ask for, in 200 characters at most.".into()));
         }
-        let max = self.config.share_max_lifetime;
-        let lifetime = match new.expires.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
-            Some(expires) => private_storage::parse_duration(expires)
-                .filter(|d| *d >= Duration::from_secs(60))
-                .ok_or_else(|| Error::Invalid("expires: a duration of at least a minute, such as 1h or 7d.".into()))?,
-            None => self.config.share_default_lifetime.min(max),
-        };
-        if lifetime > max {
-            return Err(Error::Policy(format!("expires: requests may stay open {} at most.", humantime(max))));
-        }
+        let lifetime = self.lifetime(new.expires.as_deref(), "requests may stay open")?;
         let password = new.password.as_deref().filter(|p| !p.is_empty());
         if password.is_some_and(|p| p.chars().count() < 6) {
             return Err(Error::Policy("password: at least 6 characters.".into()));
