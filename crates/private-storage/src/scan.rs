@@ -205,6 +205,13 @@ impl Clamd {
         while let Some(chunk) = data.next().await {
             let chunk = chunk.map_err(ScanError::Source)?;
             for piece in chunk.chunks(CHUNK) {
+                // clamd answers as soon as a stream passes its limit, then closes: read that
+                // answer before writing more, or a reset may discard it.
+                if let Some(reply) = futures_util::FutureExt::now_or_never(read_reply(&mut connection)) {
+                    return parse_verdict(
+                        reply.map_err(|source| ScanError::Unavailable { address: self.address.clone(), source })?,
+                    );
+                }
                 let len = u32::try_from(piece.len()).expect("a chunk under 4 GiB").to_be_bytes();
                 let sent =
                     self.limit(async { connection.write_all(&len).await.and(connection.write_all(piece).await) });
