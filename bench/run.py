@@ -86,10 +86,10 @@ def start_app(root, mode, env=None, presigned=None):
     return proc, line.split()[1]
 
 
-def start_server(work, root, settings=()):
+def start_server(work, root, settings=(), binary=None, data="server-data"):
     """The real server on its embedded default, with the bench files put in through its CLI."""
-    binary = os.path.join(RELEASE, "private-storage")
-    data = os.path.join(work, "server-data")
+    binary = binary or os.path.join(RELEASE, "private-storage")
+    data = os.path.join(work, data)
     env = dict(os.environ, RUST_LOG="warn")  # no access log: measure serving, not logging
     base = [binary, "--data-dir", data, "-s", "max_file_size=200MiB"]
     for setting in settings:
@@ -225,6 +225,7 @@ def main():
     ap.add_argument("--with-reference", action="store_true")
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--seconds", type=float)
+    ap.add_argument("--baseline", metavar="BINARY", help="also run this build of the server (target server-baseline), e.g. an earlier commit's")
     args = ap.parse_args()
     rounds = args.rounds or (1 if args.quick or args.smoke else 3)
     seconds = args.seconds or (1 if args.smoke else 3 if args.quick else 10)
@@ -259,6 +260,10 @@ def main():
             server, server_addr, server_token, ids = start_server(work, root)
             procs.append(server)
             targets["server"] = (server_addr, [server.pid], lambda name: f"/files/{ids[name]}/download", server_token)
+            if args.baseline:
+                base, base_addr, base_token, base_ids = start_server(work, root, binary=args.baseline, data="baseline-data")
+                procs.append(base)
+                targets["server-baseline"] = (base_addr, [base.pid], lambda name: f"/files/{base_ids[name]}/download", base_token)
         if args.with_reference:
             reference, reference_addr, reference_pids, cookie = start_reference(work, root)
             procs.append(reference)

@@ -43,6 +43,8 @@ pub async fn serve(state: AppState, listener: TcpListener, shutdown: impl Future
     let upkeep = tokio::spawn(upkeep(state.clone()));
     let scanning = tokio::spawn(state.domain.clone().scan_forever());
     let delivering = tokio::spawn(state.domain.clone().deliver_forever());
+    let db = state.db.clone();
+    let watching = tokio::spawn(async move { db.watch_changes().await });
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -79,6 +81,7 @@ pub async fn serve(state: AppState, listener: TcpListener, shutdown: impl Future
     upkeep.abort();
     scanning.abort();
     delivering.abort();
+    watching.abort();
     drop(listener);
     tracing::info!(grace_secs = grace.as_secs(), "shutting down: letting in-flight requests finish");
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {

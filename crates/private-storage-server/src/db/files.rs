@@ -1,10 +1,14 @@
 //! File records.
 
+use std::sync::Arc;
+
 use super::rows::{FileRow, Number, OwnedFile, ScanState};
-use super::{Arg, Db, DbResult, now};
+use super::{Arg, Change, Db, DbResult, now};
 
 const FILE: &str =
     "SELECT id, owner_id, object_key, name, size, content_type, sha256, created, scan, scan_detail FROM files";
+const FILE_BY_ID: &str = "SELECT id, owner_id, object_key, name, size, content_type, sha256, created, scan, scan_detail \
+     FROM files WHERE id = $1";
 
 pub(super) const INSERT_FILE: &str = "INSERT INTO files (id, owner_id, object_key, name, size, content_type, sha256, \
      created, scan, scan_detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
@@ -33,14 +37,19 @@ impl Db {
     }
 
     /// A file by id, within the scope of `owner` (`None`: any owner).
+    /// (Cached: see [`super::cache`].)
     pub async fn file(&self, id: &str, owner: Option<&str>) -> DbResult<Option<FileRow>> {
-        match owner {
-            Some(owner) => {
-                self.optional(&format!("{FILE} WHERE id = $1 AND owner_id = $2"), &[Arg::Text(id), Arg::Text(owner)])
-                    .await
+        let file = match self.caches.file(id) {
+            Some(file) => file,
+            None => {
+                let epoch = self.caches.epoch();
+                let Some(file) = self.optional::<FileRow>(FILE_BY_ID, &[Arg::Text(id)]).await? else { return Ok(None) };
+                let file = Arc::new(file);
+                self.caches.keep_file(id, file.clone(), epoch);
+                file
             }
-            None => self.optional(&format!("{FILE} WHERE id = $1"), &[Arg::Text(id)]).await,
-        }
+        };
+        Ok(owner.is_none_or(|owner| owner == file.owner_id).then(|| (*file).clone()))
     }
 
     /// A file by its storage key.
@@ -66,12 +75,13 @@ impl Db {
 
     /// Deletes a file's record (and, by cascade, its share links). `false` if there was none.
     pub async fn delete_file(&self, id: &str) -> DbResult<bool> {
-        Ok(self.execute("DELETE FROM files WHERE id = $1", &[Arg::Text(id)]).await? > 0)
+        Ok(self.execute_changing("DELETE FROM files WHERE id = $1", &[Arg::Text(id)], &[Change::File(id)]).await? > 0)
     }
 
     /// Gives every file of one user to another; returns how many.
     pub async fn transfer_files(&self, from: &str, to: &str) -> DbResult<u64> {
-        self.execute("UPDATE files SET owner_id = $1 WHERE owner_id = $2", &[Arg::Text(to), Arg::Text(from)]).await
+        let sql = "UPDATE files SET owner_id = $1 WHERE owner_id = $2";
+        self.execute_changing(sql, &[Arg::Text(to), Arg::Text(from)], &[Change::Files]).await
     }
 
     /// Files waiting for their virus scan that no instance has claimed (or whose claim ran
@@ -100,7 +110,8 @@ impl Db {
     /// Records a pending file's verdict: `false` when it was no longer pending (deleted, say).
     pub async fn set_scan(&self, id: &str, state: ScanState, detail: Option<&str>) -> DbResult<bool> {
         let sql = "UPDATE files SET scan = $1, scan_detail = $2, scan_claim = 0 WHERE id = $3 AND scan = 'pending'";
-        Ok(self.execute(sql, &[Arg::Text(state.as_str()), Arg::OptText(detail), Arg::Text(id)]).await? == 1)
+        let args = [Arg::Text(state.as_str()), Arg::OptText(detail), Arg::Text(id)];
+        Ok(self.execute_changing(sql, &args, &[Change::File(id)]).await? == 1)
     }
 
     /// How many files are in each scan state (states with none left out).

@@ -8,6 +8,7 @@
 //! an unavailable database from a conflict and a bug.
 
 mod audit;
+mod cache;
 mod files;
 mod links;
 mod quotas;
@@ -26,6 +27,8 @@ use sqlx::query::Query;
 use sqlx::{Any, AnyPool};
 
 pub use audit::{AuditFilter, AuditRow};
+use cache::Caches;
+pub use cache::Change;
 pub use quotas::{Admission, Limits, Usage};
 pub use requests::{RequestRow, RequestUpload};
 use rows::FromRow;
@@ -98,6 +101,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("migrations/0006_audit.sql")),
     (7, include_str!("migrations/0007_webhooks.sql")),
     (8, include_str!("migrations/0008_links.sql")),
+    (9, include_str!("migrations/0009_cache_events.sql")),
 ];
 
 /// Seconds since the epoch.
@@ -149,6 +153,10 @@ pub struct Db {
     postgres: bool,
     /// SQLite only: read connections for the reads (see [`FastReads`]).
     fast: Option<Arc<FastReads>>,
+    /// The per-request reads, while [`Db::watch_changes`] runs (see [`cache`]).
+    caches: Arc<Caches>,
+    /// PostgreSQL only: where the change listener connects.
+    url: Arc<str>,
 }
 
 /// Reads on SQLite, answered on the calling thread.
@@ -225,7 +233,7 @@ impl Db {
                 .await?
         };
         // The schema must exist before read-only connections prepare statements: opened lazily.
-        Ok(Self { pool, postgres, fast: None })
+        Ok(Self { pool, postgres, fast: None, caches: Arc::default(), url: url.into() })
     }
 
     /// Connects, applies the migrations, and opens the fast read path on SQLite.
@@ -302,6 +310,11 @@ impl Db {
         self.pool.close().await;
     }
 
+    /// Cached reads answered from the caches, and not (see [`cache`]).
+    pub fn cache_stats(&self) -> (u64, u64) {
+        self.caches.stats()
+    }
+
     /// Whether this is PostgreSQL.
     pub fn is_postgres(&self) -> bool {
         self.postgres
@@ -310,6 +323,26 @@ impl Db {
     /// Runs a write; returns how many rows it touched.
     async fn execute(&self, sql: &str, args: &[Arg<'_>]) -> DbResult<u64> {
         Ok(bind(sql, args).execute(&self.pool).await?.rows_affected())
+    }
+
+    /// Runs a write that changes what the caches answer: each change is published in the same
+    /// transaction (when a row was touched) and applied to this process's caches once it
+    /// commits. Returns how many rows it touched.
+    async fn execute_changing(&self, sql: &str, args: &[Arg<'_>], changes: &[Change<'_>]) -> DbResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let touched = bind(sql, args).execute(&mut *tx).await?.rows_affected();
+        if touched > 0 {
+            for change in changes {
+                self.publish(&mut tx, *change).await?;
+            }
+        }
+        tx.commit().await?;
+        if touched > 0 {
+            for change in changes {
+                self.caches.apply(Some(*change));
+            }
+        }
+        Ok(touched)
     }
 
     /// The first row of a read, if any.
@@ -370,7 +403,7 @@ mod tests {
 
         let slow = db.without_fast_reads();
         for d in [&db, &slow] {
-            assert_eq!(d.user_by_token("tokenhash").await.unwrap().as_ref(), Some(&user));
+            assert_eq!(d.user_by_token("tokenhash").await.unwrap().as_deref(), Some(&user));
             assert_eq!(d.user_by_token("other").await.unwrap(), None);
             let session = d.session("sessionhash").await.unwrap().unwrap();
             assert_eq!((session.user, session.csrf.as_str()), (user.clone(), "csrf"));

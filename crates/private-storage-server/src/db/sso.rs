@@ -50,9 +50,10 @@ impl Db {
 
     /// Sets a user's roles.
     pub async fn set_roles(&self, user_id: &str, staff: bool, superuser: bool) -> DbResult<()> {
-        self.execute(
+        self.execute_changing(
             "UPDATE users SET is_staff = $1, is_superuser = $2 WHERE id = $3",
             &[Arg::Int((staff || superuser).into()), Arg::Int(superuser.into()), Arg::Text(user_id)],
+            &[super::Change::Users],
         )
         .await?;
         Ok(())

@@ -1,7 +1,10 @@
 //! Accounts, API tokens and sessions (of tokens and sessions, only SHA-256 hashes are kept).
 
+use std::sync::Arc;
+
+use super::cache::CachedSession;
 use super::rows::{Number, SessionUser, UserRow};
-use super::{Arg, Db, DbResult, new_id, now};
+use super::{Arg, Change, Db, DbResult, new_id, now};
 
 const USER: &str = "SELECT id, username, password_hash, is_staff, is_superuser, created FROM users";
 
@@ -60,19 +63,23 @@ impl Db {
     /// Sets a user's password hash and ends their sessions. `false` if no such user.
     pub async fn set_password(&self, user_id: &str, password_hash: &str) -> DbResult<bool> {
         let changed = self
-            .execute(
+            .execute_changing(
                 "UPDATE users SET password_hash = $1 WHERE id = $2",
                 &[Arg::Text(password_hash), Arg::Text(user_id)],
+                &[Change::Users],
             )
             .await?;
-        self.execute("DELETE FROM sessions WHERE user_id = $1", &[Arg::Text(user_id)]).await?;
+        self.execute_changing("DELETE FROM sessions WHERE user_id = $1", &[Arg::Text(user_id)], &[Change::Users])
+            .await?;
         Ok(changed > 0)
     }
 
     /// Deletes a user with their sessions and tokens (and, by cascade, any file records left).
     /// `false` if no such user.
     pub async fn delete_user(&self, user_id: &str) -> DbResult<bool> {
-        Ok(self.execute("DELETE FROM users WHERE id = $1", &[Arg::Text(user_id)]).await? > 0)
+        // Their records go by cascade.
+        let sql = "DELETE FROM users WHERE id = $1";
+        Ok(self.execute_changing(sql, &[Arg::Text(user_id)], &[Change::Users, Change::Files]).await? > 0)
     }
 
     /// Stores a token's hash for a user.
@@ -87,23 +94,36 @@ impl Db {
     }
 
     /// The user a token hash belongs to.
-    pub async fn user_by_token(&self, token_hash: &str) -> DbResult<Option<UserRow>> {
+    /// The user a token hash belongs to (cached: see [`super::cache`]).
+    pub async fn user_by_token(&self, token_hash: &str) -> DbResult<Option<Arc<UserRow>>> {
+        if let Some(user) = self.caches.token(token_hash) {
+            return Ok(Some(user));
+        }
+        let epoch = self.caches.epoch();
         let sql = "SELECT u.id, u.username, u.password_hash, u.is_staff, u.is_superuser, u.created \
                    FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1";
-        self.optional(sql, &[Arg::Text(token_hash)]).await
+        let user = self.optional::<UserRow>(sql, &[Arg::Text(token_hash)]).await?.map(Arc::new);
+        if let Some(user) = &user {
+            self.caches.keep_token(token_hash, user.clone(), epoch);
+        }
+        Ok(user)
     }
 
     /// Revokes a user's token by name, or every token of the user with `None`. Returns how many.
     pub async fn revoke_tokens(&self, user_id: &str, name: Option<&str>) -> DbResult<u64> {
         match name {
             Some(name) => {
-                self.execute(
+                self.execute_changing(
                     "DELETE FROM tokens WHERE user_id = $1 AND name = $2",
                     &[Arg::Text(user_id), Arg::Text(name)],
+                    &[Change::Tokens],
                 )
                 .await
             }
-            None => self.execute("DELETE FROM tokens WHERE user_id = $1", &[Arg::Text(user_id)]).await,
+            None => {
+                self.execute_changing("DELETE FROM tokens WHERE user_id = $1", &[Arg::Text(user_id)], &[Change::Tokens])
+                    .await
+            }
         }
     }
 
@@ -118,15 +138,33 @@ impl Db {
     }
 
     /// The user and CSRF token of a live session.
+    /// (Cached: see [`super::cache`]; an entry past the session's end is not an answer.)
     pub async fn session(&self, id_hash: &str) -> DbResult<Option<SessionUser>> {
-        let sql = "SELECT u.id, u.username, u.password_hash, u.is_staff, u.is_superuser, u.created, s.csrf \
+        let now = now();
+        if let Some(cached) = self.caches.session(id_hash)
+            && cached.expires > now
+        {
+            return Ok(Some(cached.found.clone()));
+        }
+        let epoch = self.caches.epoch();
+        let sql = "SELECT u.id, u.username, u.password_hash, u.is_staff, u.is_superuser, u.created, s.csrf, s.expires \
                    FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1 AND s.expires > $2";
-        self.optional(sql, &[Arg::Text(id_hash), Arg::Int(now())]).await
+        let found = self.optional::<CachedSession>(sql, &[Arg::Text(id_hash), Arg::Int(now)]).await?;
+        Ok(found.map(|found| {
+            let session = found.found.clone();
+            self.caches.keep_session(id_hash, Arc::new(found), epoch);
+            session
+        }))
     }
 
     /// Ends a session.
     pub async fn delete_session(&self, id_hash: &str) -> DbResult<()> {
-        self.execute("DELETE FROM sessions WHERE id_hash = $1", &[Arg::Text(id_hash)]).await?;
+        self.execute_changing(
+            "DELETE FROM sessions WHERE id_hash = $1",
+            &[Arg::Text(id_hash)],
+            &[Change::Session(id_hash)],
+        )
+        .await?;
         Ok(())
     }
 
@@ -135,6 +173,10 @@ impl Db {
         self.execute("DELETE FROM sessions WHERE expires <= $1", &[Arg::Int(now())]).await?;
         self.execute("DELETE FROM share_revoked WHERE expires <= $1", &[Arg::Int(now())]).await?;
         self.execute("DELETE FROM link_unlocks WHERE expires <= $1", &[Arg::Int(now())]).await?;
+        // Changes an hour old were applied by every process that polls; the newest stays, as
+        // the mark the next one counts from.
+        let sql = "DELETE FROM cache_events WHERE at <= $1 AND seq < (SELECT MAX(seq) FROM cache_events)";
+        self.execute(sql, &[Arg::Int(now() - 3600)]).await?;
         self.execute("DELETE FROM share_runs WHERE last_at <= $1", &[Arg::Int(now() - super::links::RUN_WINDOW)])
             .await?;
         Ok(())

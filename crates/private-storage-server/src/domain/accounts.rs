@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
@@ -194,7 +194,7 @@ impl Domain {
     ///
     /// # Errors
     /// [`Error::BadToken`] for a token that is not valid; the database's.
-    pub async fn user_by_token(&self, token: &str) -> Result<UserRow> {
+    pub async fn user_by_token(&self, token: &str) -> Result<Arc<UserRow>> {
         self.db.user_by_token(&sha256_hex(token)).await?.ok_or(Error::BadToken)
     }
 

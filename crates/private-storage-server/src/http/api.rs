@@ -236,5 +236,11 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+    let mut text = state.metrics.render();
+    let (hits, misses) = state.db.cache_stats();
+    text.push_str("# HELP private_storage_cache_lookups_total Cached reads (token, session, record), by outcome.\n# TYPE private_storage_cache_lookups_total counter\n");
+    text.push_str(&format!(
+        "private_storage_cache_lookups_total{{outcome=\"hit\"}} {hits}\nprivate_storage_cache_lookups_total{{outcome=\"miss\"}} {misses}\n"
+    ));
+    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

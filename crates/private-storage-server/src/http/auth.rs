@@ -121,7 +121,7 @@ pub async fn authenticate(State(state): State<AppState>, request: Request, next:
         .map(str::trim);
     let found = if let Some(token) = bearer {
         match state.domain.user_by_token(token).await {
-            Ok(user) => Some(Authed { user: Arc::new(user), session: None }),
+            Ok(user) => Some(Authed { user, session: None }),
             Err(e) => {
                 if matches!(e, Error::BadToken) {
                     state.metrics.denied("bad_token");

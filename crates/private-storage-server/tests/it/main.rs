@@ -3,6 +3,7 @@
 mod app;
 mod audit;
 mod browser;
+mod caches;
 mod cli;
 mod common;
 mod encryption;
