@@ -39,9 +39,20 @@ pub enum StartError {
     Storage(String),
 }
 
-/// Everything a request needs. Cheap to clone.
+/// Everything a request needs. Cheap to clone: one reference count (axum clones the state for
+/// every middleware and extractor of every request).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What an [`AppState`] holds.
+pub struct Shared {
     /// The configuration.
     pub config: Arc<Config>,
     /// The operations every front-end calls.
@@ -219,7 +230,8 @@ impl AppState {
         if let Err(e) = domain.note_held_files().await {
             tracing::warn!(error = %e, "could not count held files: downloads by key check each file's scan state");
         }
-        Ok(Self { config, domain, db, storage, metrics, templates: Arc::new(crate::http::web::templates()) })
+        let templates = Arc::new(crate::http::web::templates());
+        Ok(Self(Arc::new(Shared { config, domain, db, storage, metrics, templates })))
     }
 }
 

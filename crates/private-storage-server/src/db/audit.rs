@@ -59,12 +59,58 @@ impl FromRow for AuditRow {
 const SELECT: &str = "SELECT id, at, kind, actor, user_id, file_id, owner_id, link_id, route, delivery, status, \
      byte_range, bytes, client, user_agent, request_id, detail FROM audit_events";
 
-// The file of an event known by key is looked up as it is written; its owner from its id.
-const INSERT: &str = "INSERT INTO audit_events (id, at, kind, actor, user_id, file_id, owner_id, link_id, route, \
-     delivery, status, byte_range, bytes, client, user_agent, request_id, detail) VALUES ($1, $2, $3, $4, $5, \
-     COALESCE($6, (SELECT id FROM files WHERE object_key = $7)), \
-     COALESCE($8, (SELECT owner_id FROM files WHERE id = COALESCE($6, (SELECT id FROM files WHERE object_key = $7)))), \
-     $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
+/// Parameters per event.
+const ARGS: usize = 18;
+/// Events per statement, at most: one statement (one round trip to the database) per 64.
+const ROWS_PER_INSERT: usize = 64;
+
+/// The statement inserting `rows` events. The file of an event known by key is looked up as
+/// it is written; its owner from its id.
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO audit_events (id, at, kind, actor, user_id, file_id, owner_id, link_id, route, \
+         delivery, status, byte_range, bytes, client, user_agent, request_id, detail) VALUES ",
+    );
+    for row in 0..rows {
+        let n = |i: usize| row * ARGS + i;
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${}, COALESCE(${f}, (SELECT id FROM files WHERE object_key = ${k})), \
+             COALESCE(${}, (SELECT owner_id FROM files WHERE id = COALESCE(${f}, (SELECT id FROM files WHERE object_key = ${k})))), \
+             ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+            n(1), n(2), n(3), n(4), n(5), n(8), n(9), n(10), n(11), n(12), n(13), n(14), n(15), n(16), n(17), n(18),
+            f = n(6),
+            k = n(7),
+        ));
+    }
+    sql
+}
+
+/// One event's parameters, in the order of [`insert_sql`].
+fn args(row: &AuditRow) -> [Arg<'_>; ARGS] {
+    [
+        Arg::Text(&row.id),
+        Arg::Int(row.at),
+        Arg::Text(&row.kind),
+        Arg::Text(&row.actor),
+        Arg::OptText(row.user_id.as_deref()),
+        Arg::OptText(row.file_id.as_deref()),
+        Arg::OptText(row.file_key.as_deref()),
+        Arg::OptText(row.owner_id.as_deref()),
+        Arg::OptText(row.link_id.as_deref()),
+        Arg::OptText(row.route.as_deref()),
+        Arg::OptText(row.delivery.as_deref()),
+        Arg::OptInt(row.status),
+        Arg::OptText(row.byte_range.as_deref()),
+        Arg::OptInt(row.bytes),
+        Arg::OptText(row.client.as_deref()),
+        Arg::OptText(row.user_agent.as_deref()),
+        Arg::OptText(row.request_id.as_deref()),
+        Arg::OptText(row.detail.as_deref()),
+    ]
+}
 
 /// Which events to read: every filter is optional; newest first.
 #[derive(Debug, Clone, Default)]
@@ -88,31 +134,19 @@ pub struct AuditFilter {
 }
 
 impl Db {
-    /// Writes events in one transaction.
+    /// Writes events in one transaction, [`ROWS_PER_INSERT`] per statement.
     pub async fn insert_audit(&self, rows: &[AuditRow]) -> DbResult<()> {
         let mut tx = self.pool.begin().await?;
-        for row in rows {
-            let args = [
-                Arg::Text(&row.id),
-                Arg::Int(row.at),
-                Arg::Text(&row.kind),
-                Arg::Text(&row.actor),
-                Arg::OptText(row.user_id.as_deref()),
-                Arg::OptText(row.file_id.as_deref()),
-                Arg::OptText(row.file_key.as_deref()),
-                Arg::OptText(row.owner_id.as_deref()),
-                Arg::OptText(row.link_id.as_deref()),
-                Arg::OptText(row.route.as_deref()),
-                Arg::OptText(row.delivery.as_deref()),
-                Arg::OptInt(row.status),
-                Arg::OptText(row.byte_range.as_deref()),
-                Arg::OptInt(row.bytes),
-                Arg::OptText(row.client.as_deref()),
-                Arg::OptText(row.user_agent.as_deref()),
-                Arg::OptText(row.request_id.as_deref()),
-                Arg::OptText(row.detail.as_deref()),
-            ];
-            super::bind(INSERT, &args).execute(&mut *tx).await?;
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let args: Vec<Arg<'_>> = chunk.iter().flat_map(args).collect();
+            static FULL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+            let sql = match chunk.len() {
+                ROWS_PER_INSERT => {
+                    std::borrow::Cow::Borrowed(FULL.get_or_init(|| insert_sql(ROWS_PER_INSERT)).as_str())
+                }
+                n => std::borrow::Cow::Owned(insert_sql(n)),
+            };
+            super::bind(&sql, &args).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

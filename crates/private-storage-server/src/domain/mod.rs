@@ -209,9 +209,13 @@ pub(crate) fn may_access(user_id: &str, sees_everything: bool, owner_id: &str) -
     sees_everything || user_id == owner_id
 }
 
-/// The operations, over the database, the storage and the library's services. Cheap to clone.
+/// The operations, over the database, the storage and the library's services. Cheap to clone:
+/// one reference count (every request's middleware and handlers clone it).
 #[derive(Clone)]
-pub struct Domain {
+pub struct Domain(Arc<Inner>);
+
+/// What a [`Domain`] holds.
+pub struct Inner {
     config: Arc<Config>,
     db: Db,
     storage: Arc<dyn Storage>,
@@ -239,6 +243,13 @@ pub struct Domain {
     /// Password attempts per share link.
     link_limiter: Arc<LoginLimiter>,
     metrics: Arc<Metrics>,
+}
+
+impl std::ops::Deref for Domain {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
 }
 
 impl std::fmt::Debug for Domain {
@@ -298,7 +309,7 @@ impl Domain {
             .disposition(files::disposition);
         let shared = ServeShared::new(links.clone(), serving.clone()).records(links::record_keys(db.clone()));
         let resumable = Resumable::from_arc(policy.clone(), partials).lifetime(config.upload_expiry);
-        Self {
+        Self(Arc::new(Inner {
             media,
             records,
             shared,
@@ -319,7 +330,7 @@ impl Domain {
             db,
             storage,
             metrics,
-        }
+        }))
     }
 
     /// `/private-media/`: files by key, under the configured rule.
