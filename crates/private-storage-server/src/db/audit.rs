@@ -1,7 +1,9 @@
 //! The audit trail's rows: written in batches by the domain's audit writer, read with filters.
 
+use std::sync::Arc;
+
 use super::rows::{Columns, FromRow};
-use super::{Arg, Db, DbResult};
+use super::{Arg, Db, DbError, DbResult};
 
 /// One audit event. `file_key` is only an input: an event that knows its file by key (a
 /// download under `/private-media/`) gets the file's id and owner looked up as it is written.
@@ -134,8 +136,22 @@ pub struct AuditFilter {
 }
 
 impl Db {
-    /// Writes events in one transaction, [`ROWS_PER_INSERT`] per statement.
-    pub async fn insert_audit(&self, rows: &[AuditRow]) -> DbResult<()> {
+    /// Writes events in one transaction: on SQLite one prepared statement per event, on the
+    /// blocking pool; on PostgreSQL [`ROWS_PER_INSERT`] per statement.
+    pub async fn insert_audit(&self, rows: Arc<Vec<AuditRow>>) -> DbResult<()> {
+        if let Some(fast) = self.fast.clone() {
+            return tokio::task::spawn_blocking(move || {
+                fast.write(|tx| {
+                    let mut insert = tx.prepare_cached(&insert_sql(1))?;
+                    for row in rows.iter() {
+                        insert.execute(rusqlite::params_from_iter(args(row)))?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
+            .map_err(|e| DbError::Unavailable(e.into()))?;
+        }
         let mut tx = self.pool.begin().await?;
         for chunk in rows.chunks(ROWS_PER_INSERT) {
             let args: Vec<Arg<'_>> = chunk.iter().flat_map(args).collect();

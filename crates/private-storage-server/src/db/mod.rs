@@ -159,15 +159,18 @@ pub struct Db {
     url: Arc<str>,
 }
 
-/// Reads on SQLite, answered on the calling thread.
+/// Reads on SQLite, answered on the calling thread, and the audit trail's writes.
 ///
 /// sqlx runs each SQLite connection on a worker thread: a query is two thread hops (~40 µs
 /// here), twice per download. Reads go through a few read-only rusqlite connections instead
-/// (a few µs; WAL readers do not wait for the writer); writes stay on sqlx. Closing the
-/// [`Db`] closes this path too.
+/// (a few µs; WAL readers do not wait for the writer); writes stay on sqlx — except the audit
+/// trail's batches, one per few hundred downloads, which one read-write rusqlite connection
+/// writes on the blocking pool (sqlx binds `$n` parameters by name, in time quadratic in
+/// their number). Closing the [`Db`] closes this path too.
 #[derive(Debug)]
 struct FastReads {
     connections: Vec<std::sync::Mutex<rusqlite::Connection>>,
+    writer: std::sync::Mutex<rusqlite::Connection>,
     next: AtomicUsize,
     closed: AtomicBool,
 }
@@ -182,7 +185,26 @@ impl FastReads {
                 Ok(std::sync::Mutex::new(conn))
             })
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(Self { connections, next: AtomicUsize::new(0), closed: AtomicBool::new(false) })
+        let writer = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        writer.busy_timeout(std::time::Duration::from_secs(5))?;
+        let writer = std::sync::Mutex::new(writer);
+        Ok(Self { connections, writer, next: AtomicUsize::new(0), closed: AtomicBool::new(false) })
+    }
+
+    /// Runs `f` in a transaction of the read-write connection (blocking: call it on the
+    /// blocking pool).
+    fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>) -> DbResult<T> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(DbError::Unavailable("the database is closed".into()));
+        }
+        let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let value = f(&tx)?;
+        tx.commit()?;
+        Ok(value)
     }
 
     /// Runs `f` on a free connection (or waits for one: queries take microseconds).

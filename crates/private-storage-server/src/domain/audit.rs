@@ -262,12 +262,13 @@ async fn write_events(db: Db, mut events: mpsc::Receiver<Message>, metrics: Arc<
             }
         }
         if !rows.is_empty() {
+            let rows = Arc::new(rows);
             let mut attempt = 0;
-            while let Err(e) = db.insert_audit(&rows).await {
+            while let Err(e) = db.insert_audit(rows.clone()).await {
                 attempt += 1;
                 if attempt == 5 {
                     tracing::error!(error = %e, events = rows.len(), "audit events could not be written: dropped");
-                    for _ in &rows {
+                    for _ in rows.iter() {
                         metrics.audit_dropped("database");
                     }
                     break;
