@@ -114,7 +114,18 @@ pub fn now() -> i64 {
 pub fn new_id() -> String {
     let mut bytes = [0u8; 10];
     getrandom::fill(&mut bytes).expect("the OS random source works");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&bytes)
+}
+
+/// Bytes in lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        text.push(DIGITS[usize::from(b >> 4)] as char);
+        text.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    text
 }
 
 /// A query parameter, bound the same way by both drivers.
@@ -190,6 +201,9 @@ impl FastReads {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         writer.busy_timeout(std::time::Duration::from_secs(5))?;
+        // The audit trail's batches: durable once written as far as the process goes (WAL);
+        // a power cut may lose the last moments, not the database.
+        writer.pragma_update(None, "synchronous", "NORMAL")?;
         let writer = std::sync::Mutex::new(writer);
         Ok(Self { connections, writer, next: AtomicUsize::new(0), closed: AtomicBool::new(false) })
     }

@@ -24,7 +24,7 @@ pub fn random_token(bytes: usize) -> String {
 
 /// Hex SHA-256 of a secret: what is stored of tokens and session ids.
 pub fn sha256_hex(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    crate::db::hex(&Sha256::digest(secret.as_bytes()))
 }
 
 /// An argon2id hash (the crate's default parameters: 19 MiB, 2 passes) in PHC format.

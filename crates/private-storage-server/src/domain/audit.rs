@@ -27,6 +27,10 @@ const QUEUE: usize = 65_536;
 const BATCH: usize = 512;
 /// Events of anonymous clients per second, at most (a burst of as many is allowed).
 const ANONYMOUS_PER_SECOND: f64 = 200.0;
+/// A batch of at least this many events (the server is busy) is followed by a pause of
+/// [`PACE`] before the next.
+const PACE_FROM: usize = 32;
+const PACE: Duration = Duration::from_millis(10);
 /// The most of a `Range` header or a user agent kept.
 const MAX_TEXT: usize = 256;
 
@@ -261,6 +265,7 @@ async fn write_events(db: Db, mut events: mpsc::Receiver<Message>, metrics: Arc<
                 Message::Flush(done) => flushes.push(done),
             }
         }
+        let rows_written = rows.len();
         if !rows.is_empty() {
             let rows = Arc::new(rows);
             let mut attempt = 0;
@@ -276,8 +281,14 @@ async fn write_events(db: Db, mut events: mpsc::Receiver<Message>, metrics: Arc<
                 tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
             }
         }
+        let flushed = !flushes.is_empty();
         for done in flushes {
             let _ = done.send(());
+        }
+        // Under load, a moment for events to gather: fewer, larger transactions. A flush is
+        // answered first, and one asked meanwhile waits at most this.
+        if !flushed && rows_written >= PACE_FROM {
+            tokio::time::sleep(PACE).await;
         }
     }
 }
