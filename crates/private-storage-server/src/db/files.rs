@@ -7,6 +7,12 @@ use super::{Arg, Change, Db, DbResult, now};
 
 const FILE: &str =
     "SELECT id, owner_id, object_key, name, size, content_type, sha256, created, scan, scan_detail FROM files";
+/// Totals are counted up to this many files.
+pub const COUNTED_UP_TO: i64 = 10_000;
+
+const OWNED: &str = "SELECT f.id, f.owner_id, f.object_key, f.name, f.size, f.content_type, f.sha256, f.created, \
+     f.scan, f.scan_detail, u.username FROM files f JOIN users u ON u.id = f.owner_id";
+
 const FILE_BY_ID: &str = "SELECT id, owner_id, object_key, name, size, content_type, sha256, created, scan, scan_detail \
      FROM files WHERE id = $1";
 
@@ -57,20 +63,47 @@ impl Db {
         self.optional(&format!("{FILE} WHERE object_key = $1"), &[Arg::Text(key)]).await
     }
 
-    /// Files newest first, of `owner` (`None`: everyone's), with owners' names; and the total.
+    /// Files newest first, of `owner` (`None`: everyone's), with owners' names; and the total,
+    /// counted up to [`COUNTED_UP_TO`] (a million files are not counted for a page of fifty).
     pub async fn files(&self, owner: Option<&str>, limit: i64, offset: i64) -> DbResult<(Vec<OwnedFile>, i64)> {
         let (filter, total_sql) = match owner {
-            Some(_) => ("WHERE f.owner_id = $1", "SELECT COUNT(*) AS n FROM files WHERE owner_id = $1"),
-            None => ("WHERE $1 = $1", "SELECT COUNT(*) AS n FROM files WHERE $1 = $1"),
+            Some(_) => (
+                "WHERE f.owner_id = $1",
+                "SELECT COUNT(*) AS n FROM (SELECT 1 FROM files WHERE owner_id = $1 LIMIT $2) c",
+            ),
+            None => ("WHERE $1 = $1", "SELECT COUNT(*) AS n FROM (SELECT 1 FROM files WHERE $1 = $1 LIMIT $2) c"),
         };
         let scope = Arg::Text(owner.unwrap_or(""));
-        let sql = format!(
-            "SELECT f.id, f.owner_id, f.object_key, f.name, f.size, f.content_type, f.sha256, f.created, f.scan, f.scan_detail, u.username \
-             FROM files f JOIN users u ON u.id = f.owner_id {filter} ORDER BY f.created DESC, f.id LIMIT $2 OFFSET $3"
-        );
+        let sql = format!("{OWNED} {filter} ORDER BY f.created DESC, f.id DESC LIMIT $2 OFFSET $3");
         let files = self.all(&sql, &[scope, Arg::Int(limit), Arg::Int(offset)]).await?;
-        let total = self.optional::<Number>(total_sql, &[scope]).await?.map_or(0, |n| n.0);
+        let total = self.optional::<Number>(total_sql, &[scope, Arg::Int(COUNTED_UP_TO)]).await?.map_or(0, |n| n.0);
         Ok((files, total))
+    }
+
+    /// Up to `limit` files newest first, of `owner` (`None`: everyone's), after `after` (the
+    /// `(created, id)` of the last one of the previous batch): every batch costs the same, the
+    /// millionth file included.
+    pub async fn files_after(
+        &self,
+        owner: Option<&str>,
+        after: Option<(i64, &str)>,
+        limit: i64,
+    ) -> DbResult<Vec<OwnedFile>> {
+        let scope = if owner.is_some() { "f.owner_id = $1" } else { "$1 = $1" };
+        let owner = Arg::Text(owner.unwrap_or(""));
+        match after {
+            None => {
+                let sql = format!("{OWNED} WHERE {scope} ORDER BY f.created DESC, f.id DESC LIMIT $2");
+                self.all(&sql, &[owner, Arg::Int(limit)]).await
+            }
+            Some((created, id)) => {
+                // A row value: both databases seek the index to it.
+                let sql = format!(
+                    "{OWNED} WHERE {scope} AND (f.created, f.id) < ($2, $3) ORDER BY f.created DESC, f.id DESC LIMIT $4"
+                );
+                self.all(&sql, &[owner, Arg::Int(created), Arg::Text(id), Arg::Int(limit)]).await
+            }
+        }
     }
 
     /// Deletes a file's record (and, by cascade, its share links). `false` if there was none.

@@ -29,6 +29,7 @@ use sqlx::{Any, AnyPool};
 pub use audit::{AuditFilter, AuditRow};
 use cache::Caches;
 pub use cache::Change;
+pub use files::COUNTED_UP_TO;
 pub use quotas::{Admission, Limits, Usage};
 pub use requests::{RequestRow, RequestUpload};
 use rows::FromRow;

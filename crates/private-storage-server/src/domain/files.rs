@@ -224,16 +224,22 @@ impl Domain {
         Ok(self.db.files(actor.scope(), limit, offset).await?)
     }
 
-    /// Every file of one owner, or everyone's (for the operator's listing).
+    /// Files of one owner, or everyone's (for the operator's listing), newest first, `limit`
+    /// after the `(created, id)` of the last one seen.
     ///
     /// # Errors
     /// [`Error::NotFound`] for an unknown owner; the database's.
-    pub async fn list_of(&self, owner: Option<&str>, limit: i64, offset: i64) -> Result<(Vec<OwnedFile>, i64)> {
+    pub async fn list_after(
+        &self,
+        owner: Option<&str>,
+        after: Option<(i64, &str)>,
+        limit: i64,
+    ) -> Result<Vec<OwnedFile>> {
         let scope = match owner {
             Some(name) => Some(self.user_named(name).await?.id),
             None => None,
         };
-        Ok(self.db.files(scope.as_deref(), limit, offset).await?)
+        Ok(self.db.files_after(scope.as_deref(), after, limit).await?)
     }
 
     /// A file the actor may see, by id.

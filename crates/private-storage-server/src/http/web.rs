@@ -17,6 +17,7 @@ use serde::Deserialize;
 use super::api::{rfc3339, save_upload};
 use super::auth::{Authed, SESSION_COOKIE, Tls, cookie};
 use crate::AppState;
+use crate::db::COUNTED_UP_TO;
 use crate::db::{FileRow, ScanState};
 use crate::domain::{Error, ShareRequest, random_token};
 
@@ -188,7 +189,9 @@ async fn index_page(
         "index.html",
         context! {
             user => user_ctx(authed), csrf => csrf_of(Some(authed)), files, total,
-            prev => (page > 1).then_some(page - 1), next => (page * PER_PAGE < total).then_some(page + 1),
+            total_more => total >= COUNTED_UP_TO,
+            prev => (page > 1).then_some(page - 1),
+            next => (page * PER_PAGE < total || (total >= COUNTED_UP_TO && files.len() as i64 == PER_PAGE)).then_some(page + 1),
             max_size => human_size(state.config.max_file_size), types, notice, error,
             chunk_size => state.config.upload_chunk_size, usage,
         },

@@ -615,3 +615,47 @@ fn the_audit_trail_is_exported_as_json_lines() {
     let bad = failed(&cli(&data, &["audit", "export", "--since", "last tuesday"], None, &[]), 1);
     assert!(bad.contains("a time (2026-12-01"), "{bad}");
 }
+
+/// `ls` reads in batches from where the last one ended: every file once, newest first, across
+/// batch boundaries and among files of the same second (ordered by id then).
+#[test]
+fn ls_lists_every_file_once_newest_first_across_batches() {
+    use private_storage_server::db::{Db, FileRow, ScanState};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&cli(&data, &["user", "add", "ada", "--password-stdin"], Some("a long password\n"), &[]));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let db = runtime.block_on(Db::open(&format!("sqlite://{}", data.join("private-storage.db").display()))).unwrap();
+    let owner = runtime.block_on(db.user_by_name("ada")).unwrap().unwrap().id;
+    let mut expected = Vec::new();
+    for n in 0..1_203 {
+        let id = private_storage_server::db::new_id();
+        // Seven timestamps: ties across every batch boundary.
+        let created = 1_700_000_000 + n % 7;
+        let row = FileRow {
+            id: id.clone(),
+            owner_id: owner.clone(),
+            object_key: format!("files/x/{id}"),
+            name: format!("f{n}"),
+            size: n,
+            content_type: "text/plain".into(),
+            sha256: String::new(),
+            created,
+            scan: ScanState::Clean,
+            scan_detail: None,
+        };
+        runtime.block_on(db.insert_file(&row)).unwrap();
+        expected.push((created, id));
+    }
+    expected.sort_by(|a, b| b.cmp(a));
+    let listed: Vec<String> =
+        ok(&cli(&data, &["ls"], None, &[])).lines().map(|l| l.split('\t').next().unwrap().to_owned()).collect();
+    let expected: Vec<String> = expected.into_iter().map(|(_, id)| id).collect();
+    assert_eq!(listed.len(), 1_203);
+    assert_eq!(listed, expected);
+    let own: Vec<String> = ok(&cli(&data, &["ls", "--owner", "ada"], None, &[]))
+        .lines()
+        .map(|l| l.split('\t').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(own, expected);
+}

@@ -6,3 +6,10 @@ CREATE TABLE cache_events (
     what TEXT NOT NULL,
     at BIGINT NOT NULL
 )
+;
+-- Listing a million files: newest first by (created, id), per owner and for everyone, straight
+-- from an index (and a user's usage summed from one, without reading the rows).
+DROP INDEX files_owner;
+CREATE INDEX files_owner_recent ON files (owner_id, created, id);
+CREATE INDEX files_recent ON files (created, id);
+CREATE INDEX files_owner_size ON files (owner_id, size)
