@@ -57,7 +57,7 @@ def build(data, env, records, on_disk, database):
     cli(data, env, "user", "add", "bench", "--password-stdin", stdin="bench password\n")
     token = cli(data, env, "token", "create", "bench").strip()
     owner = query(database, data, "SELECT id FROM users WHERE username = 'bench'")[0][0]
-    root = os.path.join(data, "files")
+    root = os.path.join(data, "media")
     all_ids = ids(records, records)
     body = os.urandom(FILE_SIZE)
     rows = []
@@ -237,7 +237,7 @@ def main():
                     proc.wait()
                 row["ls"] = ls(data, env)
                 print(f"  ls: first line {row['ls']['first_line_ms']:.0f} ms, all {row['ls']['lines']} in {row['ls']['total_ms']:.0f} ms, peak RSS {row['ls']['peak_rss_mib']:.1f} MiB", flush=True)
-                row["widest_folder"], where = widest_folder(os.path.join(data, "files"))
+                row["widest_folder"], where = widest_folder(os.path.join(data, "media"))
                 print(f"  widest folder: {row['widest_folder']} entries ({where})", flush=True)
                 results.append(row)
                 shutil.rmtree(data, ignore_errors=True)

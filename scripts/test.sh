@@ -75,6 +75,7 @@ bench/tus.sh --smoke
 bench/run.sh --smoke
 bench/s3.sh --smoke
 bench/encryption.sh --smoke
+bench/scale.sh --smoke
 
 echo "==> fuzz smoke runs (seconds per target; longer runs: see README, Testing)"
 for target in key serve disposition upload token; do

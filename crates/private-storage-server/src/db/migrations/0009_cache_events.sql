@@ -12,4 +12,4 @@ CREATE TABLE cache_events (
 DROP INDEX files_owner;
 CREATE INDEX files_owner_recent ON files (owner_id, created, id);
 CREATE INDEX files_recent ON files (created, id);
-CREATE INDEX files_owner_size ON files (owner_id, size)
+CREATE INDEX files_owner_usage ON files (owner_id, scan, size)
