@@ -107,6 +107,7 @@ class Postgres:
         self.dir = os.path.join(work, "pg")
         os.makedirs(self.dir)
         if os.geteuid() == 0:
+            os.chmod(work, 0o755)  # the `postgres` user must reach its folder
             shutil.chown(self.dir, "postgres", "postgres")
         self.data = os.path.join(self.dir, "data")
         self.port = bench.free_port()
@@ -184,11 +185,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--database", choices=["sqlite", "postgres"], help="only this one")
     args = ap.parse_args()
     rounds = 1 if args.quick or args.smoke else 3
     seconds = 1 if args.smoke else 3 if args.quick else 10
     sizes = [1_000, 20_000] if args.smoke else [1_000, 1_000_000]
     databases = ["sqlite"] if args.smoke else ["sqlite", "postgres"]
+    if args.database:
+        databases = [args.database]
     on_disk_max = 2_000 if args.smoke else 100_000
     bench.ensure_tools()
     bench.build_server()

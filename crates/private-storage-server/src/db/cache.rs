@@ -160,7 +160,7 @@ impl Caches {
         self.apply(None);
     }
 
-    /// The epoch a load starts in (see [`Caches::keep`]).
+    /// The epoch a load starts in (see `keep_in`).
     pub(super) fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
     }
