@@ -75,9 +75,12 @@ def build(data, env, records, on_disk, database):
 
 def insert(database, data, rows):
     sql = "INSERT INTO files (id, owner_id, object_key, name, size, content_type, sha256, created, scan) VALUES "
+    # What the server keeps beside each user (its writes do it in their transactions).
+    counters = "UPDATE users SET used_bytes = (SELECT COALESCE(SUM(size), 0) FROM files WHERE owner_id = users.id), used_files = (SELECT COUNT(*) FROM files WHERE owner_id = users.id)"
     if database == "sqlite":
         db = sqlite3.connect(os.path.join(data, "private-storage.db"))
         db.executemany(sql + "(?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        db.execute(counters)
         db.commit()
         db.execute("ANALYZE")
         db.close()
@@ -85,6 +88,7 @@ def insert(database, data, rows):
         copy = "COPY files (id, owner_id, object_key, name, size, content_type, sha256, created, scan) FROM STDIN"
         text = "".join("\t".join(str(v) for v in row) + "\n" for row in rows)
         subprocess.run(["psql", "-q", database, "-c", copy], input=text, text=True, check=True)
+        subprocess.run(["psql", "-q", database, "-c", counters], check=True)
         subprocess.run(["psql", "-q", database, "-c", "VACUUM ANALYZE files"], check=True)
 
 

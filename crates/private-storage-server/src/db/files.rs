@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use super::rows::{FileRow, Number, OwnedFile, ScanState};
-use super::{Arg, Change, Db, DbResult, now};
+use sqlx::Row;
+
+use super::quotas::count_in;
+use super::{Arg, Change, Db, DbResult, bind, now};
 
 const FILE: &str =
     "SELECT id, owner_id, object_key, name, size, content_type, sha256, created, scan, scan_detail FROM files";
@@ -38,7 +41,12 @@ pub(super) fn file_args(row: &FileRow) -> [Arg<'_>; 10] {
 impl Db {
     /// Records a stored file.
     pub async fn insert_file(&self, row: &FileRow) -> DbResult<()> {
-        self.execute(INSERT_FILE, &file_args(row)).await?;
+        let mut tx = self.pool.begin().await?;
+        bind(INSERT_FILE, &file_args(row)).execute(&mut *tx).await?;
+        if row.scan != ScanState::Removed {
+            count_in(&mut tx, &row.owner_id, row.size, 1).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -108,13 +116,37 @@ impl Db {
 
     /// Deletes a file's record (and, by cascade, its share links). `false` if there was none.
     pub async fn delete_file(&self, id: &str) -> DbResult<bool> {
-        Ok(self.execute_changing("DELETE FROM files WHERE id = $1", &[Arg::Text(id)], &[Change::File(id)]).await? > 0)
+        let mut tx = self.pool.begin().await?;
+        let gone = bind("DELETE FROM files WHERE id = $1 RETURNING owner_id, size, scan", &[Arg::Text(id)])
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(gone) = gone else { return Ok(false) };
+        let (owner, size, scan): (String, i64, String) =
+            (gone.try_get("owner_id")?, gone.try_get("size")?, gone.try_get("scan")?);
+        if scan != ScanState::Removed.as_str() {
+            count_in(&mut tx, &owner, -size, -1).await?;
+        }
+        self.publish(&mut tx, Change::File(id)).await?;
+        tx.commit().await?;
+        self.caches.apply(Some(Change::File(id)));
+        Ok(true)
     }
 
     /// Gives every file of one user to another; returns how many.
     pub async fn transfer_files(&self, from: &str, to: &str) -> DbResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        // What moves is all that `from` holds.
+        let held = "SELECT used_bytes, used_files FROM users WHERE id = $1";
+        let row = bind(held, &[Arg::Text(from)]).fetch_one(&mut *tx).await?;
+        let (bytes, files): (i64, i64) = (row.try_get("used_bytes")?, row.try_get("used_files")?);
         let sql = "UPDATE files SET owner_id = $1 WHERE owner_id = $2";
-        self.execute_changing(sql, &[Arg::Text(to), Arg::Text(from)], &[Change::Files]).await
+        let moved = bind(sql, &[Arg::Text(to), Arg::Text(from)]).execute(&mut *tx).await?.rows_affected();
+        count_in(&mut tx, from, -bytes, -files).await?;
+        count_in(&mut tx, to, bytes, files).await?;
+        self.publish(&mut tx, Change::Files).await?;
+        tx.commit().await?;
+        self.caches.apply(Some(Change::Files));
+        Ok(moved)
     }
 
     /// Files waiting for their virus scan that no instance has claimed (or whose claim ran
@@ -143,8 +175,19 @@ impl Db {
     /// Records a pending file's verdict: `false` when it was no longer pending (deleted, say).
     pub async fn set_scan(&self, id: &str, state: ScanState, detail: Option<&str>) -> DbResult<bool> {
         let sql = "UPDATE files SET scan = $1, scan_detail = $2, scan_claim = 0 WHERE id = $3 AND scan = 'pending'";
+        let mut tx = self.pool.begin().await?;
         let args = [Arg::Text(state.as_str()), Arg::OptText(detail), Arg::Text(id)];
-        Ok(self.execute_changing(sql, &args, &[Change::File(id)]).await? == 1)
+        let set = bind(&format!("{sql} RETURNING owner_id, size"), &args).fetch_optional(&mut *tx).await?;
+        let Some(set) = set else { return Ok(false) };
+        if state == ScanState::Removed {
+            // Removed as infected: out of the quota.
+            let (owner, size): (String, i64) = (set.try_get("owner_id")?, set.try_get("size")?);
+            count_in(&mut tx, &owner, -size, -1).await?;
+        }
+        self.publish(&mut tx, Change::File(id)).await?;
+        tx.commit().await?;
+        self.caches.apply(Some(Change::File(id)));
+        Ok(true)
     }
 
     /// How many files are in each scan state (states with none left out).

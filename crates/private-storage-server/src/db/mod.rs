@@ -103,6 +103,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("migrations/0007_webhooks.sql")),
     (8, include_str!("migrations/0008_links.sql")),
     (9, include_str!("migrations/0009_cache_events.sql")),
+    (10, include_str!("migrations/0010_usage_counters.sql")),
 ];
 
 /// Seconds since the epoch.
@@ -455,6 +456,16 @@ mod tests {
             matches!(db.create_user("ada", "hash", false, false).await, Err(DbError::Conflict(_))),
             "names are unique"
         );
+        // The usage counters move with the records: insert, transfer, delete.
+        let held = |u: Usage| (u.bytes, u.files);
+        assert_eq!(held(db.usage(&user.id).await.unwrap()), (1, 1));
+        let heir = db.create_user("bea", "hash", false, false).await.unwrap();
+        assert_eq!(db.transfer_files(&user.id, &heir.id).await.unwrap(), 1);
+        assert_eq!(held(db.usage(&user.id).await.unwrap()), (0, 0));
+        assert_eq!(held(db.usage(&heir.id).await.unwrap()), (1, 1));
+        assert!(db.delete_file(&file.id).await.unwrap());
+        assert_eq!(held(db.usage(&heir.id).await.unwrap()), (0, 0));
+        assert!(!db.delete_file(&file.id).await.unwrap(), "gone once");
         db.close().await;
         assert!(
             matches!(db.user_by_token("tokenhash").await, Err(DbError::Unavailable(_))),

@@ -1,7 +1,8 @@
 //! Quotas: usage, per-user limits, and reservations taken atomically.
 //!
-//! Usage is never a counter: it is the sum of the user's file records, so it cannot drift from
-//! them. What must be atomic — "is there room for this upload, then hold it" and "record the
+//! Usage is kept on the user's row (`used_bytes`, `used_files`), changed in the transaction of
+//! every write that adds, removes, moves or marks removed a file record ([`count_in`]), so it
+//! moves with the records and a million of them are never summed. What must be atomic — "is there room for this upload, then hold it" and "record the
 //! file, then give its room back" — runs in a transaction that first writes the user's row, which
 //! serialises them per user (a row lock on PostgreSQL, the write lock on SQLite) on every
 //! instance sharing the database.
@@ -53,12 +54,23 @@ fn effective(override_: Option<i64>, default: Option<i64>) -> Option<i64> {
 }
 
 // PostgreSQL's SUM of BIGINT is NUMERIC: cast back.
-// The files in one pass over the index (owner_id, scan, size), without reading a row.
-const USAGE: &str = "SELECT f.bytes, f.files, r.reserved_bytes, r.reserved_files FROM \
-     (SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes, COUNT(*) AS files \
-      FROM files WHERE owner_id = $1 AND scan <> 'removed') f, \
+// The files from the user's counters; the uploads in progress summed (there are few).
+const USAGE: &str = "SELECT u.used_bytes AS bytes, u.used_files AS files, r.reserved_bytes, r.reserved_files FROM \
+     (SELECT used_bytes, used_files FROM users WHERE id = $1) u, \
      (SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) AS reserved_bytes, COUNT(*) AS reserved_files \
       FROM upload_reservations WHERE user_id = $1 AND expires > $2) r";
+
+/// Adds `bytes` in `files` files to what `user_id` holds, in `tx` (negative to take away).
+pub(super) async fn count_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    user_id: &str,
+    bytes: i64,
+    files: i64,
+) -> DbResult<()> {
+    let sql = "UPDATE users SET used_bytes = used_bytes + $1, used_files = used_files + $2 WHERE id = $3";
+    bind(sql, &[Arg::Int(bytes), Arg::Int(files), Arg::Text(user_id)]).execute(&mut **tx).await?;
+    Ok(())
+}
 
 fn usage_of(row: &sqlx::any::AnyRow) -> sqlx::Result<Usage> {
     Ok(Usage {
@@ -190,6 +202,7 @@ impl Db {
             return Ok(Admission::Refused(usage, limits));
         }
         bind(INSERT_FILE, &file_args(row)).execute(&mut *tx).await?;
+        count_in(&mut tx, &row.owner_id, row.size, 1).await?;
         tx.commit().await?;
         Ok(Admission::Admitted)
     }
