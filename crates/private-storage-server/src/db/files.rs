@@ -194,13 +194,18 @@ impl Db {
     pub async fn scan_counts(&self) -> DbResult<Vec<(ScanState, i64)>> {
         let mut counts = Vec::new();
         for state in ScanState::ALL {
-            let sql = "SELECT COUNT(*) AS n FROM files WHERE scan = $1";
-            let n = self.optional::<Number>(sql, &[Arg::Text(state.as_str())]).await?.map_or(0, |n| n.0);
+            let n = self.scan_count(state).await?;
             if n > 0 {
                 counts.push((state, n));
             }
         }
         Ok(counts)
+    }
+
+    /// How many files are in one scan state (from the index on `scan`).
+    pub async fn scan_count(&self, state: ScanState) -> DbResult<i64> {
+        let sql = "SELECT COUNT(*) AS n FROM files WHERE scan = $1";
+        Ok(self.optional::<Number>(sql, &[Arg::Text(state.as_str())]).await?.map_or(0, |n| n.0))
     }
 
     /// Takes (or renews) the lease on a resumable upload for `holder` until `until`: `false`

@@ -159,14 +159,12 @@ impl Domain {
         if self.scanner.is_some() {
             return Ok(());
         }
-        let held: i64 = self
-            .db
-            .scan_counts()
-            .await?
-            .into_iter()
-            .filter(|(state, _)| !state.servable() && *state != ScanState::Removed) // no bytes left
-            .map(|(_, n)| n)
-            .sum();
+        // Only the held states are counted (every process starts with this: a million clean
+        // files are not counted for it).
+        let mut held = 0;
+        for state in ScanState::ALL.into_iter().filter(|s| !s.servable() && *s != ScanState::Removed) {
+            held += self.db.scan_count(state).await?; // (removed: no bytes left)
+        }
         if held > 0 {
             tracing::warn!(
                 files = held,
