@@ -126,9 +126,7 @@ impl Db {
         if scan != ScanState::Removed.as_str() {
             count_in(&mut tx, &owner, -size, -1).await?;
         }
-        self.publish(&mut tx, Change::File(id)).await?;
-        tx.commit().await?;
-        self.caches.apply(Some(Change::File(id)));
+        self.commit_changing(tx, &[Change::File(id)]).await?;
         Ok(true)
     }
 
@@ -143,9 +141,7 @@ impl Db {
         let moved = bind(sql, &[Arg::Text(to), Arg::Text(from)]).execute(&mut *tx).await?.rows_affected();
         count_in(&mut tx, from, -bytes, -files).await?;
         count_in(&mut tx, to, bytes, files).await?;
-        self.publish(&mut tx, Change::Files).await?;
-        tx.commit().await?;
-        self.caches.apply(Some(Change::Files));
+        self.commit_changing(tx, &[Change::Files]).await?;
         Ok(moved)
     }
 
@@ -184,9 +180,7 @@ impl Db {
             let (owner, size): (String, i64) = (set.try_get("owner_id")?, set.try_get("size")?);
             count_in(&mut tx, &owner, -size, -1).await?;
         }
-        self.publish(&mut tx, Change::File(id)).await?;
-        tx.commit().await?;
-        self.caches.apply(Some(Change::File(id)));
+        self.commit_changing(tx, &[Change::File(id)]).await?;
         Ok(true)
     }
 

@@ -369,18 +369,20 @@ impl Db {
     async fn execute_changing(&self, sql: &str, args: &[Arg<'_>], changes: &[Change<'_>]) -> DbResult<u64> {
         let mut tx = self.pool.begin().await?;
         let touched = bind(sql, args).execute(&mut *tx).await?.rows_affected();
-        if touched > 0 {
-            for change in changes {
-                self.publish(&mut tx, *change).await?;
-            }
+        self.commit_changing(tx, if touched > 0 { changes } else { &[] }).await?;
+        Ok(touched)
+    }
+
+    /// Publishes `changes` in `tx`, commits it, and applies them to this process's caches.
+    async fn commit_changing(&self, mut tx: sqlx::Transaction<'_, Any>, changes: &[Change<'_>]) -> DbResult<()> {
+        for change in changes {
+            self.publish(&mut tx, *change).await?;
         }
         tx.commit().await?;
-        if touched > 0 {
-            for change in changes {
-                self.caches.apply(Some(*change));
-            }
+        for change in changes {
+            self.caches.apply(Some(*change));
         }
-        Ok(touched)
+        Ok(())
     }
 
     /// The first row of a read, if any.
