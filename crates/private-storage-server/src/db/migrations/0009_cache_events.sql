@@ -8,8 +8,7 @@ CREATE TABLE cache_events (
 )
 ;
 -- Listing a million files: newest first by (created, id), per owner and for everyone, straight
--- from an index (and a user's usage summed from one, without reading the rows).
+-- from an index.
 DROP INDEX files_owner;
 CREATE INDEX files_owner_recent ON files (owner_id, created, id);
-CREATE INDEX files_recent ON files (created, id);
-CREATE INDEX files_owner_usage ON files (owner_id, scan, size)
+CREATE INDEX files_recent ON files (created, id)

@@ -5,5 +5,4 @@ ALTER TABLE users ADD COLUMN used_bytes BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE users ADD COLUMN used_files BIGINT NOT NULL DEFAULT 0;
 UPDATE users SET
     used_bytes = (SELECT COALESCE(SUM(size), 0) FROM files WHERE owner_id = users.id AND scan <> 'removed'),
-    used_files = (SELECT COUNT(*) FROM files WHERE owner_id = users.id AND scan <> 'removed');
-DROP INDEX files_owner_usage
+    used_files = (SELECT COUNT(*) FROM files WHERE owner_id = users.id AND scan <> 'removed')
