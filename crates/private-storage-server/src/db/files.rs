@@ -72,7 +72,8 @@ impl Db {
     }
 
     /// Files newest first, of `owner` (`None`: everyone's), with owners' names; and the total,
-    /// counted up to [`COUNTED_UP_TO`] (a million files are not counted for a page of fifty).
+    /// counted up to one more than [`COUNTED_UP_TO`] (a million files are not counted for a
+    /// page of fifty): a total above it means "more than that".
     pub async fn files(&self, owner: Option<&str>, limit: i64, offset: i64) -> DbResult<(Vec<OwnedFile>, i64)> {
         let (filter, total_sql) = match owner {
             Some(_) => (
@@ -84,7 +85,8 @@ impl Db {
         let scope = Arg::Text(owner.unwrap_or(""));
         let sql = format!("{OWNED} {filter} ORDER BY f.created DESC, f.id DESC LIMIT $2 OFFSET $3");
         let files = self.all(&sql, &[scope, Arg::Int(limit), Arg::Int(offset)]).await?;
-        let total = self.optional::<Number>(total_sql, &[scope, Arg::Int(COUNTED_UP_TO)]).await?.map_or(0, |n| n.0);
+        let up_to = Arg::Int(COUNTED_UP_TO + 1);
+        let total = self.optional::<Number>(total_sql, &[scope, up_to]).await?.map_or(0, |n| n.0);
         Ok((files, total))
     }
 

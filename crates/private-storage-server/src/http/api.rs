@@ -180,7 +180,7 @@ pub async fn list(
     let files: Vec<FileJson> =
         files.iter().map(|f| FileJson::new(&f.file, actor.sees_everything().then(|| f.owner.clone()))).collect();
     // `total` is counted up to `COUNTED_UP_TO`: `total_is_exact` says whether there are more.
-    let exact = total < crate::db::COUNTED_UP_TO;
+    let (total, exact) = (total.min(crate::db::COUNTED_UP_TO), total <= crate::db::COUNTED_UP_TO);
     Ok(Json(serde_json::json!({ "files": files, "page": number, "per_page": per_page, "total": total, "total_is_exact": exact }))
         .into_response())
 }

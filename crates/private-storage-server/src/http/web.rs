@@ -176,6 +176,8 @@ async fn index_page(
         Ok(found) => found,
         Err(e) => return error_page(state, Some(authed), &e),
     };
+    // Past the counted total, a full page says there may be more.
+    let next = page * PER_PAGE < total || (total > COUNTED_UP_TO && files.len() as i64 == PER_PAGE);
     let files: Vec<_> = files.iter().map(|f| file_ctx(&f.file, Some(&f.owner))).collect();
     let usage = match state.domain.usage(&authed.actor(), &authed.user.id).await {
         Ok(usage) => usage_ctx(&usage),
@@ -188,10 +190,9 @@ async fn index_page(
         status,
         "index.html",
         context! {
-            user => user_ctx(authed), csrf => csrf_of(Some(authed)), files, total,
-            total_more => total >= COUNTED_UP_TO,
-            prev => (page > 1).then_some(page - 1),
-            next => (page * PER_PAGE < total || (total >= COUNTED_UP_TO && files.len() as i64 == PER_PAGE)).then_some(page + 1),
+            user => user_ctx(authed), csrf => csrf_of(Some(authed)), files, total => total.min(COUNTED_UP_TO),
+            total_more => total > COUNTED_UP_TO,
+            prev => (page > 1).then_some(page - 1), next => next.then_some(page + 1),
             max_size => human_size(state.config.max_file_size), types, notice, error,
             chunk_size => state.config.upload_chunk_size, usage,
         },

@@ -732,3 +732,45 @@ async fn uploads_fan_out_by_id_and_files_of_the_earlier_layout_are_still_served(
     let got = s.get(&format!("/files/{}/download", old.id), &Auth::Bearer(&ada)).await;
     assert_eq!((got.status.as_u16(), &got.body[..]), (200, &bytes[..]));
 }
+
+/// Totals are counted up to 10,000: exactly that many is exact; one more is "more than
+/// 10,000", and the pages still lead on past the 200th.
+#[tokio::test]
+async fn listing_totals_are_counted_up_to_ten_thousand() {
+    use private_storage_server::db::{COUNTED_UP_TO, FileRow, ScanState, new_id};
+    let s = server(&[]).await;
+    let ada = s.user("ada", false, false).await;
+    let owner = s.state.db.user_by_name("ada").await.unwrap().unwrap().id;
+    let row = |n: i64| {
+        let id = new_id();
+        FileRow {
+            object_key: format!("files/x/{id}"),
+            id,
+            owner_id: owner.clone(),
+            name: format!("f{n}.txt"),
+            size: 1,
+            content_type: "text/plain".into(),
+            sha256: String::new(),
+            created: 1_700_000_000 + n,
+            scan: ScanState::Clean,
+            scan_detail: None,
+        }
+    };
+    for n in 0..COUNTED_UP_TO {
+        s.state.db.insert_file(&row(n)).await.unwrap();
+    }
+    let listed = s.get("/api/files", &Auth::Bearer(&ada)).await.json();
+    assert_eq!((listed["total"].as_i64(), listed["total_is_exact"].as_bool()), (Some(COUNTED_UP_TO), Some(true)));
+    s.state.db.insert_file(&row(COUNTED_UP_TO)).await.unwrap();
+    let listed = s.get("/api/files", &Auth::Bearer(&ada)).await.json();
+    assert_eq!((listed["total"].as_i64(), listed["total_is_exact"].as_bool()), (Some(COUNTED_UP_TO), Some(false)));
+    // 10,100 files, 50 a page: page 201 is full, past the count, and leads on; so does the
+    // last full one (202: more cannot be told from fewer there), and 203, empty, ends.
+    for n in COUNTED_UP_TO + 1..COUNTED_UP_TO + 100 {
+        s.state.db.insert_file(&row(n)).await.unwrap();
+    }
+    let page = s.get("/?page=201", &Auth::Bearer(&ada)).await.text();
+    assert!(page.contains("(10000+)"), "{page}");
+    assert!(page.contains("page=202"), "a full page past the count leads on");
+    assert!(!s.get("/?page=203", &Auth::Bearer(&ada)).await.text().contains("page=204"), "the pages end");
+}
