@@ -8,6 +8,8 @@ Targets, all pinned to core 0 (the load generator runs on core 1):
   server        the private-storage server itself (not in --smoke): /files/{id}/download with an
                 API token, so each request is a token lookup and a record lookup in SQLite, the
                 owner-or-staff rule, then the file streamed
+  server-nginx  nginx in front of the server with delivery = nginx (not in --smoke): the
+                server's check, then X-Accel-Redirect to nginx's internal location
   reference     with --with-reference: Django + django-private-storage (PyPI, in a venv made
                 here) under gunicorn (2 sync workers), a logged-in session cookie, the same files
 
@@ -123,8 +125,29 @@ def start_reference(work, root):
     return proc, f"127.0.0.1:{port}", [proc.pid, *workers], "cookie:" + cookie
 
 
-def start_nginx(work, root, app_nginx_addr):
-    static_port, front_port = free_port(), free_port()
+def start_nginx(work, root, app_nginx_addr, server=None):
+    """nginx-static, the front of serve-bench's nginx mode and, given `server` = (address,
+    media folder) of a server with delivery = nginx, a front for it (README's location)."""
+    static_port, front_port, server_port = free_port(), free_port(), free_port()
+    server_block = ""
+    if server:
+        server_block = f"""
+    upstream server {{ server {server[0]}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{server_port};
+        location / {{
+            proxy_pass http://server;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+        location /_private/ {{
+            internal;
+            alias {server[1]}/;
+            add_header X-Content-Type-Options $upstream_http_x_content_type_options always;
+            add_header Content-Security-Policy $upstream_http_content_security_policy always;
+            add_header Referrer-Policy $upstream_http_referrer_policy always;
+        }}
+    }}"""
     conf = os.path.join(work, "nginx.conf")
     with open(conf, "w") as f:
         f.write(f"""daemon off;
@@ -162,13 +185,13 @@ http {{
             alias {root}/;
             add_header X-Content-Type-Options $upstream_http_x_content_type_options always;
         }}
-    }}
+    }}{server_block}
 }}
 """)
     proc = subprocess.Popen(["taskset", "-c", SERVER_CORE, "nginx", "-c", conf, "-p", work])
-    for port in (static_port, front_port):
+    for port in (static_port, front_port, *([server_port] if server else [])):
         wait_port(port, proc)
-    return proc, f"127.0.0.1:{static_port}", f"127.0.0.1:{front_port}"
+    return proc, f"127.0.0.1:{static_port}", f"127.0.0.1:{front_port}", f"127.0.0.1:{server_port}"
 
 
 def free_port():
@@ -245,7 +268,16 @@ def main():
         procs.append(app_stream)
         app_nginx, app_nginx_addr = start_app(root, "nginx")
         procs.append(app_nginx)
-        nginx, static_addr, front_addr = start_nginx(work, root, app_nginx_addr)
+        servers = {}
+        if not args.smoke:
+            build_server()
+            servers["server"] = start_server(work, root)
+            servers["server-nginx"] = start_server(work, root, settings=["delivery=nginx"], data="server-nginx-data")
+            if args.baseline:
+                servers["server-baseline"] = start_server(work, root, binary=args.baseline, data="baseline-data")
+            procs += [s[0] for s in servers.values()]
+        behind = (servers["server-nginx"][1], os.path.join(work, "server-nginx-data", "media")) if servers else None
+        nginx, static_addr, front_addr, server_front_addr = start_nginx(work, root, app_nginx_addr, behind)
         procs.append(nginx)
         media = lambda name: f"/private-media/{name}"
         targets = {
@@ -255,15 +287,12 @@ def main():
         }
         if args.smoke:
             del targets["xaccel"]
-        else:
-            build_server()
-            server, server_addr, server_token, ids = start_server(work, root)
-            procs.append(server)
-            targets["server"] = (server_addr, [server.pid], lambda name: f"/files/{ids[name]}/download", server_token)
-            if args.baseline:
-                base, base_addr, base_token, base_ids = start_server(work, root, binary=args.baseline, data="baseline-data")
-                procs.append(base)
-                targets["server-baseline"] = (base_addr, [base.pid], lambda name: f"/files/{base_ids[name]}/download", base_token)
+        for target, (proc, addr, token, ids) in servers.items():
+            download = lambda name, ids=ids: f"/files/{ids[name]}/download"
+            if target == "server-nginx":
+                targets[target] = (server_front_addr, [nginx.pid, proc.pid], download, token)
+            else:
+                targets[target] = (addr, [proc.pid], download, token)
         if args.with_reference:
             reference, reference_addr, reference_pids, cookie = start_reference(work, root)
             procs.append(reference)
@@ -289,8 +318,11 @@ def main():
         memory = None
         if not args.smoke:
             fetch(stream_addr, "/private-media/100m.bin", 32, "once")
-            memory = peak_rss_mib(app_stream.pid)
-            print(f"stream server peak RSS after 32 parallel 100 MiB downloads: {memory:.1f} MiB")
+            memory = {"stream": peak_rss_mib(app_stream.pid)}
+            server_proc, server_addr, server_token, ids = servers["server"]
+            fetch(server_addr, f"/files/{ids['100m.bin']}/download", 32, "once", token=server_token)
+            memory["server"] = peak_rss_mib(server_proc.pid)
+            print(f"peak RSS after 32 parallel 100 MiB downloads: stream {memory['stream']:.1f} MiB, server {memory['server']:.1f} MiB")
         upload = None
         if not args.smoke:
             # Uploads: multipart → validation → storage, from bench/upload.sh.
@@ -335,7 +367,7 @@ def report(results, tests, targets, rounds, seconds, memory, upload, args):
             summary.setdefault(test, {})[target] = {metric: s, "ratio": statistics.median(ratios), "cpu": cpu, "p50_ms": p50, "p99_ms": p99, "runs": runs}
             lines.append(f"| {test} | {target} | {s['median']:.0f} {unit} [{s['min']:.0f}–{s['max']:.0f}] | {statistics.median(ratios):.2f}× | {latency} | {cpu_text} |")
     if memory is not None:
-        lines.append(f"\nStream server peak RSS (VmHWM) after 32 parallel 100 MiB downloads: **{memory:.1f} MiB**.")
+        lines.append(f"\nPeak RSS (VmHWM) after 32 parallel 100 MiB downloads: stream (`serve-bench`) **{memory['stream']:.1f} MiB**, server **{memory['server']:.1f} MiB** (its high-water mark over the whole run).")
     if upload is not None:
         u = upload["mbps"]
         lines.append(f"\nUploads (bench/upload.sh): **{u['median']} MB/s** median [{u['min']}–{u['max']}], server peak RSS **{upload['peak_rss_mib']:.0f} MiB**.")

@@ -5,11 +5,13 @@ Starts a single-node Garage (the S3-compatible server of the tests) on loopback,
   direct     presigned GETs straight from Garage, no check (the ceiling)
   proxy      serve-bench s3: token lookup + rule, then the object streamed through the app
   redirect   serve-bench s3-redirect: token lookup + rule, then a 307 to a presigned URL
+  server     the private-storage server on the same bucket (storage = s3://, delivery =
+             stream; not in --smoke): API token, record, rule, then the object proxied
 
 Garage and the app share core 0, the load generator runs on core 1. Reports 4 KiB req/s at
 c=64 (the redirect's is the cost of a check + presign per request), 1 MiB and 100 MiB MB/s,
 the app's CPU per GB, the ratio of each to direct in the same round, and the proxy's peak RSS
-after 16 parallel 100 MiB downloads.
+after 16 parallel 100 MiB downloads, and the proxy's and the server's after 32.
 
   bench/s3.sh            3 rounds of 10 s
   bench/s3.sh --quick    1 round of 3 s
@@ -102,6 +104,13 @@ def main():
         redirect, redirect_addr = start_app_on_s3(root, "s3-redirect", endpoint)
         procs.append(redirect)
         garage_addr = urlsplit(endpoint).netloc
+        server = None
+        if not args.smoke:
+            bench.build_server()
+            settings = ["storage=s3://" + BUCKET + "/server", f"s3.endpoint={endpoint}", "s3.region=garage",
+                        f"s3.access_key_id={ACCESS}", f"s3.secret_access_key={SECRET}", "s3.conditional_writes=false"]
+            server = bench.start_server(work, root, settings=settings)
+            procs.append(server[0])
 
         def direct_path(name):
             url = urlsplit(presigned[name])
@@ -112,11 +121,16 @@ def main():
             "proxy": (proxy_addr, lambda n: f"/private-media/{n}", bench.TOKEN, [proxy.pid, garage.pid]),
             "redirect": (redirect_addr, lambda n: f"/private-media/{n}", bench.TOKEN, [redirect.pid]),
         }
-        tests = [("4k-c64", "4k.bin", "wrk", 64, ["direct", "proxy", "redirect"]), ("1m-c4", "1m.bin", "fetch", 4, ["direct", "proxy"])]
+        streamed = ["direct", "proxy"]
+        if server:
+            ids = server[3]
+            targets["server"] = (server[1], lambda n: f"/files/{ids[n]}/download", server[2], [server[0].pid, garage.pid])
+            streamed.append("server")
+        tests = [("4k-c64", "4k.bin", "wrk", 64, [*streamed, "redirect"]), ("1m-c4", "1m.bin", "fetch", 4, streamed)]
         if not args.smoke:
-            tests.append(("100m-c2", "100m.bin", "fetch", 2, ["direct", "proxy"]))
+            tests.append(("100m-c2", "100m.bin", "fetch", 2, streamed))
         for name in sizes:  # warm up, and check every target answers
-            for target in ("direct", "proxy"):
+            for target in streamed:
                 addr, path, token, _ = targets[target]
                 bench.fetch(addr, path(name), 1, "once", token=token)
 
@@ -130,10 +144,15 @@ def main():
                     res["cpu_s"] = bench.cpu_seconds(pids) - before
                     results[test][target].append(res)
                     print(f"round {r + 1} {test:8} {target:9} " + (f"{res['rps']:9.0f} req/s" if tool == "wrk" else f"{res['mbps']:9.0f} MB/s") + f"  cpu {res['cpu_s']:.2f}s", flush=True)
-        rss = None
+        rss = {}
         if not args.smoke:
             bench.fetch(proxy_addr, "/private-media/100m.bin", 16, "once")
-            rss = bench.peak_rss_mib(proxy.pid)
+            rss["proxy, 16 parallel"] = bench.peak_rss_mib(proxy.pid)
+            bench.fetch(proxy_addr, "/private-media/100m.bin", 32, "once")
+            rss["proxy, 32 parallel"] = bench.peak_rss_mib(proxy.pid)
+            addr, path, token, _ = targets["server"]
+            bench.fetch(addr, path("100m.bin"), 32, "once", token=token)
+            rss["server, 32 parallel"] = bench.peak_rss_mib(server[0].pid)
         lines = [f"{time.strftime('%Y-%m-%d')}, {rounds} round(s) of {seconds:g} s, Garage 2.5 and the app on core {bench.SERVER_CORE}, load on core {bench.CLIENT_CORE}, `bench/s3.sh{' --quick' if args.quick else ''}{' --smoke' if args.smoke else ''}`", "",
                  "| test | target | throughput (median [min–max]) | ratio to direct | CPU (Garage + app) |", "|---|---|---|---|---|"]
         for test, name, tool, _, names in tests:
@@ -145,8 +164,9 @@ def main():
                 cpu = statistics.median(x["cpu_s"] / x["requests"] * 1e6 for x in runs) if tool == "wrk" else statistics.median(x["cpu_s"] / (x["bytes"] / 1e9) for x in runs)
                 cpu_text = f"{cpu:.1f} µs/req" if tool == "wrk" else f"{cpu:.2f} s/GB"
                 lines.append(f"| {test} | {target} | {statistics.median(values):.0f} {unit} [{min(values):.0f}–{max(values):.0f}] | {ratio:.2f}× | {cpu_text} |")
-        if rss is not None:
-            lines.append(f"\nProxy server peak RSS (VmHWM) after 16 parallel 100 MiB downloads: **{rss:.1f} MiB**.")
+        if rss:
+            lines.append("\nPeak RSS (VmHWM, the high-water mark of the whole run) after parallel 100 MiB downloads: "
+                         + ", ".join(f"{name} **{mib:.1f} MiB**" for name, mib in rss.items()) + ".")
         table = "\n".join(lines) + "\n"
         print("\n" + table)
         if not args.smoke:

@@ -53,10 +53,13 @@ work=$(mktemp -d)
 server=""
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
 manifest="$PWD/Cargo.toml"
+# Built first, so that the wait below times the start, not a first build (minutes on a fresh
+# machine).
+cargo build -q --locked -p private-storage-server
 (cd "$work" && exec cargo run -q --locked --manifest-path "$manifest" -p private-storage-server -- serve --bind 127.0.0.1:0 >serve.log 2>&1) &
 server=$!
 url=""
-for _ in $(seq 1200); do  # it prints its URL once it listens (the first run builds it)
+for _ in $(seq 1200); do  # it prints its URL once it listens
   url=$(grep -o 'http://[0-9.:]*/' "$work/serve.log" | head -n1 || true)
   [ -n "$url" ] && break
   kill -0 "$server" 2>/dev/null || { cat "$work/serve.log"; exit 1; }
