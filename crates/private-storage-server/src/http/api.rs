@@ -179,7 +179,7 @@ pub async fn list(
     let (files, total) = state.domain.list(&actor, per_page, (number - 1) * per_page).await?;
     let files: Vec<FileJson> =
         files.iter().map(|f| FileJson::new(&f.file, actor.sees_everything().then(|| f.owner.clone()))).collect();
-    // `total` is counted up to `COUNTED_UP_TO`: `total_is_exact` says whether there are more.
+    // Counted up to one more than `COUNTED_UP_TO`: shown capped, `total_is_exact` says whether there are more.
     let (total, exact) = (total.min(crate::db::COUNTED_UP_TO), total <= crate::db::COUNTED_UP_TO);
     Ok(Json(serde_json::json!({ "files": files, "page": number, "per_page": per_page, "total": total, "total_is_exact": exact }))
         .into_response())
