@@ -7,8 +7,12 @@ are real 4 KiB files on disk in the server's fanned-out layout), it builds the d
 (the server's own migrations make the schema; the rows are bulk-inserted), starts the release
 server pinned to core 0 and reports:
 
-  download   4 KiB downloads by record (/files/{id}/download, API token) of random files among
-             those on disk, wrk on core 1 at c=1 and c=64: req/s, p50/p99, server CPU per request
+  download   4 KiB downloads by record (/files/{id}/download, API token) of a random file per
+             request, wrk on core 1 at c=1 and c=64: req/s, p50/p99, server CPU per request —
+             among the first 1,000 files (the same working set at every size: what the size of
+             the database costs) and among all files on disk (what a larger working set costs);
+             nginx-static serves the same files in the same rounds, so that what any server
+             pays for a larger working set (the kernel's caches) is told apart from ours
   first page the owner's first page of files, `/api/files` and the web page `/`: median and
              p90 of 30 requests, one at a time
   ls         `private-storage ls --owner bench`: time to the first line, to the end, peak RSS
@@ -39,6 +43,8 @@ import run as bench  # noqa: E402  (the download benchmark's helpers: ports, CPU
 REPO = bench.REPO
 EXE = os.path.join(bench.RELEASE, "private-storage")
 FILE_SIZE = 4096
+# The working set downloads pick from at every size.
+HOT = 1_000
 MONTH = "2026/12"
 
 
@@ -53,7 +59,7 @@ def ids(n, seed):
 
 def build(data, env, records, on_disk, database):
     """The schema (through the server), one user with a token, `records` rows of which the
-    first `on_disk` are real files. Returns (token, the ids of files on disk)."""
+    first `on_disk` are real files. Returns (token, the ids of files on disk, their keys)."""
     cli(data, env, "user", "add", "bench", "--password-stdin", stdin="bench password\n")
     token = cli(data, env, "token", "create", "bench").strip()
     owner = query(database, data, "SELECT id FROM users WHERE username = 'bench'")[0][0]
@@ -61,16 +67,18 @@ def build(data, env, records, on_disk, database):
     all_ids = ids(records, records)
     body = os.urandom(FILE_SIZE)
     rows = []
+    keys = []
     for n, file_id in enumerate(all_ids):
         key = f"files/{MONTH}/{owner}/{file_id[:2]}/{file_id}/f{n}.pdf"
         if n < on_disk:
+            keys.append(key)
             path = os.path.join(root, key)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "wb") as f:
                 f.write(body)
         rows.append((file_id, owner, key, f"f{n}.pdf", FILE_SIZE, "application/octet-stream", "0" * 64, 1_700_000_000 + n, "clean"))
     insert(database, data, rows)
-    return token, all_ids[:on_disk]
+    return token, all_ids[:on_disk], keys
 
 
 def insert(database, data, rows):
@@ -217,25 +225,32 @@ def main():
                     url = pg.database(f"scale_{records}")
                     env["PRIVATE_STORAGE_DATABASE_URL"] = url
                 started = time.time()
-                token, on_disk = build(data, env, records, min(records, on_disk_max), url)
+                token, on_disk, keys = build(data, env, records, min(records, on_disk_max), url)
                 print(f"{database} {records:>9} records, {len(on_disk)} files on disk: built in {time.time() - started:.0f} s", flush=True)
                 proc, addr = serve(data, env)
+                nginx, static, _, _ = bench.start_nginx(work, os.path.join(data, "media"), "127.0.0.1:9")
                 try:
-                    script = os.path.join(work, "paths.lua")
-                    with open(script, "w") as f:
-                        f.write("local paths = {" + ",".join(f'"/files/{i}/download"' for i in on_disk) + "}\n")
-                        f.write("request = function() return wrk.format(nil, paths[math.random(#paths)]) end\n")
-                    row = {"database": database, "records": records, "on_disk": len(on_disk)}
-                    for conns in (1, 64):
-                        runs = []
-                        for _ in range(rounds):
-                            before = bench.cpu_seconds([proc.pid])
-                            res = wrk_script(addr, script, conns, seconds, token)
-                            res["cpu_us"] = (bench.cpu_seconds([proc.pid]) - before) / max(res["requests"], 1) * 1e6
-                            runs.append(res)
-                        best = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
-                        row[f"c{conns}"] = best
-                        print(f"  download c={conns:<3} {best['rps']:9.0f} req/s  p50 {best['p50_ms']:.3f} ms  p99 {best['p99_ms']:.3f} ms  {best['cpu_us']:.1f} µs/req", flush=True)
+                    row = {"database": database, "records": records, "on_disk": len(on_disk), "downloads": []}
+                    for touched in sorted({min(HOT, len(on_disk)), len(on_disk)}):
+                        scripts = {
+                            "server": lua(work, "server", [f"/files/{i}/download" for i in on_disk[:touched]]),
+                            "nginx": lua(work, "nginx", [f"/private-media/{k}" for k in keys[:touched]]),
+                        }
+                        for conns in (1, 64):
+                            runs = {"server": [], "nginx": []}
+                            for _ in range(rounds):
+                                for target, (pid, where) in {"nginx": (nginx.pid, static), "server": (proc.pid, addr)}.items():
+                                    before = bench.cpu_seconds([pid])
+                                    res = wrk_script(where, scripts[target], conns, seconds, token)
+                                    res["cpu_us"] = (bench.cpu_seconds([pid]) - before) / max(res["requests"], 1) * 1e6
+                                    runs[target].append(res)
+                            result = {"files": touched, "conns": conns}
+                            for target, results_ in runs.items():
+                                result[target] = sorted(results_, key=lambda r: r["rps"])[len(results_) // 2]
+                            row["downloads"].append(result)
+                            ours, theirs = result["server"], result["nginx"]
+                            print(f"  download {touched:>6} files c={conns:<3} server {ours['rps']:7.0f} req/s {ours['cpu_us']:5.1f} µs/req"
+                                  f" | nginx {theirs['rps']:7.0f} req/s {theirs['cpu_us']:5.1f} µs/req | server p99 {ours['p99_ms']:.2f} ms", flush=True)
                     row["api_page"] = timed_gets(addr, "/api/files", token, 30)
                     row["web_page"] = timed_gets(addr, "/", token, 30)
                     for what in ("api_page", "web_page"):
@@ -243,6 +258,8 @@ def main():
                 finally:
                     proc.terminate()
                     proc.wait()
+                    nginx.terminate()
+                    nginx.wait()
                 row["ls"] = ls(data, env)
                 print(f"  ls: first line {row['ls']['first_line_ms']:.0f} ms, all {row['ls']['lines']} in {row['ls']['total_ms']:.0f} ms, peak RSS {row['ls']['peak_rss_mib']:.1f} MiB", flush=True)
                 row["widest_folder"], where = widest_folder(os.path.join(data, "media"))
@@ -257,6 +274,15 @@ def main():
         if pg:
             pg.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def lua(work, name, paths):
+    """A wrk script asking for a random one of `paths` per request."""
+    script = os.path.join(work, f"{name}.lua")
+    with open(script, "w") as f:
+        f.write("local paths = {" + ",".join(f'"{p}"' for p in paths) + "}\n")
+        f.write("request = function() return wrk.format(nil, paths[math.random(#paths)]) end\n")
+    return script
 
 
 def wrk_script(addr, script, conns, seconds, token):
@@ -277,15 +303,34 @@ def report(results, args):
     lines = [
         f"# bench/scale.sh{' --quick' if args.quick else ' --smoke' if args.smoke else ''} — {time.strftime('%Y-%m-%d')}",
         "",
-        "| database | records (on disk) | download c=1 | c=64 | CPU/req c=64 | first page `/api/files` | first page `/` | `ls` first line / all / RSS | widest folder |",
+        "Downloads (4 KiB by record, a random file of the working set per request; nginx-static serves the same files in the same rounds):",
+        "",
+        "| database | records (on disk) | working set | c=1 server / nginx | c=64 server / nginx | ratio c=64 | CPU/req c=64 server / nginx | server − nginx | server p99 c=64 |",
         "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        for d in r["downloads"]:
+            by = {c["conns"]: c for c in r["downloads"] if c["files"] == d["files"]}
+            if d["conns"] != 64:
+                continue
+            one, many = by[1], by[64]
+            lines.append(
+                f"| {r['database']} | {r['records']:,} ({r['on_disk']:,}) | {d['files']:,} files "
+                f"| {one['server']['rps']:,.0f} / {one['nginx']['rps']:,.0f} req/s "
+                f"| {many['server']['rps']:,.0f} / {many['nginx']['rps']:,.0f} req/s "
+                f"| {many['server']['rps'] / many['nginx']['rps']:.2f}× "
+                f"| {many['server']['cpu_us']:.1f} / {many['nginx']['cpu_us']:.1f} µs "
+                f"| {many['server']['cpu_us'] - many['nginx']['cpu_us']:.1f} µs "
+                f"| {many['server']['p99_ms']:.2f} ms |"
+            )
+    lines += [
+        "",
+        "| database | records (on disk) | first page `/api/files` | first page `/` | `ls` first line / all / RSS | widest folder |",
+        "|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r['database']} | {r['records']:,} ({r['on_disk']:,}) "
-            f"| {r['c1']['rps']:,.0f} req/s, p50 {r['c1']['p50_ms']:.3f} ms "
-            f"| {r['c64']['rps']:,.0f} req/s, p99 {r['c64']['p99_ms']:.2f} ms "
-            f"| {r['c64']['cpu_us']:.1f} µs "
             f"| {r['api_page']['median_ms']:.2f} ms (p90 {r['api_page']['p90_ms']:.2f}) "
             f"| {r['web_page']['median_ms']:.2f} ms (p90 {r['web_page']['p90_ms']:.2f}) "
             f"| {r['ls']['first_line_ms']:.0f} ms / {r['ls']['total_ms']:,.0f} ms / {r['ls']['peak_rss_mib']:.1f} MiB "

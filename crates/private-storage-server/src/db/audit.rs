@@ -58,8 +58,43 @@ impl FromRow for AuditRow {
     }
 }
 
-const SELECT: &str = "SELECT id, at, kind, actor, user_id, file_id, owner_id, link_id, route, delivery, status, \
-     byte_range, bytes, client, user_agent, request_id, detail FROM audit_events";
+const COLUMNS: [&str; 17] = [
+    "id",
+    "at",
+    "kind",
+    "actor",
+    "user_id",
+    "file_id",
+    "owner_id",
+    "link_id",
+    "route",
+    "delivery",
+    "status",
+    "byte_range",
+    "bytes",
+    "client",
+    "user_agent",
+    "request_id",
+    "detail",
+];
+
+/// `SELECT <every column> FROM audit_events`.
+fn select() -> String {
+    format!("SELECT {} FROM audit_events", COLUMNS.join(", "))
+}
+
+/// SQLite: how long the trail's rows may wait to be indexed by file (see migration 0011). The
+/// longer, the more rows of one file share an index page in a batch; a query by file reads
+/// the rows not indexed yet one by one, a few seconds of them at most.
+const INDEX_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// SQLite: indexes by file the rows after the mark, sorted (so that a file's rows of the
+/// batch land on its page together), and moves the mark to the last row. Run in a write
+/// transaction, whose lock makes rowids grow in commit order: no row is passed over.
+const INDEX_BY_FILE: &str = "INSERT INTO audit_file_index (file_id, at, id) \
+     SELECT file_id, at, id FROM audit_events \
+     WHERE rowid > (SELECT last_rowid FROM audit_index_state) AND file_id IS NOT NULL ORDER BY file_id, at, id; \
+     UPDATE audit_index_state SET last_rowid = COALESCE((SELECT MAX(rowid) FROM audit_events), 0)";
 
 /// Parameters per event.
 const ARGS: usize = 18;
@@ -139,12 +174,16 @@ impl Db {
     /// Writes events in one transaction: on SQLite one prepared statement per event, on the
     /// blocking pool; on PostgreSQL [`ROWS_PER_INSERT`] per statement.
     pub async fn insert_audit(&self, rows: Arc<Vec<AuditRow>>) -> DbResult<()> {
+        let index = !self.postgres && self.audit_index_due();
         if let Some(fast) = self.fast.clone() {
             return tokio::task::spawn_blocking(move || {
                 fast.write(|tx| {
                     let mut insert = tx.prepare_cached(&insert_sql(1))?;
                     for row in rows.iter() {
                         insert.execute(rusqlite::params_from_iter(args(row)))?;
+                    }
+                    if index {
+                        tx.execute_batch(INDEX_BY_FILE)?;
                     }
                     Ok(())
                 })
@@ -164,13 +203,32 @@ impl Db {
             };
             super::bind(&sql, &args).execute(&mut *tx).await?;
         }
+        if index {
+            index_by_file(&mut tx).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
 
+    /// SQLite: whether the rows written since the last time should be indexed by file now
+    /// (every [`INDEX_EVERY`]; the first batch of a process indexes what an earlier one left).
+    fn audit_index_due(&self) -> bool {
+        let mut last = self.audit_indexed.lock().unwrap_or_else(|e| e.into_inner());
+        let due = last.is_none_or(|at| at.elapsed() >= INDEX_EVERY);
+        if due {
+            *last = Some(std::time::Instant::now());
+        }
+        due
+    }
+
     /// Events matching `filter`, newest first.
     pub async fn audit_events(&self, filter: &AuditFilter) -> DbResult<Vec<AuditRow>> {
-        let mut clauses = Vec::new();
+        let (sql, args) = self.audit_query(filter);
+        self.all(&sql, &args).await
+    }
+
+    /// The statement of [`Db::audit_events`] and its parameters.
+    pub(super) fn audit_query<'a>(&self, filter: &'a AuditFilter) -> (String, Vec<Arg<'a>>) {
         let mut args = Vec::new();
         let texts = [
             ("owner_id", filter.owner_id.as_deref()),
@@ -179,34 +237,108 @@ impl Db {
             ("file_id", filter.file_id.as_deref()),
             ("link_id", filter.link_id.as_deref()),
         ];
+        let mut clauses = Vec::new();
         for (column, value) in texts {
             if let Some(value) = value {
                 args.push(Arg::Text(value));
-                clauses.push(format!("{column} = ${}", args.len()));
+                clauses.push((column, "=", args.len()));
             }
         }
         for (op, value) in [(">=", filter.since), ("<", filter.until)] {
             if let Some(value) = value {
                 args.push(Arg::Int(value));
-                clauses.push(format!("at {op} ${}", args.len()));
+                clauses.push(("at", op, args.len()));
             }
         }
         args.push(Arg::Int(filter.limit));
-        let filter_sql = if clauses.is_empty() { String::new() } else { format!(" WHERE {}", clauses.join(" AND ")) };
-        let sql = format!("{SELECT}{filter_sql} ORDER BY at DESC, id DESC LIMIT ${}", args.len());
-        self.all(&sql, &args).await
+        let limit = args.len();
+        // `WHERE` with every clause, each column named as `name` gives it, and `extra`.
+        let filter_sql = |name: &dyn Fn(&str) -> String, extra: &str| {
+            let mut all: Vec<String> = clauses.iter().map(|(c, op, n)| format!("{} {op} ${n}", name(c))).collect();
+            all.extend((!extra.is_empty()).then(|| extra.to_owned()));
+            if all.is_empty() { String::new() } else { format!(" WHERE {}", all.join(" AND ")) }
+        };
+        let bare = |c: &str| c.to_owned();
+        // `+column`: no index on it is used, so that the rows after the mark are read by rowid
+        // (a few seconds of them), not the trail by time or owner.
+        let unindexed = |c: &str| format!("+{c}");
+        let sql = if filter.file_id.is_some() && !self.postgres {
+            // A file's rows: those indexed by file (see migration 0011), newest first from
+            // the index, and those written since, read one by one — in one statement, so one
+            // snapshot: a row indexed meanwhile is found once, never missed.
+            let in_index = |c: &str| match c {
+                "file_id" | "at" => format!("i.{c}"),
+                c => format!("e.{c}"),
+            };
+            // CROSS JOIN: SQLite reads the index first, in its order, and stops at the limit.
+            let columns: Vec<String> = COLUMNS.iter().map(|c| format!("e.{c} AS {c}")).collect();
+            let indexed = format!(
+                "SELECT {} FROM audit_file_index i CROSS JOIN audit_events e ON e.id = i.id{} \
+                 ORDER BY i.at DESC, i.id DESC LIMIT ${limit}",
+                columns.join(", "),
+                filter_sql(&in_index, "")
+            );
+            let recent = format!(
+                "{}{} ORDER BY at DESC, id DESC LIMIT ${limit}",
+                select(),
+                filter_sql(&unindexed, "rowid > (SELECT last_rowid FROM audit_index_state)")
+            );
+            format!(
+                "SELECT * FROM ({indexed}) UNION ALL SELECT * FROM ({recent}) ORDER BY at DESC, id DESC LIMIT ${limit}"
+            )
+        } else {
+            format!("{}{} ORDER BY at DESC, id DESC LIMIT ${limit}", select(), filter_sql(&bare, ""))
+        };
+        (sql, args)
     }
 
     /// Events from `since` (µs) on, oldest first, `limit` at a time after the event `after`
     /// (its time and id), for exports.
     pub async fn audit_page(&self, since: i64, after: Option<(i64, &str)>, limit: i64) -> DbResult<Vec<AuditRow>> {
         let (at, id) = after.unwrap_or((since - 1, ""));
-        let sql = format!("{SELECT} WHERE at >= $1 AND (at > $2 OR (at = $2 AND id > $3)) ORDER BY at, id LIMIT $4");
+        let sql =
+            format!("{} WHERE at >= $1 AND (at > $2 OR (at = $2 AND id > $3)) ORDER BY at, id LIMIT $4", select());
         self.all(&sql, &[Arg::Int(since), Arg::Int(at), Arg::Text(id), Arg::Int(limit)]).await
     }
 
     /// Forgets audit events from before `cutoff` (µs); returns how many.
     pub async fn purge_audit(&self, cutoff: i64) -> DbResult<u64> {
-        self.execute("DELETE FROM audit_events WHERE at < $1", &[Arg::Int(cutoff)]).await
+        if self.postgres {
+            return self.execute("DELETE FROM audit_events WHERE at < $1", &[Arg::Int(cutoff)]).await;
+        }
+        // SQLite: every row indexed first, so that the mark can be set to the last row left
+        // (rowids after a purge start again from it: a mark beyond would pass new rows over).
+        let mut tx = self.pool.begin().await?;
+        index_by_file(&mut tx).await?;
+        let purged = super::bind("DELETE FROM audit_events WHERE at < $1", &[Arg::Int(cutoff)])
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        super::bind("DELETE FROM audit_file_index WHERE at < $1", &[Arg::Int(cutoff)]).execute(&mut *tx).await?;
+        sqlx::query("UPDATE audit_index_state SET last_rowid = COALESCE((SELECT MAX(rowid) FROM audit_events), 0)")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(purged)
     }
+
+    /// SQLite: indexes by file every row written so far (the writer does it every
+    /// [`INDEX_EVERY`]); PostgreSQL: nothing to do.
+    pub async fn index_audit_now(&self) -> DbResult<()> {
+        if self.postgres {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        index_by_file(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// [`INDEX_BY_FILE`] on a sqlx transaction.
+async fn index_by_file(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> DbResult<()> {
+    for statement in INDEX_BY_FILE.split("; ") {
+        sqlx::query(statement).execute(&mut **tx).await?;
+    }
+    Ok(())
 }

@@ -93,18 +93,46 @@ impl From<rusqlite::Error> for DbError {
 }
 
 /// The migrations, in order. Each runs once, in a transaction.
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("migrations/0001_initial.sql")),
-    (2, include_str!("migrations/0002_upload_leases.sql")),
-    (3, include_str!("migrations/0003_single_sign_on.sql")),
-    (4, include_str!("migrations/0004_quotas.sql")),
-    (5, include_str!("migrations/0005_scanning.sql")),
-    (6, include_str!("migrations/0006_audit.sql")),
-    (7, include_str!("migrations/0007_webhooks.sql")),
-    (8, include_str!("migrations/0008_links.sql")),
-    (9, include_str!("migrations/0009_cache_events.sql")),
-    (10, include_str!("migrations/0010_usage_counters.sql")),
+const MIGRATIONS: &[(i64, Migration)] = &[
+    (1, Migration::Both(include_str!("migrations/0001_initial.sql"))),
+    (2, Migration::Both(include_str!("migrations/0002_upload_leases.sql"))),
+    (3, Migration::Both(include_str!("migrations/0003_single_sign_on.sql"))),
+    (4, Migration::Both(include_str!("migrations/0004_quotas.sql"))),
+    (5, Migration::Both(include_str!("migrations/0005_scanning.sql"))),
+    (6, Migration::Both(include_str!("migrations/0006_audit.sql"))),
+    (7, Migration::Both(include_str!("migrations/0007_webhooks.sql"))),
+    (8, Migration::Both(include_str!("migrations/0008_links.sql"))),
+    (9, Migration::Both(include_str!("migrations/0009_cache_events.sql"))),
+    (10, Migration::Both(include_str!("migrations/0010_usage_counters.sql"))),
+    (
+        11,
+        Migration::Each {
+            sqlite: include_str!("migrations/0011_audit_file_index.sql"),
+            postgres: include_str!("migrations/0011_audit_file_index.postgres.sql"),
+        },
+    ),
 ];
+
+/// A migration's statements (separated by `;`): the same for both databases, or one text each.
+enum Migration {
+    Both(&'static str),
+    Each { sqlite: &'static str, postgres: &'static str },
+}
+
+impl Migration {
+    fn sql(&self, postgres: bool) -> &'static str {
+        match *self {
+            Migration::Both(sql) => sql,
+            Migration::Each { sqlite, postgres: pg } => {
+                if postgres {
+                    pg
+                } else {
+                    sqlite
+                }
+            }
+        }
+    }
+}
 
 /// Seconds since the epoch.
 pub fn now() -> i64 {
@@ -170,6 +198,8 @@ pub struct Db {
     caches: Arc<Caches>,
     /// PostgreSQL only: where the change listener connects.
     url: Arc<str>,
+    /// SQLite only: when this process last indexed the audit trail by file.
+    audit_indexed: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 /// Reads on SQLite, answered on the calling thread, and the audit trail's writes.
@@ -271,7 +301,7 @@ impl Db {
                 .await?
         };
         // The schema must exist before read-only connections prepare statements: opened lazily.
-        Ok(Self { pool, postgres, fast: None, caches: Arc::default(), url: url.into() })
+        Ok(Self { pool, postgres, fast: None, caches: Arc::default(), url: url.into(), audit_indexed: Arc::default() })
     }
 
     /// Connects, applies the migrations, and opens the fast read path on SQLite.
@@ -308,12 +338,12 @@ impl Db {
                 .map(|r| r.try_get::<i64, _>("version"))
                 .collect::<Result<_, _>>()?;
             let mut applied = Vec::new();
-            for (version, sql) in MIGRATIONS {
+            for (version, migration) in MIGRATIONS {
                 if done.contains(version) {
                     continue;
                 }
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                for statement in migration.sql(self.postgres).split(';').map(str::trim).filter(|s| !s.is_empty()) {
                     sqlx::query(statement).execute(&mut *tx).await?;
                 }
                 sqlx::query("INSERT INTO schema_migrations (version, applied) VALUES ($1, $2)")
@@ -474,5 +504,87 @@ mod tests {
             "a closed database answers nothing, fast path included"
         );
         assert!(matches!(slow.ping().await, Err(DbError::Unavailable(_))));
+    }
+
+    /// SQLite indexes the trail by file in batches (migration 0011): a query by file finds
+    /// every row of the file, indexed or not yet, newest first, through the index — and after
+    /// a purge, whose new rowids start again from the last row left.
+    #[tokio::test]
+    async fn sqlite_finds_a_files_audit_rows_before_and_after_they_are_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let db = Db::open(&url).await.unwrap();
+        let event = |at: i64, file: &str| AuditRow {
+            id: format!("{at:014x}0000000{}", &file[..1]),
+            at,
+            kind: "download".into(),
+            actor: "anonymous".into(),
+            file_id: Some(file.into()),
+            owner_id: Some("owner".into()),
+            ..AuditRow::default()
+        };
+        let batch = |ats: &[i64]| Arc::new(ats.iter().flat_map(|&at| [event(at, "a"), event(at, "b")]).collect());
+        let indexed = || async {
+            let row = sqlx::query("SELECT COUNT(*) AS n FROM audit_file_index").fetch_one(&db.pool).await.unwrap();
+            sqlx::Row::get::<i64, _>(&row, "n")
+        };
+        let by_file = |d: &Db, file: &str, limit: i64| {
+            let (d, file) = (d.clone(), file.to_owned());
+            async move {
+                let filter = AuditFilter { file_id: Some(file), limit, ..AuditFilter::default() };
+                d.audit_events(&filter)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|e| (e.at, e.file_id.clone().unwrap()))
+                    .collect::<Vec<_>>()
+            }
+        };
+        let of = |file: &str, ats: &[i64]| ats.iter().map(|&at| (at, file.to_owned())).collect::<Vec<_>>();
+
+        // The first batch of a process is indexed as it is written; the next, not yet.
+        db.insert_audit(batch(&[1, 2, 3])).await.unwrap();
+        assert_eq!(indexed().await, 6);
+        db.insert_audit(batch(&[4, 5])).await.unwrap();
+        assert_eq!(indexed().await, 6, "rows wait for the next batch indexing");
+        let slow = db.without_fast_reads();
+        for d in [&db, &slow] {
+            assert_eq!(by_file(d, "a", 100).await, of("a", &[5, 4, 3, 2, 1]), "indexed and not yet, newest first");
+            assert_eq!(by_file(d, "b", 3).await, of("b", &[5, 4, 3]), "the limit across both");
+            assert_eq!(by_file(d, "c", 100).await, of("c", &[]));
+        }
+        db.index_audit_now().await.unwrap();
+        assert_eq!(indexed().await, 10);
+        assert_eq!(by_file(&db, "a", 100).await, of("a", &[5, 4, 3, 2, 1]), "found once each");
+        let since = AuditFilter {
+            file_id: Some("a".into()),
+            since: Some(2),
+            until: Some(5),
+            limit: 100,
+            ..AuditFilter::default()
+        };
+        assert_eq!(db.audit_events(&since).await.unwrap().iter().map(|e| e.at).collect::<Vec<_>>(), [4, 3, 2]);
+
+        // Read through the index and the rows after the mark, not by reading the trail.
+        let (sql, args) = db.audit_query(&since);
+        let plan: Vec<String> = bind(&format!("EXPLAIN QUERY PLAN {sql}"), &args)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| sqlx::Row::get::<String, _>(r, "detail"))
+            .collect();
+        let has = |what: &str| plan.iter().any(|step| step.starts_with(what));
+        assert!(has("SEARCH i USING PRIMARY KEY (file_id=? AND at>? AND at<?)"), "{plan:?}");
+        assert!(has("SEARCH audit_events USING INTEGER PRIMARY KEY (rowid>?)"), "{plan:?}");
+        assert!(!has("SCAN audit_events") && !has("SCAN e"), "{plan:?}");
+
+        // A purge of every row: the rowids of new rows start again, and are still found.
+        db.purge_audit(100).await.unwrap();
+        assert_eq!((by_file(&db, "a", 100).await, indexed().await), (of("a", &[]), 0));
+        db.insert_audit(batch(&[200])).await.unwrap();
+        assert_eq!(by_file(&db, "a", 100).await, of("a", &[200]), "not yet indexed");
+        db.index_audit_now().await.unwrap();
+        assert_eq!((by_file(&db, "a", 100).await, indexed().await), (of("a", &[200]), 2), "indexed");
     }
 }
