@@ -670,7 +670,7 @@ async fn put(domain: &Domain, path: PathBuf, owner: Option<String>) -> CliResult
         // No server may be running to scan it: scan it here, now.
         let state = domain.scan_now(&row.id).await?;
         let detail = match domain.file(&Actor::Operator, &row.id).await {
-            Ok(file) => file.scan_detail.map(|d| format!(" ({d})")).unwrap_or_default(),
+            Ok(file) => file.scan_detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default(),
             Err(_) => String::new(),
         };
         match state {

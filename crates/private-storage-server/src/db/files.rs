@@ -52,7 +52,7 @@ impl Db {
 
     /// A file by id, within the scope of `owner` (`None`: any owner).
     /// (Cached: see [`super::cache`].)
-    pub async fn file(&self, id: &str, owner: Option<&str>) -> DbResult<Option<FileRow>> {
+    pub async fn file(&self, id: &str, owner: Option<&str>) -> DbResult<Option<Arc<FileRow>>> {
         let file = match self.caches.file(id) {
             Some(file) => file,
             None => {
@@ -63,7 +63,7 @@ impl Db {
                 file
             }
         };
-        Ok(owner.is_none_or(|owner| owner == file.owner_id).then(|| (*file).clone()))
+        Ok(owner.is_none_or(|owner| owner == file.owner_id).then_some(file))
     }
 
     /// A file by its storage key.

@@ -478,9 +478,9 @@ mod tests {
             let session = d.session("sessionhash").await.unwrap().unwrap();
             assert_eq!((session.user, session.csrf.as_str()), (user.clone(), "csrf"));
             assert!(d.session("expiredhash").await.unwrap().is_none(), "expired sessions are not found");
-            assert_eq!(d.file(&file.id, Some(&user.id)).await.unwrap().as_ref(), Some(&file));
+            assert_eq!(d.file(&file.id, Some(&user.id)).await.unwrap().as_deref(), Some(&file));
             assert_eq!(d.file(&file.id, Some("someone else")).await.unwrap(), None);
-            assert_eq!(d.file(&file.id, None).await.unwrap().as_ref(), Some(&file));
+            assert_eq!(d.file(&file.id, None).await.unwrap().as_deref(), Some(&file));
             let (files, total) = d.files(Some(&user.id), 10, 0).await.unwrap();
             assert_eq!((files.len(), total, files[0].owner.as_str()), (1, 1, "ada"));
         }

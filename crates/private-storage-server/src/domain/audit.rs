@@ -34,7 +34,7 @@ const MAX_TEXT: usize = 256;
 
 tokio::task_local! {
     /// The request an event happens in (set by the HTTP front-end around each request).
-    pub static REQUEST: RequestContext;
+    pub static REQUEST: Arc<RequestContext>;
 }
 
 /// Where an event comes from: the request's route, client and ids.
@@ -216,8 +216,8 @@ impl AuditLog {
     /// Queues `event`, with the current request's context if there is one. Never waits: a full
     /// queue, or an anonymous client past the rate limit, drops it (counted).
     pub fn record(&self, event: Event) {
-        let mut row = match REQUEST.try_with(|context| event.clone().context(context)) {
-            Ok(with_context) => with_context.0,
+        let mut row = match REQUEST.try_with(Arc::clone) {
+            Ok(context) => event.context(&context).0,
             Err(_) => event.0,
         };
         if row.actor == "anonymous" && !self.anonymous_allowed() {

@@ -70,9 +70,9 @@ pub struct DbRecords(pub(super) Db);
 
 #[async_trait]
 impl RecordSource for DbRecords {
-    type Record = FileRow;
+    type Record = Arc<FileRow>;
 
-    async fn find(&self, request: &http::request::Parts, id: &str) -> private_storage::Result<Option<FileRow>> {
+    async fn find(&self, request: &http::request::Parts, id: &str) -> private_storage::Result<Option<Arc<FileRow>>> {
         let Some(actor) = request.extensions.get::<Actor>() else { return Ok(None) };
         self.0
             .file(id, actor.scope())
@@ -80,7 +80,7 @@ impl RecordSource for DbRecords {
             .map_err(|e| private_storage::Error::Storage { backend: "database", source: Box::new(e) })
     }
 
-    fn file_key(&self, record: &FileRow) -> Option<ObjectKey> {
+    fn file_key(&self, record: &Arc<FileRow>) -> Option<ObjectKey> {
         ObjectKey::new(&record.object_key).ok()
     }
 
@@ -92,7 +92,7 @@ impl RecordSource for DbRecords {
 /// The `Content-Disposition` of a download by record: the record's name (RFC 6266, UTF-8 with
 /// an ASCII fallback), as an attachment — or inline with `?inline=1`, for viewing in the browser
 /// (active content is an attachment whatever is asked).
-pub(super) fn disposition(request: &http::request::Parts, record: &FileRow) -> Option<ContentDisposition> {
+pub(super) fn disposition(request: &http::request::Parts, record: &Arc<FileRow>) -> Option<ContentDisposition> {
     let inline = request.uri.query().is_some_and(|q| q.split('&').any(|p| p == "inline" || p == "inline=1"));
     let disposition = if inline { ContentDisposition::inline() } else { ContentDisposition::attachment() };
     Some(disposition.with_filename(&record.name))
@@ -100,7 +100,7 @@ pub(super) fn disposition(request: &http::request::Parts, record: &FileRow) -> O
 
 /// The rule of downloads by record: [`may_access`] on the record the file belongs to.
 pub(super) async fn owner_or_staff(file: PrivateFile) -> bool {
-    let Some(owner) = file.parent::<FileRow>().map(|f| f.owner_id.clone()) else { return false };
+    let Some(owner) = file.parent::<Arc<FileRow>>().map(|f| f.owner_id.clone()) else { return false };
     file.user().is_some_and(|u| may_access(u.id(), u.is_staff() || u.is_superuser(), &owner))
 }
 
@@ -247,7 +247,7 @@ impl Domain {
     /// # Errors
     /// [`Error::NotFound`] when there is none or it is not theirs: the same answer.
     pub async fn file(&self, actor: &Actor, id: &str) -> Result<FileRow> {
-        self.db.file(id, actor.scope()).await?.ok_or(Error::NotFound("file"))
+        self.db.file(id, actor.scope()).await?.map(|f| FileRow::clone(&f)).ok_or(Error::NotFound("file"))
     }
 
     /// A file the actor may see, by id or, for the operator, by storage key.

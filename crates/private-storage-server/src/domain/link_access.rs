@@ -123,7 +123,7 @@ impl Domain {
         // A link bound to a user is for that user's own requests: the library checks the
         // binding; no page speaks for it first.
         let bound = link.bound_to.is_some();
-        let page = |link: LinkRow, file: FileRow| LinkPage { link, file };
+        let page = |link: LinkRow, file: std::sync::Arc<FileRow>| LinkPage { link, file: FileRow::clone(&file) };
         if request.bot && !bound {
             let Some(file) = self.db.file(&link.file_id, None).await? else { return Ok(LinkAnswer::Library) };
             return Ok(LinkAnswer::Preview(page(link, file)));

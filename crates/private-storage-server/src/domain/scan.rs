@@ -105,7 +105,7 @@ pub(super) fn scan_hold(
         let (db, scanner, by_key) = (db.clone(), scanner.clone(), by_key.clone());
         Box::pin(async move {
             let up = scanner.as_ref().is_none_or(|s| s.up.load(Ordering::Relaxed));
-            if let Some(row) = file.parent::<FileRow>() {
+            if let Some(row) = file.parent::<std::sync::Arc<FileRow>>() {
                 return hold_of(row.scan, row.scan_detail.as_deref(), up);
             }
             if !by_key.load(Ordering::Relaxed) {
@@ -236,7 +236,7 @@ impl Domain {
     /// The database's.
     pub async fn scan_now(&self, id: &str) -> Result<ScanState> {
         if let (Some(scanner), Some(file)) = (&self.scanner, self.db.file(id, None).await?) {
-            self.claim_and_scan(scanner, file).await?;
+            self.claim_and_scan(scanner, FileRow::clone(&file)).await?;
         }
         Ok(self.db.file(id, None).await?.map_or(ScanState::Removed, |f| f.scan))
     }

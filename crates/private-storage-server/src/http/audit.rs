@@ -65,12 +65,12 @@ pub async fn trail(State(state): State<AppState>, request: Request, next: Next) 
     let shown = if path.starts_with("/s/") { "/s/<token>" } else { path.as_str() };
     let headers = request.headers();
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let context = RequestContext {
+    let context = std::sync::Arc::new(RequestContext {
         route: format!("{} {shown}", request.method()),
         client: client_ip(peer, headers, &state.config.trusted_proxies).map(|ip| ip.to_string()),
         user_agent: headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).map(bounded),
         request_id: headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(bounded),
-    };
+    });
     let range = headers.get(http::header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let actor = request.extensions().get::<Actor>().cloned();
     let is_head = request.method() == http::Method::HEAD;

@@ -73,7 +73,7 @@ pub async fn open(State(state): State<AppState>, Path(token): Path<String>, requ
         LinkAnswer::Library => serve(&state, &token, Request::from_parts(parts, body)).await,
         LinkAnswer::Bytes { link, counted, no_store } => {
             if query_flag(&parts, "dl") {
-                let name = state.db.file(&link.file_id, None).await.ok().flatten().map(|f| f.name);
+                let name = state.db.file(&link.file_id, None).await.ok().flatten().map(|f| f.name.clone());
                 let disposition = ContentDisposition::attachment();
                 parts.extensions.insert(match name {
                     Some(name) => disposition.with_filename(&name),

@@ -637,7 +637,7 @@ async fn the_configured_delivery_mode_hands_off_after_the_rule() {
         .as_str()
         .unwrap()
         .to_owned();
-    let key = s.state.db.file(&id, None).await.unwrap().unwrap().object_key;
+    let key = s.state.db.file(&id, None).await.unwrap().unwrap().object_key.clone();
     let reply = s.get(&format!("/files/{id}/download"), &Auth::Bearer(&ada)).await;
     assert_eq!(reply.status, 200);
     assert!(reply.body.is_empty(), "nginx sends the bytes");
@@ -701,7 +701,7 @@ async fn uploads_fan_out_by_id_and_files_of_the_earlier_layout_are_still_served(
     for i in 0..8 {
         let created = s.upload("/api/files", &Auth::Bearer(&ada), &[], &format!("f{i}.pdf"), &pdf(1000)).await;
         let id = created.json()["id"].as_str().unwrap().to_owned();
-        let key = s.state.db.file(&id, None).await.unwrap().unwrap().object_key;
+        let key = s.state.db.file(&id, None).await.unwrap().unwrap().object_key.clone();
         // files/YYYY/MM/<owner>/<xx>/<upload id>/<name>, xx the upload id's first byte.
         let parts: Vec<&str> = key.split('/').collect();
         assert_eq!(parts.len(), 7, "{key}");
@@ -727,7 +727,8 @@ async fn uploads_fan_out_by_id_and_files_of_the_earlier_layout_are_still_served(
     .unwrap();
     private_storage::StorageExt::put_bytes(&*s.state.storage, &old_key, bytes.clone()).await.unwrap();
     s.state.db.delete_file(&id).await.unwrap();
-    let old = private_storage_server::db::FileRow { id: "00aa".repeat(5), object_key: old_key.to_string(), ..row };
+    let old =
+        private_storage_server::db::FileRow { id: "00aa".repeat(5), object_key: old_key.to_string(), ..(*row).clone() };
     s.state.db.insert_file(&old).await.unwrap();
     let got = s.get(&format!("/files/{}/download", old.id), &Auth::Bearer(&ada)).await;
     assert_eq!((got.status.as_u16(), &got.body[..]), (200, &bytes[..]));

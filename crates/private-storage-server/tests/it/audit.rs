@@ -106,7 +106,7 @@ async fn scripted_run(s: &TestServer) {
     let anonymous = s.send(get(None, &[])).await.status.as_u16();
     expected.push(("download", "anonymous".into(), file.clone(), Some(anonymous), None, None));
 
-    let key = s.state.db.file(&id, None).await.unwrap().unwrap().object_key;
+    let key = s.state.db.file(&id, None).await.unwrap().unwrap().object_key.clone();
     let by_key = s.get(&format!("/private-media/{key}"), &Auth::Bearer(&root)).await;
     assert_eq!(by_key.status, 200);
     expected.push(("download", user("root"), file.clone(), Some(200), None, Some(5_000)));

@@ -100,7 +100,7 @@ async fn every_upload_path_stores_ciphertext_and_every_download_path_serves_the_
     check_served(&s, &auth, &resumed_id, &resumed).await;
 
     // By key under /private-media/ (the superuser rule), and through a share link.
-    let key = s.state.db.file(&posted_id, None).await.unwrap().unwrap().object_key;
+    let key = s.state.db.file(&posted_id, None).await.unwrap().unwrap().object_key.clone();
     let by_key = s.get(&format!("/private-media/{key}"), &auth).await;
     assert!(by_key.status == 200 && by_key.body == posted, "by key");
     let link = Request::post(format!("/api/files/{resumed_id}/links"))

@@ -88,7 +88,7 @@ async fn no_route_of_the_router_returns_a_password_links_bytes_without_the_passw
         let id = upload(&s, &ada, "secret.pdf", &secret_pdf()).await;
         let (url, link_id) = link(&s, &ada, &id, r#"{"expires":"1h","password":"correct horse"}"#).await;
         let token = url.trim_start_matches("/s/").to_owned();
-        let key = s.state.db.file(&id, None).await.unwrap().unwrap().object_key;
+        let key = s.state.db.file(&id, None).await.unwrap().unwrap().object_key.clone();
         let paths = private_storage_server::http::route_paths(&s.state);
         assert!(paths.contains(&"/s/{token}") && paths.len() > 30, "{paths:?}");
         let mut tried = 0;

@@ -50,7 +50,7 @@ async fn share(s: &TestServer, token: &str, id: &str) -> String {
 /// Every way to the file's bytes a client has: by record (GET, HEAD, a range, inline), by key
 /// under `/private-media/` (as a superuser), and by share link (GET, HEAD, a range).
 async fn every_route(s: &TestServer, owner: &str, root: &str, id: &str, link: &str) -> Vec<(String, Reply)> {
-    let key = s.state.db.file(id, None).await.unwrap().unwrap().object_key;
+    let key = s.state.db.file(id, None).await.unwrap().unwrap().object_key.clone();
     let by_key = format!("/private-media/{key}");
     let record = format!("/files/{id}/download");
     let inline = format!("{record}?inline=1");
