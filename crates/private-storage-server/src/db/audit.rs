@@ -90,12 +90,14 @@ fn select() -> String {
 const INDEX_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// SQLite: indexes by file the rows after the mark, sorted (so that a file's rows of the
-/// batch land on its page together), and moves the mark to the last row. Run in a write
-/// transaction, whose lock makes rowids grow in commit order: no row is passed over.
+/// batch land on its page together); then [`MARK_LAST_ROW`]. Run in a write transaction, whose
+/// lock makes rowids grow in commit order: no row is passed over.
 const INDEX_BY_FILE: &str = "INSERT INTO audit_file_index (file_id, at, id) \
      SELECT file_id, at, id FROM audit_events \
-     WHERE rowid > (SELECT last_rowid FROM audit_index_state) AND file_id IS NOT NULL ORDER BY file_id, at, id; \
-     UPDATE audit_index_state SET last_rowid = COALESCE((SELECT MAX(rowid) FROM audit_events), 0)";
+     WHERE rowid > (SELECT last_rowid FROM audit_index_state) AND file_id IS NOT NULL ORDER BY file_id, at, id";
+/// SQLite: the mark after the last row (every row up to it is indexed).
+const MARK_LAST_ROW: &str =
+    "UPDATE audit_index_state SET last_rowid = COALESCE((SELECT MAX(rowid) FROM audit_events), 0)";
 
 /// Parameters per event.
 const ARGS: usize = 18;
@@ -184,7 +186,8 @@ impl Db {
                         insert.execute(rusqlite::params_from_iter(args(row)))?;
                     }
                     if index {
-                        tx.execute_batch(INDEX_BY_FILE)?;
+                        tx.execute(INDEX_BY_FILE, [])?;
+                        tx.execute(MARK_LAST_ROW, [])?;
                     }
                     Ok(())
                 })
@@ -261,7 +264,7 @@ impl Db {
         };
         let bare = |c: &str| c.to_owned();
         // `+column`: no index on it is used, so that the rows after the mark are read by rowid
-        // (a few seconds of them), not the trail by time or owner.
+        // (ten seconds of them at most), not the whole trail by time or owner.
         let unindexed = |c: &str| format!("+{c}");
         let sql = if filter.file_id.is_some() && !self.postgres {
             // A file's rows: those indexed by file (see migration 0011), newest first from
@@ -316,9 +319,7 @@ impl Db {
             .await?
             .rows_affected();
         super::bind("DELETE FROM audit_file_index WHERE at < $1", &[Arg::Int(cutoff)]).execute(&mut *tx).await?;
-        sqlx::query("UPDATE audit_index_state SET last_rowid = COALESCE((SELECT MAX(rowid) FROM audit_events), 0)")
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(MARK_LAST_ROW).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(purged)
     }
@@ -336,9 +337,9 @@ impl Db {
     }
 }
 
-/// [`INDEX_BY_FILE`] on a sqlx transaction.
+/// [`INDEX_BY_FILE`] and [`MARK_LAST_ROW`] on a sqlx transaction.
 async fn index_by_file(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> DbResult<()> {
-    for statement in INDEX_BY_FILE.split("; ") {
+    for statement in [INDEX_BY_FILE, MARK_LAST_ROW] {
         sqlx::query(statement).execute(&mut **tx).await?;
     }
     Ok(())

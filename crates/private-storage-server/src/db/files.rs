@@ -200,8 +200,19 @@ impl Db {
 
     /// How many files are in one scan state (from the index on `scan`).
     pub async fn scan_count(&self, state: ScanState) -> DbResult<i64> {
-        let sql = "SELECT COUNT(*) AS n FROM files WHERE scan = $1";
+        // SQLite: by the index, named. Once `ANALYZE` has seen a million rows all in one
+        // state, its planner counts any state by reading every row (measured: 0.4 s at each
+        // start of a command; every process counts the held states as it starts).
+        let sql = self.scan_count_sql();
         Ok(self.optional::<Number>(sql, &[Arg::Text(state.as_str())]).await?.map_or(0, |n| n.0))
+    }
+
+    pub(super) fn scan_count_sql(&self) -> &'static str {
+        if self.postgres {
+            "SELECT COUNT(*) AS n FROM files WHERE scan = $1"
+        } else {
+            "SELECT COUNT(*) AS n FROM files INDEXED BY files_scan WHERE scan = $1"
+        }
     }
 
     /// Takes (or renews) the lease on a resumable upload for `holder` until `until`: `false`

@@ -506,6 +506,39 @@ mod tests {
         assert!(matches!(slow.ping().await, Err(DbError::Unavailable(_))));
     }
 
+    /// Counting the files in a scan state reads the index on `scan`, whatever `ANALYZE` saw:
+    /// with statistics of a million files in one state, SQLite's planner would read every row.
+    #[tokio::test]
+    async fn sqlite_counts_scan_states_by_the_index_whatever_the_statistics() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let db = Db::open(&url).await.unwrap();
+        for statement in [
+            "ANALYZE",
+            "DELETE FROM sqlite_stat1",
+            "INSERT INTO sqlite_stat1 VALUES ('files', 'files_scan', '1000000 1000000 1000000'), ('files', NULL, '1000000')",
+        ] {
+            sqlx::query(statement).execute(&db.pool).await.unwrap();
+        }
+        db.close().await;
+        let db = Db::open(&url).await.unwrap();
+        let plan = |sql: String| {
+            let db = db.clone();
+            async move {
+                let rows = bind(&format!("EXPLAIN QUERY PLAN {sql}"), &[Arg::Text("pending")])
+                    .fetch_all(&db.pool)
+                    .await
+                    .unwrap();
+                rows.iter().map(|r| sqlx::Row::get::<String, _>(r, "detail")).collect::<Vec<_>>()
+            }
+        };
+        let unnamed = plan("SELECT COUNT(*) AS n FROM files WHERE scan = $1".into()).await;
+        assert!(unnamed.iter().any(|s| s.starts_with("SCAN files")), "the planner's own choice: {unnamed:?}");
+        let ours = plan(db.scan_count_sql().into()).await;
+        assert!(ours.iter().any(|s| s.contains("INDEX files_scan (scan=?)")), "{ours:?}");
+        assert_eq!(db.scan_count(ScanState::Pending).await.unwrap(), 0);
+    }
+
     /// SQLite indexes the trail by file in batches (migration 0011): a query by file finds
     /// every row of the file, indexed or not yet, newest first, through the index — and after
     /// a purge, whose new rowids start again from the last row left.

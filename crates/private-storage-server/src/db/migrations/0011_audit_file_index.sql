@@ -1,10 +1,11 @@
 -- SQLite: the trail's per-file index, kept in bulk. An index on (file_id, at) takes each
 -- download's row on the page of its file: with downloads spread over many files, every row
--- dirtied a page of its own, and SQLite writes whole pages to its log at each commit (most of
--- an event's cost, measured). Rows are now indexed by file in sorted batches, a few seconds
--- of them at a time (see `db::audit`): the rows after `audit_index_state.last_rowid` are the
--- ones not indexed yet, and queries by file read them directly. SQLite assigns rowids in
--- commit order (one writer at a time), so the mark is exact.
+-- dirtied a page of its own, and SQLite writes whole pages to its log at each commit
+-- (measured: 14 of 123 µs per download, 1,000 files downloaded at random). Rows are now
+-- indexed by file in sorted batches, ten seconds of them at a time (see `db::audit`): the
+-- rows after `audit_index_state.last_rowid` are the ones not indexed yet, and queries by file
+-- read them directly. SQLite assigns rowids in commit order (one writer at a time), so the
+-- mark is exact.
 DROP INDEX audit_events_file;
 CREATE TABLE audit_file_index (
     file_id TEXT NOT NULL,
