@@ -34,8 +34,8 @@ pub(super) const POLL_EVERY: Duration = Duration::from_millis(100);
 /// The oldest an entry may be, whatever the lease.
 pub(super) const MAX_AGE: Duration = Duration::from_secs(60);
 /// The memory the records of files may take (by [`Footprint`]): ~110,000 records of the usual
-/// size — downloads spread over 100,000 files read their record from the cache, not the
-/// database (measured: 10 µs per download with 100,000 files at 65,536 entries).
+/// size, so that downloads spread over 100,000 files read their records from the cache once
+/// each has been read (with 65,536 entries, a third of them would read the database forever).
 const FILES_BUDGET: u64 = 64 << 20;
 /// The memory the users of tokens and of sessions may take, each (~50,000 of them).
 const USERS_BUDGET: u64 = 16 << 20;

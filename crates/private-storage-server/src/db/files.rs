@@ -207,6 +207,7 @@ impl Db {
         Ok(self.optional::<Number>(sql, &[Arg::Text(state.as_str())]).await?.map_or(0, |n| n.0))
     }
 
+    /// The statement of [`Db::scan_count`].
     pub(super) fn scan_count_sql(&self) -> &'static str {
         if self.postgres {
             "SELECT COUNT(*) AS n FROM files WHERE scan = $1"
