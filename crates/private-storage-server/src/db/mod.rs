@@ -447,6 +447,12 @@ impl Db {
 mod tests {
     use super::*;
 
+    /// SQLite's plan of `sql` with `args`: one line per step.
+    async fn query_plan(db: &Db, sql: &str, args: &[Arg<'_>]) -> Vec<String> {
+        let rows = bind(&format!("EXPLAIN QUERY PLAN {sql}"), args).fetch_all(&db.pool).await.unwrap();
+        rows.iter().map(|r| sqlx::Row::get::<String, _>(r, "detail")).collect()
+    }
+
     #[tokio::test]
     async fn sqlite_reads_take_the_fast_path_and_agree_with_sqlx() {
         let dir = tempfile::tempdir().unwrap();
@@ -522,19 +528,10 @@ mod tests {
         }
         db.close().await;
         let db = Db::open(&url).await.unwrap();
-        let plan = |sql: String| {
-            let db = db.clone();
-            async move {
-                let rows = bind(&format!("EXPLAIN QUERY PLAN {sql}"), &[Arg::Text("pending")])
-                    .fetch_all(&db.pool)
-                    .await
-                    .unwrap();
-                rows.iter().map(|r| sqlx::Row::get::<String, _>(r, "detail")).collect::<Vec<_>>()
-            }
-        };
-        let unnamed = plan("SELECT COUNT(*) AS n FROM files WHERE scan = $1".into()).await;
+        let pending = [Arg::Text("pending")];
+        let unnamed = query_plan(&db, "SELECT COUNT(*) AS n FROM files WHERE scan = $1", &pending).await;
         assert!(unnamed.iter().any(|s| s.starts_with("SCAN files")), "the planner's own choice: {unnamed:?}");
-        let ours = plan(db.scan_count_sql().into()).await;
+        let ours = query_plan(&db, db.scan_count_sql(), &pending).await;
         assert!(ours.iter().any(|s| s.contains("INDEX files_scan (scan=?)")), "{ours:?}");
         assert_eq!(db.scan_count(ScanState::Pending).await.unwrap(), 0);
     }
@@ -600,13 +597,7 @@ mod tests {
 
         // Read through the index and the rows after the mark, not by reading the trail.
         let (sql, args) = db.audit_query(&since);
-        let plan: Vec<String> = bind(&format!("EXPLAIN QUERY PLAN {sql}"), &args)
-            .fetch_all(&db.pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| sqlx::Row::get::<String, _>(r, "detail"))
-            .collect();
+        let plan = query_plan(&db, &sql, &args).await;
         let has = |what: &str| plan.iter().any(|step| step.starts_with(what));
         assert!(has("SEARCH i USING PRIMARY KEY (file_id=? AND at>? AND at<?)"), "{plan:?}");
         assert!(has("SEARCH audit_events USING INTEGER PRIMARY KEY (rowid>?)"), "{plan:?}");
