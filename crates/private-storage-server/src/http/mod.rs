@@ -79,21 +79,25 @@ pub fn route_paths(state: &AppState) -> Vec<&'static str> {
 }
 
 /// The HTTP interface (see the README for the routes).
+///
+/// The middleware wraps the router once, before routing (no layer looks at the matched
+/// route): `Router::layer` would wrap every route in each layer, one boxed service per layer
+/// cloned on every request.
 pub fn app(state: AppState) -> Router {
-    routes(&state)
-        .router
-        // Inside authentication: it sees the actor, and never an invalid API token.
-        .layer(middleware::from_fn_with_state(state.clone(), audit::trail))
-        .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
-        .layer(middleware::from_fn_with_state(state.clone(), crate::metrics::count))
-        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+    let stack = tower::ServiceBuilder::new()
+        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(NewRequestId))
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
                 .make_span_with(request_span)
                 .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
-        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(NewRequestId))
-        .with_state(state)
+        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+        .layer(middleware::from_fn_with_state(state.clone(), crate::metrics::count))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        // Inside authentication: it sees the actor, and never an invalid API token.
+        .layer(middleware::from_fn_with_state(state.clone(), audit::trail))
+        .service(routes(&state).router.with_state(state));
+    Router::new().fallback_service(stack)
 }
 
 /// Every route, before the middleware every request passes.

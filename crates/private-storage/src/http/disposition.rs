@@ -60,13 +60,28 @@ impl ContentDisposition {
     pub fn header_value(&self, default_name: &str) -> HeaderValue {
         let name = self.filename.as_deref().unwrap_or(default_name);
         let kind = if self.attachment { "attachment" } else { "inline" };
-        let value = format!(
-            "{kind}; filename=\"{}\"; filename*=UTF-8''{}",
-            ascii_fallback(name),
-            utf8_percent_encode(name, ATTR_CHAR_ESCAPES)
-        );
-        HeaderValue::from_str(&value).expect("only visible ASCII is generated")
+        let value = if !name.is_empty() && name.bytes().all(is_attr_char) {
+            // The common case (`report-2026.pdf`): both forms are the name itself.
+            let mut value = String::with_capacity(kind.len() + 2 * name.len() + 30);
+            for part in [kind, "; filename=\"", name, "\"; filename*=UTF-8''", name] {
+                value.push_str(part);
+            }
+            value
+        } else {
+            format!(
+                "{kind}; filename=\"{}\"; filename*=UTF-8''{}",
+                ascii_fallback(name),
+                utf8_percent_encode(name, ATTR_CHAR_ESCAPES)
+            )
+        };
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).expect("only visible ASCII is generated")
     }
+}
+
+/// Whether `byte` stands for itself in an RFC 8187 `value-chars` (and so, being visible ASCII
+/// without `"`, `\`, `%` or `/`, in the quoted fallback too).
+fn is_attr_char(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&byte)
 }
 
 /// RFC 8187 §3.2.1 `attr-char`: ALPHA / DIGIT / "!#$&+-.^_`|~"; everything else is escaped.
@@ -104,6 +119,28 @@ fn ascii_fallback(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_of_attr_chars_only_take_the_short_path_to_the_same_header() {
+        for name in ["report-2026.pdf", "a!#$&+-.^_`|~z", "x"] {
+            assert!(name.bytes().all(is_attr_char), "{name}");
+            let kind = ContentDisposition::inline();
+            let slow = format!(
+                "inline; filename=\"{}\"; filename*=UTF-8''{}",
+                ascii_fallback(name),
+                utf8_percent_encode(name, ATTR_CHAR_ESCAPES)
+            );
+            assert_eq!(kind.header_value(name), slow.as_str());
+        }
+        for byte in 0..128u8 {
+            let one = (byte as char).to_string();
+            let kept = utf8_percent_encode(&one, ATTR_CHAR_ESCAPES).to_string() == one;
+            assert_eq!(is_attr_char(byte), kept, "{byte:#x}: the same set as ATTR_CHAR_ESCAPES");
+        }
+        for name in ["a b", "a\"b", "a%b", "a/b", "a\\b", "ö", ";", ","] {
+            assert!(!name.bytes().all(is_attr_char), "{name}");
+        }
+    }
 
     #[test]
     fn disposition_headers_are_rfc_6266_for_every_name() {
