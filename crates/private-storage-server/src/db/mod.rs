@@ -320,6 +320,11 @@ impl Db {
     /// Applies the migrations not yet applied; returns their versions. Safe to run from several
     /// instances at once on PostgreSQL (an advisory lock serialises them).
     pub async fn migrate(&self) -> DbResult<Vec<i64>> {
+        self.migrate_through(i64::MAX).await
+    }
+
+    /// [`Db::migrate`], up to version `last` (tests of a migration's backfill start before it).
+    async fn migrate_through(&self, last: i64) -> DbResult<Vec<i64>> {
         use sqlx::Row;
         let mut conn = self.pool.acquire().await?;
         if self.postgres {
@@ -339,7 +344,7 @@ impl Db {
                 .collect::<Result<_, _>>()?;
             let mut applied = Vec::new();
             for (version, migration) in MIGRATIONS {
-                if done.contains(version) {
+                if done.contains(version) || *version > last {
                     continue;
                 }
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
@@ -539,6 +544,62 @@ mod tests {
     /// SQLite indexes the trail by file in batches (migration 0011): a query by file finds
     /// every row of the file, indexed or not yet, newest first, through the index — and after
     /// a purge, whose new rowids start again from the last row left.
+    /// A database with data at version 9, migrated: 0010 sums what each user holds (removed
+    /// files not counted), 0011 indexes the trail's rows by file and marks them all indexed.
+    #[tokio::test]
+    async fn migrations_backfill_usage_and_the_audit_file_index_from_existing_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let db = Db::connect(&url).await.unwrap();
+        assert_eq!(db.migrate_through(9).await.unwrap(), (1..=9).collect::<Vec<_>>());
+        let run = |sql: &'static str| {
+            let pool = db.pool.clone();
+            async move { sqlx::query(sql).execute(&pool).await.unwrap() }
+        };
+        run("INSERT INTO users (id, username, password_hash, is_staff, is_superuser, created) VALUES \
+             ('u1', 'ada', 'h', 0, 0, 0), ('u2', 'bob', 'h', 0, 0, 0), ('u3', 'cy', 'h', 0, 0, 0)")
+        .await;
+        run("INSERT INTO files (id, owner_id, object_key, name, size, content_type, sha256, created, scan) VALUES \
+             ('f1', 'u1', 'k1', 'a', 100, 't', 's', 0, 'clean'), ('f2', 'u1', 'k2', 'b', 20, 't', 's', 0, 'pending'), \
+             ('f3', 'u1', 'k3', 'c', 5000, 't', 's', 0, 'removed'), ('f4', 'u2', 'k4', 'd', 7, 't', 's', 0, 'unscanned')")
+        .await;
+        assert_eq!(db.migrate_through(10).await.unwrap(), [10]);
+        for (id, bytes, files) in [("u1", 120, 2), ("u2", 7, 1), ("u3", 0, 0)] {
+            let row = sqlx::query("SELECT used_bytes, used_files FROM users WHERE id = $1")
+                .bind(id)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+            let held: (i64, i64) = (sqlx::Row::get(&row, "used_bytes"), sqlx::Row::get(&row, "used_files"));
+            assert_eq!(held, (bytes, files), "{id}");
+        }
+        run("INSERT INTO audit_events (id, at, kind, actor, file_id) VALUES \
+             ('e1', 1, 'download', 'anonymous', 'f1'), ('e2', 2, 'login', 'user:ada', NULL), \
+             ('e3', 3, 'download', 'anonymous', 'f2'), ('e4', 4, 'download', 'anonymous', 'f1')")
+        .await;
+        assert_eq!(db.migrate().await.unwrap(), [11]);
+        let rows = sqlx::query("SELECT file_id, at, id FROM audit_file_index ORDER BY file_id, at")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+        let index: Vec<(String, i64, String)> = rows
+            .iter()
+            .map(|r| (sqlx::Row::get(r, "file_id"), sqlx::Row::get(r, "at"), sqlx::Row::get(r, "id")))
+            .collect();
+        let expected = [("f1", 1, "e1"), ("f1", 4, "e4"), ("f2", 3, "e3")];
+        assert_eq!(index, expected.map(|(f, at, id)| (f.to_owned(), at, id.to_owned())));
+        let row =
+            sqlx::query("SELECT last_rowid, (SELECT MAX(rowid) FROM audit_events) AS last FROM audit_index_state")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        let (mark, last): (i64, i64) = (sqlx::Row::get(&row, "last_rowid"), sqlx::Row::get(&row, "last"));
+        assert_eq!(mark, last, "every existing row counts as indexed");
+        let filter = AuditFilter { file_id: Some("f1".into()), limit: 10, ..AuditFilter::default() };
+        let found: Vec<String> = db.audit_events(&filter).await.unwrap().into_iter().map(|e| e.id).collect();
+        assert_eq!(found, ["e4", "e1"], "found once each, through the index");
+    }
+
     #[tokio::test]
     async fn sqlite_finds_a_files_audit_rows_before_and_after_they_are_indexed() {
         let dir = tempfile::tempdir().unwrap();

@@ -129,7 +129,10 @@ pub async fn trail(State(state): State<AppState>, request: Request, next: Next) 
                     },
                 },
             }
-            let planned = if is_head {
+            // The file's bytes: a refusal's page is not the file.
+            let planned = if !status.is_success() {
+                None
+            } else if is_head {
                 Some(0)
             } else {
                 response
