@@ -541,9 +541,6 @@ mod tests {
         assert_eq!(db.scan_count(ScanState::Pending).await.unwrap(), 0);
     }
 
-    /// SQLite indexes the trail by file in batches (migration 0011): a query by file finds
-    /// every row of the file, indexed or not yet, newest first, through the index — and after
-    /// a purge, whose new rowids start again from the last row left.
     /// A database with data at version 9, migrated: 0010 sums what each user holds (removed
     /// files not counted), 0011 indexes the trail's rows by file and marks them all indexed.
     #[tokio::test]
@@ -600,6 +597,9 @@ mod tests {
         assert_eq!(found, ["e4", "e1"], "found once each, through the index");
     }
 
+    /// SQLite indexes the trail by file in batches (migration 0011): a query by file finds
+    /// every row of the file, indexed or not yet, newest first, through the index — and after
+    /// a purge, whose new rowids start again from the last row left.
     #[tokio::test]
     async fn sqlite_finds_a_files_audit_rows_before_and_after_they_are_indexed() {
         let dir = tempfile::tempdir().unwrap();

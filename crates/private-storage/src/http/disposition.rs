@@ -62,7 +62,7 @@ impl ContentDisposition {
         let kind = if self.attachment { "attachment" } else { "inline" };
         let value = if !name.is_empty() && name.bytes().all(is_attr_char) {
             // The common case (`report-2026.pdf`): both forms are the name itself.
-            let mut value = String::with_capacity(kind.len() + 2 * name.len() + 30);
+            let mut value = String::with_capacity(kind.len() + 2 * name.len() + 32);
             for part in [kind, "; filename=\"", name, "\"; filename*=UTF-8''", name] {
                 value.push_str(part);
             }
