@@ -68,6 +68,7 @@ keys! {
     AuditRetention = "audit_retention", Some("90d"), "how long the audit trail is kept";
     UploadExpiry = "upload_expiry", Some("24h"), "how long an unfinished resumable (tus) upload is kept after its last request";
     UploadChunkSize = "upload_chunk_size", Some("8MiB"), "bytes per request of the upload page's resumable uploads: keep it below any cap a proxy in front puts on request bodies";
+    FileCache = "file_cache", Some("64MiB"), "memory for small files (64 KiB at most) kept to be served without reading them again; 0: none";
     LogFormat = "log_format", Some("text"), "text | json";
     HeaderReadTimeout = "header_read_timeout", Some("10s"), "a client must send its request headers within this";
     RequestTimeout = "request_timeout", Some("60s"), "limit on pages and API calls (downloads and uploads are not cut)";
@@ -219,6 +220,8 @@ pub struct Config {
     pub upload_expiry: Duration,
     /// Bytes per request of the upload page's resumable uploads.
     pub upload_chunk_size: u64,
+    /// Memory for the bytes of small files served from memory (0: none).
+    pub file_cache: u64,
     /// Single sign-on with an OpenID provider, if configured.
     pub sso: Option<crate::sso::SsoConfig>,
     /// Whether local passwords log in.
@@ -538,6 +541,8 @@ impl Loader {
         };
         let max_file_size = parse_size(get(Key::MaxFileSize).unwrap_or_default())
             .ok_or_else(|| named(Key::MaxFileSize, "expected bytes or a size such as 10MB or 1GiB".into()))?;
+        let file_cache = parse_size(get(Key::FileCache).unwrap_or_default())
+            .ok_or_else(|| named(Key::FileCache, "expected a size such as 64MiB, or 0".into()))?;
         let upload_chunk_size = parse_size(get(Key::UploadChunkSize).unwrap_or_default())
             .filter(|&n| n > 0)
             .ok_or_else(|| named(Key::UploadChunkSize, "expected a size such as 512KiB or 8MiB".into()))?;
@@ -783,6 +788,7 @@ impl Loader {
             audit_retention: duration(Key::AuditRetention)?,
             upload_expiry: duration(Key::UploadExpiry)?,
             upload_chunk_size,
+            file_cache,
             sso,
             password_login,
             log_json,

@@ -177,10 +177,14 @@ impl AppState {
             (true, Some(keys)) => Some(backend.encrypted(keys.clone())?),
             _ => None,
         };
-        let storage: Arc<dyn Storage> = match &encrypted {
+        let mut storage: Arc<dyn Storage> = match &encrypted {
             Some(encrypted) => encrypted.clone(),
             None => backend.shared(),
         };
+        if config.file_cache > 0 {
+            // Small files served from memory: exact through the database's change feed.
+            storage = db.cache_objects(storage, config.file_cache);
+        }
         // Unfinished resumable uploads: beside the default media folder, so a finished one is
         // renamed into it; in the bucket with S3, so that every instance can continue them.
         // Encrypted, the unfinished bytes are encrypted in the data folder too, and a finished

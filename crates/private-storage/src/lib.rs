@@ -241,8 +241,9 @@ pub use share::{
     ShareTarget, TracingAudit,
 };
 pub use storage::{
-    ByteStream, DEFAULT_BASE_URL, Fault, GetOptions, GetResult, LocalStorage, MemoryStorage, MigrationProgress,
-    MigrationReport, ObjectMeta, Payload, PresignedGet, PutMode, PutOptions, PutStream, Storage, StorageExt, migrate,
+    ByteStream, CachedStorage, DEFAULT_BASE_URL, Fault, GetOptions, GetResult, LocalStorage, MemoryStorage,
+    MigrationProgress, MigrationReport, ObjectMeta, Payload, PresignedGet, PutMode, PutOptions, PutStream, Storage,
+    StorageExt, migrate,
 };
 #[cfg(feature = "s3")]
 pub use storage::{

@@ -19,9 +19,11 @@
 //! Entries are also dropped after [`MAX_AGE`], against writes made outside private-storage
 //! (an operator's SQL).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+use private_storage::{CachedStorage, ObjectKey, Storage};
 
 use super::rows::{Columns, FromRow, Number};
 use super::{Arg, Db, DbResult, FileRow, SessionUser, UserRow, now};
@@ -56,6 +58,8 @@ pub enum Change<'a> {
     File(&'a str),
     /// Records of many files changed (a transfer, a deleted user's files).
     Files,
+    /// The bytes stored under a storage key changed or went (a deleted file, a rewrapped one).
+    Object(&'a str),
 }
 
 impl Change<'_> {
@@ -67,6 +71,7 @@ impl Change<'_> {
             Change::Session(hash) => format!("session:{hash}"),
             Change::File(id) => format!("file:{id}"),
             Change::Files => "files".into(),
+            Change::Object(key) => format!("object:{key}"),
         }
     }
 
@@ -78,6 +83,7 @@ impl Change<'_> {
             None if text == "files" => Change::Files,
             Some(("session", hash)) => Change::Session(hash),
             Some(("file", id)) => Change::File(id),
+            Some(("object", key)) => Change::Object(key),
             _ => return None,
         })
     }
@@ -167,7 +173,12 @@ pub(super) struct Caches {
     start: Instant,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// The storage's cache of small files, when the server keeps one (see [`Db::cache_objects`]).
+    objects: OnceLock<Arc<Objects>>,
 }
+
+/// The small files a serving process keeps in memory.
+pub(crate) type Objects = CachedStorage<Arc<dyn Storage>>;
 
 impl Default for Caches {
     fn default() -> Self {
@@ -180,6 +191,7 @@ impl Default for Caches {
             start: Instant::now(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            objects: OnceLock::new(),
         }
     }
 }
@@ -280,13 +292,26 @@ impl Caches {
                 self.files.remove(id);
             }
             Some(Change::Files) => self.files.clear(),
+            Some(Change::Object(key)) => {
+                if let (Some(objects), Ok(key)) = (self.objects.get(), ObjectKey::new(key)) {
+                    objects.invalidate(&key);
+                }
+            }
             None => {
                 self.tokens.clear();
                 self.sessions.clear();
                 self.files.clear();
+                if let Some(objects) = self.objects.get() {
+                    objects.clear();
+                }
             }
         }
         self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The storage's cache of small files, if there is one.
+    pub(super) fn objects(&self) -> Option<&Objects> {
+        self.objects.get().map(|objects| &**objects)
     }
 
     /// Hits and misses so far.
@@ -321,6 +346,24 @@ impl FromRow for Published {
 const POLL_BATCH: i64 = 512;
 
 impl Db {
+    /// Puts a cache of small files in front of `storage`, within `budget` bytes, kept exact the
+    /// way the other caches are: the writes through it forget their key at once; deleting a
+    /// file and rewrapping one publish [`Change::Object`], applied by every process that
+    /// watches; and it answers only under the lease (so never in a command). One per `Db`: a
+    /// second call gets the first one's.
+    pub(crate) fn cache_objects(&self, storage: Arc<dyn Storage>, budget: u64) -> Arc<Objects> {
+        let caches = self.caches.clone();
+        let build = || Arc::new(CachedStorage::new(storage, budget).max_age(MAX_AGE).only_while(move || caches.live()));
+        self.caches.objects.get_or_init(build).clone()
+    }
+
+    /// Publishes `changes` without another write (what changed is outside the database), and
+    /// applies them here.
+    pub(crate) async fn announce(&self, changes: &[Change<'_>]) -> DbResult<()> {
+        let tx = self.pool.begin().await?;
+        self.commit_changing(tx, changes).await
+    }
+
     /// Publishes `change` in `tx`: a `cache_events` row on SQLite, a `NOTIFY` on PostgreSQL.
     pub(super) async fn publish(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>, change: Change<'_>) -> DbResult<()> {
         let what = change.encode();
@@ -601,5 +644,51 @@ mod tests {
             }
         }
         assert_eq!(Change::decode("something:new"), None, "unknown: everything goes");
+    }
+
+    #[tokio::test]
+    async fn small_files_are_forgotten_by_key_and_kept_only_under_the_lease() {
+        use private_storage::{LocalStorage, StorageExt};
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let db = Db::open(&url).await.unwrap();
+        std::fs::create_dir(dir.path().join("media")).unwrap();
+        let objects = db.cache_objects(Arc::new(LocalStorage::new(dir.path().join("media")).unwrap()), 1 << 20);
+        let inner = objects.inner().clone();
+        let keys = [ObjectKey::new("o/1.txt").unwrap(), ObjectKey::new("o/2.txt").unwrap()];
+        let fill = || async {
+            for key in &keys {
+                objects.head_with_bytes(key, 4096).await.unwrap();
+            }
+            objects.usage().0
+        };
+        for key in &keys {
+            inner.put_bytes(key, "v1").await.unwrap();
+        }
+        assert_eq!(fill().await, 0, "without a lease nothing is kept");
+
+        db.caches.renew(Instant::now());
+        assert_eq!(fill().await, 2);
+        let cases: [(Option<Change<'_>>, usize); 4] =
+            [(Some(Change::File("1")), 2), (Some(Change::Files), 2), (Some(Change::Object("o/1.txt")), 1), (None, 0)];
+        for (change, left) in cases {
+            assert_eq!(fill().await, 2);
+            db.caches.apply(change);
+            assert_eq!(objects.usage().0, left, "{change:?}");
+            if let Some(change) = change {
+                assert_eq!(Change::decode(&change.encode()), Some(change));
+            }
+        }
+
+        // Changed behind the cache while the lease runs: seen once announced.
+        assert_eq!(fill().await, 2);
+        inner.put_bytes(&keys[0], "v2").await.unwrap();
+        assert_eq!(objects.read(&keys[0]).await.unwrap(), "v1");
+        db.caches.apply(Some(Change::Object("o/1.txt")));
+        assert_eq!(objects.read(&keys[0]).await.unwrap(), "v2");
+        // Once the lease has run out, the cache does not answer.
+        inner.put_bytes(&keys[1], "v2").await.unwrap();
+        db.caches.lease_until.store(0, Ordering::Release);
+        assert_eq!(objects.head_with_bytes(&keys[1], 4096).await.unwrap().1.as_deref(), Some(&b"v2"[..]));
     }
 }

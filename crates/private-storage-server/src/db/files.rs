@@ -119,16 +119,16 @@ impl Db {
     /// Deletes a file's record (and, by cascade, its share links). `false` if there was none.
     pub async fn delete_file(&self, id: &str) -> DbResult<bool> {
         let mut tx = self.pool.begin().await?;
-        let gone = bind("DELETE FROM files WHERE id = $1 RETURNING owner_id, size, scan", &[Arg::Text(id)])
-            .fetch_optional(&mut *tx)
-            .await?;
+        let sql = "DELETE FROM files WHERE id = $1 RETURNING owner_id, size, scan, object_key";
+        let gone = bind(sql, &[Arg::Text(id)]).fetch_optional(&mut *tx).await?;
         let Some(gone) = gone else { return Ok(false) };
-        let (owner, size, scan): (String, i64, String) =
-            (gone.try_get("owner_id")?, gone.try_get("size")?, gone.try_get("scan")?);
+        let (owner, size, scan, key): (String, i64, String, String) =
+            (gone.try_get("owner_id")?, gone.try_get("size")?, gone.try_get("scan")?, gone.try_get("object_key")?);
         if scan != ScanState::Removed.as_str() {
             count_in(&mut tx, &owner, -size, -1).await?;
         }
-        self.commit_changing(tx, &[Change::File(id)]).await?;
+        // The bytes go too: no process may serve them from memory by their key.
+        self.commit_changing(tx, &[Change::File(id), Change::Object(&key)]).await?;
         Ok(true)
     }
 
@@ -175,14 +175,17 @@ impl Db {
         let sql = "UPDATE files SET scan = $1, scan_detail = $2, scan_claim = 0 WHERE id = $3 AND scan = 'pending'";
         let mut tx = self.pool.begin().await?;
         let args = [Arg::Text(state.as_str()), Arg::OptText(detail), Arg::Text(id)];
-        let set = bind(&format!("{sql} RETURNING owner_id, size"), &args).fetch_optional(&mut *tx).await?;
+        let set = bind(&format!("{sql} RETURNING owner_id, size, object_key"), &args).fetch_optional(&mut *tx).await?;
         let Some(set) = set else { return Ok(false) };
+        let key: String = set.try_get("object_key")?;
+        let mut changes = vec![Change::File(id)];
         if state == ScanState::Removed {
-            // Removed as infected: out of the quota.
+            // Removed as infected: out of the quota, and its bytes are deleted next.
             let (owner, size): (String, i64) = (set.try_get("owner_id")?, set.try_get("size")?);
             count_in(&mut tx, &owner, -size, -1).await?;
+            changes.push(Change::Object(&key));
         }
-        self.commit_changing(tx, &[Change::File(id)]).await?;
+        self.commit_changing(tx, &changes).await?;
         Ok(true)
     }
 

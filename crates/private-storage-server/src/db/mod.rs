@@ -388,6 +388,11 @@ impl Db {
         self.caches.stats()
     }
 
+    /// How many small files, and how many bytes, the storage's cache holds (`None`: no cache).
+    pub fn file_cache_usage(&self) -> Option<(usize, u64)> {
+        self.caches.objects().map(|objects| objects.usage())
+    }
+
     /// Whether this is PostgreSQL.
     pub fn is_postgres(&self) -> bool {
         self.postgres

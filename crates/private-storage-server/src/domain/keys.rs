@@ -8,6 +8,7 @@ use futures_util::TryStreamExt;
 use private_storage::{ObjectKey, Rewrap, Storage};
 
 use super::{Domain, Error, Result};
+use crate::db::Change;
 use crate::state::Encrypted;
 
 /// How many stored files each key-encryption key wraps.
@@ -86,12 +87,19 @@ impl Domain {
         while let Some(object) = objects.try_next().await? {
             let key = object.key;
             let had_record = self.db.file_by_key(key.as_str()).await?.is_some();
-            match encrypted.rewrap(&key).await {
+            let rewrapped = encrypted.rewrap(&key).await;
+            if !matches!(rewrapped, Ok(Rewrap::Unchanged)) {
+                // Rewritten (or perhaps half written) behind the storage's cache, here and in
+                // every serving process: its validators changed.
+                self.db.announce(&[Change::Object(key.as_str())]).await?;
+            }
+            match rewrapped {
                 Ok(Rewrap::Unchanged) => rotation.unchanged += 1,
                 Ok(_) => {
                     // A rewrite (S3) racing a delete would bring the bytes back: take them away.
                     if had_record && self.db.file_by_key(key.as_str()).await?.is_none() {
                         encrypted.inner().delete(&key).await?;
+                        self.db.announce(&[Change::Object(key.as_str())]).await?;
                         rotation.gone += 1;
                     } else {
                         rotation.rewrapped += 1;

@@ -244,5 +244,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     text.push_str(&format!(
         "private_storage_cache_lookups_total{{outcome=\"hit\"}} {hits}\nprivate_storage_cache_lookups_total{{outcome=\"miss\"}} {misses}\n"
     ));
+    if let Some((files, bytes)) = state.db.file_cache_usage() {
+        text.push_str(&format!(
+            "# HELP private_storage_file_cache_files Small files held in memory to be served.\n# TYPE private_storage_file_cache_files gauge\nprivate_storage_file_cache_files {files}\n\
+             # HELP private_storage_file_cache_bytes Memory those files take, by the cache's measure.\n# TYPE private_storage_file_cache_bytes gauge\nprivate_storage_file_cache_bytes {bytes}\n"
+        ));
+    }
     ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -6,6 +6,7 @@
 //! The `testing` feature's [`conformance`](crate::testing::conformance) suite checks that a
 //! backend keeps the contract.
 
+mod cached;
 #[cfg(feature = "encryption")]
 mod encrypted;
 mod local;
@@ -25,6 +26,7 @@ use bytes::{Bytes, BytesMut};
 use futures_core::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt, stream};
 
+pub use cached::CachedStorage;
 #[cfg(all(feature = "encryption", feature = "tus"))]
 pub(crate) use encrypted::PartialCipher;
 #[cfg(feature = "encryption")]

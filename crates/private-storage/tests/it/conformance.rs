@@ -1,7 +1,7 @@
 //! The storage conformance suite against every built-in backend.
 use crate::common;
 
-use private_storage::{LocalStorage, MemoryStorage, testing::conformance};
+use private_storage::{CachedStorage, LocalStorage, MemoryStorage, testing::conformance};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_storage_keeps_the_storage_contract() {
@@ -24,4 +24,11 @@ async fn local_storage_through_a_shared_handle_keeps_the_contract() {
     let storage: std::sync::Arc<dyn private_storage::Storage> =
         std::sync::Arc::new(LocalStorage::new(dir.path()).unwrap());
     conformance(&storage).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cache_in_front_of_local_storage_keeps_the_contract() {
+    // Every check writes through the cache and reads back: a stale answer fails it.
+    let dir = tempfile::tempdir().unwrap();
+    conformance(&CachedStorage::new(LocalStorage::new(dir.path()).unwrap(), 1 << 20)).await;
 }
