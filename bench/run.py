@@ -4,6 +4,7 @@
 Targets, all pinned to core 0 (the load generator runs on core 1):
   nginx-static  nginx, sendfile on, no access check: the ceiling
   stream        serve-bench (ServePrivate, bearer-token lookup + rule per request), stream mode
+  stream-cached the same through CachedStorage (small files from memory once read)
   xaccel        nginx in front of serve-bench in X-Accel-Redirect mode (our check, nginx's bytes)
   server        the private-storage server itself (not in --smoke): /files/{id}/download with an
                 API token, so each request is a token lookup and a record lookup in SQLite, the
@@ -268,6 +269,9 @@ def main():
         procs.append(app_stream)
         app_nginx, app_nginx_addr = start_app(root, "nginx")
         procs.append(app_nginx)
+        app_cached, cached_addr = (None, None) if args.smoke else start_app(root, "cached")
+        if app_cached:
+            procs.append(app_cached)
         servers = {}
         if not args.smoke:
             build_server()
@@ -287,6 +291,8 @@ def main():
         }
         if args.smoke:
             del targets["xaccel"]
+        else:
+            targets["stream-cached"] = (cached_addr, [app_cached.pid], media, TOKEN)
         for target, (proc, addr, token, ids) in servers.items():
             download = lambda name, ids=ids: f"/files/{ids[name]}/download"
             if target == "server-nginx":

@@ -1,7 +1,10 @@
-//! The download path under load: `serve-bench <root> <stream|nginx|memory|encrypted|s3|s3-redirect> [internal-prefix]`.
+//! The download path under load: `serve-bench <root> <stream|cached|nginx|memory|encrypted|s3|s3-redirect> [internal-prefix]`.
 //!
 //! `encrypted` copies the files into `<root>-sealed` through an `EncryptedStorage` (a fresh
 //! key each start) and streams them from there, decrypting: the cost of encryption at rest.
+//!
+//! `cached` streams them through a `CachedStorage` (64 MiB) in front of the folder: small
+//! files from memory once read, as the server does by default.
 //!
 //! `memory` serves the same files from `MemoryStorage` (loaded at start): the same stack
 //! without file I/O, to tell the cost of the filesystem from the cost of HTTP. `s3` and
@@ -45,11 +48,11 @@ async fn identify(State(sessions): State<Sessions>, mut request: Request, next: 
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: serve-bench <root> <stream|nginx|memory|encrypted|s3|s3-redirect> [internal-prefix]";
+    let usage = "usage: serve-bench <root> <stream|cached|nginx|memory|encrypted|s3|s3-redirect> [internal-prefix]";
     let root = args.next().ok_or(usage)?;
     let mode = args.next().ok_or(usage)?;
     let delivery = match mode.as_str() {
-        "stream" | "memory" | "encrypted" | "s3" => Delivery::stream(),
+        "stream" | "cached" | "memory" | "encrypted" | "s3" => Delivery::stream(),
         "s3-redirect" => Delivery::presigned_redirect(None),
         "nginx" => Delivery::nginx(args.next().as_deref().unwrap_or("/_internal"))?,
         other => return Err(format!("unknown mode {other}; {usage}").into()),
@@ -85,6 +88,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 Arc::new(memory)
             }
+            "cached" => Arc::new(private_storage::CachedStorage::new(LocalStorage::new(&root)?, 64 << 20)),
             _ => Arc::new(LocalStorage::new(&root)?),
         };
         let files = ServePrivate::from_arc(storage).rule(allow_authenticated()).delivery(delivery);
