@@ -113,5 +113,21 @@ fn encryption(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, keys, rules, planning, disposition, service, encryption);
+/// A small file's read from a folder, and the same through `CachedStorage` once it is kept.
+fn cached(c: &mut Criterion) {
+    use private_storage::{CachedStorage, LocalStorage, Storage};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = ObjectKey::new("files/4k.bin").unwrap();
+    let local = LocalStorage::new(dir.path()).unwrap();
+    runtime.block_on(local.put_bytes(&key, vec![7u8; 4096])).unwrap();
+    let cached = CachedStorage::new(LocalStorage::new(dir.path()).unwrap(), 1 << 20);
+    for (name, storage) in [("local folder", &local as &dyn Storage), ("local folder, cached", &cached)] {
+        c.bench_function(&format!("storage: 4 KiB inline read, {name}"), |b| {
+            b.iter(|| runtime.block_on(storage.head_with_bytes(black_box(&key), 65_536)).unwrap())
+        });
+    }
+}
+
+criterion_group!(benches, keys, rules, planning, disposition, service, encryption, cached);
 criterion_main!(benches);
