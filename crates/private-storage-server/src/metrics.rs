@@ -6,8 +6,7 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
 
 use crate::AppState;
@@ -96,10 +95,10 @@ fn is_download(path: &str) -> bool {
         || (path.starts_with("/files/") && path.ends_with("/download"))
 }
 
-/// Counts every response.
-pub async fn count(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Counts every response (the outermost of [`http::app`](crate::http::app)'s per-request steps).
+pub(crate) async fn count(state: &AppState, request: Request, next: impl AsyncFnOnce(Request) -> Response) -> Response {
     let download = is_download(request.uri().path());
-    let response = next.run(request).await;
+    let response = next(request).await;
     let status = response.status();
     let metrics = &state.metrics;
     metrics.requests[(status.as_u16() / 100).clamp(1, 5) as usize - 1].fetch_add(1, Ordering::Relaxed);

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, Query, Request, State};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use minijinja::context;
@@ -60,7 +59,7 @@ fn delivery_of(response: &Response) -> Option<&'static str> {
 /// then records a download — served, denied or held — with its answer, and a denial (`403`)
 /// on any other route. Inside authentication: requests with an invalid API token never get
 /// here (they are counted, not written), and the actor is known.
-pub async fn trail(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn trail(state: &AppState, request: Request, next: impl AsyncFnOnce(Request) -> Response) -> Response {
     let path = request.uri().path().to_owned();
     let shown = if path.starts_with("/s/") { "/s/<token>" } else { path.as_str() };
     let headers = request.headers();
@@ -74,7 +73,7 @@ pub async fn trail(State(state): State<AppState>, request: Request, next: Next) 
     let range = headers.get(http::header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let actor = request.extensions().get::<Actor>().cloned();
     let is_head = request.method() == http::Method::HEAD;
-    let response = REQUEST.scope(context.clone(), next.run(request)).await;
+    let response = REQUEST.scope(context.clone(), next(request)).await;
     let status = response.status();
     let by = |kind: &str| match &actor {
         Some(actor) => Event::by(kind, actor),

@@ -5,8 +5,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
 use http::header::{AUTHORIZATION, COOKIE};
 use private_storage::{CurrentUser, User};
@@ -109,9 +108,13 @@ pub fn cookie<'a>(request: &'a http::request::Parts, name: &str) -> Option<&'a s
 /// [`Authed`], the domain's [`Actor`] and the library's `CurrentUser`. A bearer token that is
 /// not valid is refused outright (401); a database that cannot answer fails the request closed
 /// (503).
-pub async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn authenticate(
+    state: &AppState,
+    request: Request,
+    next: impl AsyncFnOnce(Request) -> Response,
+) -> Response {
     let (mut parts, body) = request.into_parts();
-    let tls = Tls(came_over_tls(&state, &parts));
+    let tls = Tls(came_over_tls(state, &parts));
     parts.extensions.insert(tls);
     let bearer = parts
         .headers
@@ -146,7 +149,7 @@ pub async fn authenticate(State(state): State<AppState>, request: Request, next:
         parts.extensions.insert(authed.actor());
         parts.extensions.insert(authed);
     }
-    next.run(Request::from_parts(parts, body)).await
+    next(Request::from_parts(parts, body)).await
 }
 
 /// The client's address: the peer, or — when the peer is a trusted reverse proxy — the nearest

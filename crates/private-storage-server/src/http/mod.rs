@@ -92,12 +92,23 @@ pub fn app(state: AppState) -> Router {
                 .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
         .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
-        .layer(middleware::from_fn_with_state(state.clone(), crate::metrics::count))
-        .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
-        // Inside authentication: it sees the actor, and never an invalid API token.
-        .layer(middleware::from_fn_with_state(state.clone(), audit::trail))
+        .layer(middleware::from_fn_with_state(state.clone(), per_request))
         .service(routes(&state).router.with_state(state));
     Router::new().fallback_service(stack)
+}
+
+/// What every request passes through on our side, outermost first: metrics, authentication,
+/// then the audit trail's context (inside authentication: it sees the actor, and never an
+/// invalid API token). One middleware calling the three in turn: one boxed service and future
+/// per request instead of one per step.
+async fn per_request(State(state): State<AppState>, request: Request, next: middleware::Next) -> Response {
+    crate::metrics::count(&state, request, async |request| {
+        auth::authenticate(&state, request, async |request| {
+            audit::trail(&state, request, async move |request| next.run(request).await).await
+        })
+        .await
+    })
+    .await
 }
 
 /// Every route, before the middleware every request passes.
