@@ -205,6 +205,8 @@ async fn on_sqlite_the_cli_in_another_process_is_seen_within_a_second() {
     served.warm(&spare_download, &cookie, &bytes).await;
     served.warm(&by_key, &bearer, &bytes).await;
     assert_eq!(served.files_in_memory(), 2);
+    let metrics = String::from_utf8(served.get("/metrics", &Auth::None).await.1).unwrap();
+    assert!(metrics.contains("\nprivate_storage_file_cache_files 2\n"), "{metrics}");
     let data = s.dir.path().join("data");
 
     cli(&data, &["rm", &id]);
