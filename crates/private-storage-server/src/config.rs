@@ -910,6 +910,7 @@ mod tests {
         assert_eq!(config.storage, StorageConfig::Local(PathBuf::from("./private-storage-data/media")));
         assert!(config.database_url.starts_with("sqlite://./private-storage-data/"));
         assert_eq!(config.auth_function, RuleName::Superuser);
+        assert_eq!(config.file_cache, 64 << 20);
         assert_eq!(config.max_file_size, 100 << 20);
     }
 
@@ -946,6 +947,7 @@ mod tests {
         assert!(e.0.contains("s3.buket"), "{e}");
         for (key, value, expect) in [
             ("max_file_size", "ten", "max_file_size"),
+            ("file_cache", "lots", "file_cache"),
             ("auth_function", "allow_everyone", "auth_function"),
             ("delivery", "s3-redirect", "delivery"),
             ("on_denied", "401", "on_denied"),

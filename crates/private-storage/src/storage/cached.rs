@@ -160,32 +160,32 @@ impl<S: Storage> CachedStorage<S> {
     }
 
     fn cached(&self, key: &ObjectKey) -> Option<Entry> {
-        self.entries.get(key).filter(|entry| entry.loaded.elapsed() < self.max_age && self.is_live())
+        if !self.is_live() {
+            return None;
+        }
+        self.entries.get(key).filter(|entry| entry.loaded.elapsed() < self.max_age)
     }
 
-    /// Keeps what a read that began in `epoch` found, unless something was invalidated since.
-    fn keep(&self, epoch: u64, meta: &ObjectMeta, bytes: &Bytes) {
+    /// Keeps what a read of `key` that began in `epoch` found, unless something was
+    /// invalidated since.
+    fn keep(&self, key: &ObjectKey, epoch: u64, meta: &ObjectMeta, bytes: &Bytes) {
         if self.epoch.load(Ordering::Acquire) != epoch || bytes.len() as u64 > self.max_object || !self.is_live() {
             return;
         }
         let entry = Entry { meta: meta.clone(), bytes: bytes.clone(), loaded: Instant::now() };
-        self.entries.insert(meta.key.clone(), entry);
+        self.entries.insert(key.clone(), entry);
         // An invalidation between the check and the insert: undo the insert.
         if self.epoch.load(Ordering::Acquire) != epoch {
-            self.entries.remove(&meta.key);
+            self.entries.remove(key);
         }
     }
 
-    /// Runs a write, forgetting `keys` before it starts (readers go to the inner storage from
-    /// then on) and again once it is done (a read that overlapped it is not kept).
-    async fn writing<T>(&self, keys: &[&ObjectKey], write: impl Future<Output = Result<T>>) -> Result<T> {
-        for key in keys {
-            self.invalidate(key);
-        }
+    /// Runs a write of `key`, forgetting it before the write starts (readers go to the inner
+    /// storage from then on) and again once it is done (a read that overlapped it is not kept).
+    async fn writing<T>(&self, key: &ObjectKey, write: impl Future<Output = Result<T>>) -> Result<T> {
+        self.invalidate(key);
         let result = write.await;
-        for key in keys {
-            self.invalidate(key);
-        }
+        self.invalidate(key);
         result
     }
 }
@@ -207,7 +207,7 @@ impl<S: Storage> Storage for CachedStorage<S> {
         let epoch = self.epoch.load(Ordering::Acquire);
         let (meta, bytes) = self.inner.head_with_bytes(key, inline_max).await?;
         if let Some(bytes) = &bytes {
-            self.keep(epoch, &meta, bytes);
+            self.keep(key, epoch, &meta, bytes);
         }
         Ok((meta, bytes))
     }
@@ -222,11 +222,11 @@ impl<S: Storage> Storage for CachedStorage<S> {
 
     async fn put(&self, key: &ObjectKey, data: PutStream<'_>, options: PutOptions) -> Result<ObjectMeta> {
         // A unique variant of `key` is a key nobody read yet: nothing cached to forget.
-        self.writing(&[key], self.inner.put(key, data, options)).await
+        self.writing(key, self.inner.put(key, data, options)).await
     }
 
     async fn copy(&self, from: &ObjectKey, to: &ObjectKey, mode: PutMode) -> Result<ObjectMeta> {
-        self.writing(&[to], self.inner.copy(from, to, mode)).await
+        self.writing(to, self.inner.copy(from, to, mode)).await
     }
 
     async fn overwrite_at(
@@ -236,11 +236,11 @@ impl<S: Storage> Storage for CachedStorage<S> {
         bytes: &[u8],
         if_match: &str,
     ) -> Result<Option<ObjectMeta>> {
-        self.writing(&[key], self.inner.overwrite_at(key, offset, bytes, if_match)).await
+        self.writing(key, self.inner.overwrite_at(key, offset, bytes, if_match)).await
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
-        self.writing(&[key], self.inner.delete(key)).await
+        self.writing(key, self.inner.delete(key)).await
     }
 
     fn list(&self, prefix: Option<&ObjectKey>) -> BoxStream<'static, Result<ObjectMeta>> {
