@@ -202,12 +202,16 @@ def free_port():
         return s.getsockname()[1]
 
 
+# How long a process may take to listen (bench/instructions.py: seconds under valgrind).
+START_TIMEOUT = 10
+
+
 def wait_port(port, proc):
     import socket
-    deadline = time.time() + 10
+    deadline = time.time() + START_TIMEOUT
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise SystemExit("nginx exited at start")
+            raise SystemExit(f"exited at start: {' '.join(map(str, proc.args))}")
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return

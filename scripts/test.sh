@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: installs the real peers the tests use
-# (nginx, Apache with mod_xsendfile, headless Chromium, PostgreSQL, wrk for the benchmark smoke
-# run, clamd for virus scanning, Garage for S3), then lints, runs every test and doc-test, and
-# checks that the README's run command starts the server and that a user can log in.
+# (nginx, Apache with mod_xsendfile, headless Chromium, PostgreSQL, wrk and valgrind for the
+# benchmark smoke runs, clamd for virus scanning, Garage for S3), then lints, runs every test
+# and doc-test, and checks that the README's run command starts the server and that a user can
+# log in.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,7 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
 [ -d /usr/lib/postgresql ] || missing+=(postgresql)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v callgrind_control >/dev/null 2>&1 || missing+=(valgrind)
 [ -x /usr/sbin/clamd ] || missing+=(clamav-daemon)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"
@@ -79,6 +81,7 @@ bench/run.sh --smoke
 bench/s3.sh --smoke
 bench/encryption.sh --smoke
 bench/scale.sh --smoke
+bench/instructions.sh --smoke
 
 echo "==> fuzz smoke runs (seconds per target; longer runs: see README, Testing)"
 for target in key serve disposition upload token; do

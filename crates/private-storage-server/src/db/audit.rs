@@ -174,6 +174,17 @@ pub struct AuditFilter {
 }
 
 impl Db {
+    /// Gives the events that name their file by id the file's owner, where its record is held
+    /// in memory: the insert then need not look it up (one index search and two cursors per
+    /// download, a sixth of the row's cost). The others are looked up as they are written.
+    pub(crate) fn known_owners(&self, rows: &mut [AuditRow]) {
+        for row in rows.iter_mut().filter(|row| row.owner_id.is_none()) {
+            if let Some(file) = row.file_id.as_deref().and_then(|id| self.caches.held_file(id)) {
+                row.owner_id = Some(file.owner_id.clone());
+            }
+        }
+    }
+
     /// Writes events in one transaction: on SQLite one prepared statement per event, on the
     /// blocking pool; on PostgreSQL [`ROWS_PER_INSERT`] per statement.
     pub async fn insert_audit(&self, rows: Arc<Vec<AuditRow>>) -> DbResult<()> {

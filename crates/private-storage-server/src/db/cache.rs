@@ -257,6 +257,12 @@ impl Caches {
         self.count(self.live().then(|| Self::get(&self.files, id)).flatten())
     }
 
+    /// A file's record if held, without counting a hit or a miss (for the audit writer, whose
+    /// lookups are not requests').
+    pub(super) fn held_file(&self, id: &str) -> Option<Arc<FileRow>> {
+        self.live().then(|| Self::get(&self.files, id)).flatten()
+    }
+
     fn count<T>(&self, found: Option<T>) -> Option<T> {
         let counter = if found.is_some() { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);

@@ -522,6 +522,65 @@ mod tests {
         assert!(matches!(slow.ping().await, Err(DbError::Unavailable(_))));
     }
 
+    /// The audit writer takes a download's owner from the record held in memory, and the
+    /// insert looks up the others: the trail names the owner either way, and a file given to
+    /// another user is written with its new owner (the transfer clears the held records).
+    #[tokio::test]
+    async fn audit_rows_get_their_files_owner_from_the_held_record_or_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let db = Db::open(&url).await.unwrap();
+        db.caches.renew(std::time::Instant::now()); // as the change watcher does while it runs
+        let ada = db.create_user("ada", "hash", false, false).await.unwrap();
+        let bea = db.create_user("bea", "hash", false, false).await.unwrap();
+        let file = |id: &str| FileRow {
+            id: id.into(),
+            owner_id: ada.id.clone(),
+            object_key: id.into(),
+            name: "n".into(),
+            size: 1,
+            content_type: "t".into(),
+            sha256: "s".into(),
+            created: now(),
+            scan: ScanState::Clean,
+            scan_detail: None,
+        };
+        for id in ["held", "not-held"] {
+            db.insert_file(&file(id)).await.unwrap();
+        }
+        db.file("held", None).await.unwrap().expect("read once: held from now on");
+        let event = |n: u8, file: &str| AuditRow {
+            id: format!("e{n}"),
+            at: i64::from(n),
+            kind: "download".into(),
+            actor: "user:ada".into(),
+            file_id: Some(file.into()),
+            ..AuditRow::default()
+        };
+        let mut rows = vec![event(1, "held"), event(2, "not-held"), event(3, "gone")];
+        db.known_owners(&mut rows);
+        let owners: Vec<_> = rows.iter().map(|r| r.owner_id.as_deref()).collect();
+        assert_eq!(owners, [Some(ada.id.as_str()), None, None], "only the held record answers here");
+        db.insert_audit(Arc::new(rows)).await.unwrap();
+        let written = |n: &str| {
+            let db = db.clone();
+            let id = n.to_owned();
+            async move {
+                let all = db.audit_events(&AuditFilter { limit: 100, ..AuditFilter::default() }).await.unwrap();
+                all.into_iter().find(|e| e.id == id).unwrap().owner_id
+            }
+        };
+        assert_eq!(written("e1").await.as_deref(), Some(ada.id.as_str()), "from memory");
+        assert_eq!(written("e2").await.as_deref(), Some(ada.id.as_str()), "looked up as it was written");
+        assert_eq!(written("e3").await, None, "no such file: no owner");
+
+        db.transfer_files(&ada.id, &bea.id).await.unwrap();
+        db.file("held", None).await.unwrap().expect("held again, with its new owner");
+        let mut rows = vec![event(4, "held")];
+        db.known_owners(&mut rows);
+        assert_eq!(rows[0].owner_id.as_deref(), Some(bea.id.as_str()));
+    }
+
     /// Counting the files in a scan state reads the index on `scan`, whatever `ANALYZE` saw:
     /// with statistics of a million files in one state, SQLite's planner would read every row.
     #[tokio::test]

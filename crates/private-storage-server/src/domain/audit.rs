@@ -52,7 +52,14 @@ pub struct RequestContext {
 
 /// Cuts `text` to [`MAX_TEXT`] characters.
 pub(crate) fn bounded(text: &str) -> String {
-    text.chars().take(MAX_TEXT).collect()
+    // No more bytes than MAX_TEXT: no more characters either (the usual case, not walked).
+    if text.len() <= MAX_TEXT {
+        return text.to_owned();
+    }
+    match text.char_indices().nth(MAX_TEXT) {
+        Some((end, _)) => text[..end].to_owned(),
+        None => text.to_owned(),
+    }
 }
 
 /// Microseconds since the epoch, increasing within this process: events keep their order.
@@ -165,6 +172,21 @@ impl Event {
         self.0.request_id = context.request_id.clone();
         self
     }
+
+    /// [`Event::context`], taking the context's strings when nothing else holds it (the end of
+    /// a request: no copies).
+    pub fn into_context(mut self, context: Arc<RequestContext>) -> Self {
+        match Arc::try_unwrap(context) {
+            Ok(context) => {
+                self.0.route = Some(context.route);
+                self.0.client = context.client;
+                self.0.user_agent = context.user_agent;
+                self.0.request_id = context.request_id;
+                self
+            }
+            Err(context) => self.context(&context),
+        }
+    }
 }
 
 /// How an actor is named in the trail.
@@ -273,6 +295,7 @@ async fn write_events(db: Db, mut events: mpsc::Receiver<Message>, metrics: Arc<
         }
         let rows_written = rows.len();
         if !rows.is_empty() {
+            db.known_owners(&mut rows);
             let rows = Arc::new(rows);
             let mut attempt = 0;
             while let Err(e) = db.insert_audit(rows.clone()).await {
@@ -337,5 +360,24 @@ impl Domain {
                 n += 1;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_are_cut_to_their_first_characters() {
+        assert_eq!(bounded("curl/8.5"), "curl/8.5");
+        let ascii = "a".repeat(MAX_TEXT + 10);
+        assert_eq!(bounded(&ascii), "a".repeat(MAX_TEXT));
+        assert_eq!(bounded(&ascii[..MAX_TEXT]), ascii[..MAX_TEXT]);
+        // Characters, not bytes: 300 two-byte characters keep 256 of them (512 bytes).
+        let wide = "é".repeat(MAX_TEXT + 44);
+        assert_eq!(bounded(&wide), "é".repeat(MAX_TEXT));
+        // Over MAX_TEXT bytes but not characters: kept whole.
+        let short = "é".repeat(MAX_TEXT / 2 + 1);
+        assert_eq!(bounded(&short), short);
     }
 }

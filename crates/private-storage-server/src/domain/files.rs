@@ -100,8 +100,8 @@ pub(super) fn disposition(request: &http::request::Parts, record: &Arc<FileRow>)
 
 /// The rule of downloads by record: [`may_access`] on the record the file belongs to.
 pub(super) async fn owner_or_staff(file: PrivateFile) -> bool {
-    let Some(owner) = file.parent::<Arc<FileRow>>().map(|f| f.owner_id.clone()) else { return false };
-    file.user().is_some_and(|u| may_access(u.id(), u.is_staff() || u.is_superuser(), &owner))
+    let Some(record) = file.parent::<Arc<FileRow>>() else { return false };
+    file.user().is_some_and(|u| may_access(u.id(), u.is_staff() || u.is_superuser(), &record.owner_id))
 }
 
 impl Domain {

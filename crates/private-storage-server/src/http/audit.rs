@@ -149,7 +149,7 @@ pub(crate) async fn trail(state: &AppState, request: Request, next: impl AsyncFn
         None if status == StatusCode::FORBIDDEN => by("denied"),
         None => return response,
     };
-    state.domain.audit().record(event.status(status.as_u16()).context(&context));
+    state.domain.audit().record(event.status(status.as_u16()).into_context(context));
     response
 }
 

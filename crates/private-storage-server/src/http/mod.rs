@@ -176,7 +176,8 @@ impl tower_http::request_id::MakeRequestId for NewRequestId {
         static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let prefix = PREFIX.get_or_init(|| crate::domain::random_token(6));
         let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        http::HeaderValue::from_str(&format!("{prefix}{n:08x}")).ok().map(tower_http::request_id::RequestId::new)
+        let id = bytes::Bytes::from(format!("{prefix}{n:08x}"));
+        http::HeaderValue::from_maybe_shared(id).ok().map(tower_http::request_id::RequestId::new)
     }
 }
 

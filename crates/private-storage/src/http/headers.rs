@@ -63,8 +63,7 @@ pub(crate) fn representation_headers(policy: &HeaderPolicy, file: &PrivateFile, 
     if let Some(etag) = meta.etag.as_deref().and_then(|e| HeaderValue::from_str(e).ok()) {
         headers.insert(ETAG, etag);
     }
-    let last_modified = httpdate::fmt_http_date(meta.last_modified);
-    headers.insert(LAST_MODIFIED, HeaderValue::from_str(&last_modified).expect("HTTP-date is ASCII"));
+    headers.insert(LAST_MODIFIED, http_date(meta.last_modified));
     headers.insert(CACHE_CONTROL, policy.cache_control.clone());
     headers.insert(X_CONTENT_TYPE_OPTIONS, NOSNIFF);
     if let Some(d) = disposition {
@@ -74,6 +73,17 @@ pub(crate) fn representation_headers(policy: &HeaderPolicy, file: &PrivateFile, 
         headers.insert(CONTENT_SECURITY_POLICY, SANDBOX_CSP);
     }
     headers
+}
+
+/// An IMF-fixdate (RFC 9110 §5.6.7: `Sun, 06 Nov 1994 08:49:37 GMT`, always 29 bytes) as a
+/// header value, formatted on the stack: one allocation, the value's own.
+fn http_date(at: std::time::SystemTime) -> HeaderValue {
+    use std::io::Write as _;
+    let mut buf = [0u8; 29];
+    let mut out = &mut buf[..];
+    write!(out, "{}", httpdate::HttpDate::from(at)).expect("an IMF-fixdate is 29 bytes");
+    debug_assert!(out.is_empty(), "an IMF-fixdate is 29 bytes");
+    HeaderValue::from_bytes(&buf).expect("an HTTP-date is ASCII")
 }
 
 /// `type/subtype` in lower case, without parameters.
@@ -107,6 +117,19 @@ fn is_active(essence: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_modified_is_the_imf_fixdate_of_the_time() {
+        let times = [0, 784_111_777, 1_700_000_000, 253_402_300_799]; // 1970, RFC 9110's example, 2023, 9999
+        for secs in times {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            assert_eq!(http_date(at).to_str().unwrap(), httpdate::fmt_http_date(at), "{secs}");
+        }
+        assert_eq!(
+            http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(784_111_777)),
+            "Sun, 06 Nov 1994 08:49:37 GMT"
+        );
+    }
 
     #[test]
     fn active_types_are_recognised() {
