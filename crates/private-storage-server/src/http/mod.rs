@@ -84,13 +84,23 @@ pub fn route_paths(state: &AppState) -> Vec<&'static str> {
 /// route): `Router::layer` would wrap every route in each layer, one boxed service per layer
 /// cloned on every request.
 pub fn app(state: AppState) -> Router {
+    // The access log's span and line, when the log shows them (the filter is set once, at
+    // start): with `RUST_LOG=warn` both would be made and dropped unseen on every request.
+    let access_log = tracing::enabled!(target: module_path!(), tracing::Level::INFO)
+        || tracing::enabled!(target: "tower_http::trace::on_response", tracing::Level::INFO);
+    let trace = access_log.then(|| {
+        tower::ServiceBuilder::new()
+            .map_response(|response: Response<_>| response.map(axum::body::Body::new))
+            .layer(
+                tower_http::trace::TraceLayer::new_for_http()
+                    .make_span_with(request_span)
+                    .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
+            )
+            .into_inner()
+    });
     let stack = tower::ServiceBuilder::new()
         .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(NewRequestId))
-        .layer(
-            tower_http::trace::TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
-        )
+        .option_layer(trace)
         .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
         .layer(middleware::from_fn_with_state(state.clone(), per_request))
         .service(routes(&state).router.with_state(state));
