@@ -200,7 +200,14 @@ fn validate(key: &str) -> Result<(), KeyError> {
     if key.starts_with('/') {
         return Err(KeyError::Absolute);
     }
-    if let Some(c) = key.chars().find(|&c| is_forbidden(c)) {
+    // Every look-alike and invisible character is outside ASCII: an ASCII key (the usual one)
+    // is checked byte by byte, without decoding.
+    let forbidden = if key.is_ascii() {
+        key.bytes().find(|&b| is_forbidden_ascii(b)).map(char::from)
+    } else {
+        key.chars().find(|&c| is_forbidden(c))
+    };
+    if let Some(c) = forbidden {
         return Err(KeyError::ForbiddenChar(c));
     }
     let first = key.split('/').next().unwrap_or(key);
@@ -235,6 +242,11 @@ pub(crate) fn is_forbidden(c: char) -> bool {
             | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}'
             | '\u{2066}'..='\u{206F}' | '\u{FEFF}'
         )
+}
+
+/// [`is_forbidden`] of an ASCII character.
+fn is_forbidden_ascii(b: u8) -> bool {
+    b.is_ascii_control() || b == b'\\'
 }
 
 fn is_dot_like(c: char) -> bool {
@@ -289,6 +301,20 @@ impl std::str::FromStr for ObjectKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ascii_check_forbids_what_the_character_check_forbids() {
+        for b in 0..=0x7fu8 {
+            assert_eq!(is_forbidden_ascii(b), is_forbidden(char::from(b)), "{b:#04x}");
+            let key = format!("a/b{}c", char::from(b));
+            let (fast, slow) = (validate(&key), validate(&format!("{key}\u{e9}")));
+            assert_eq!(
+                fast.is_err(),
+                slow.is_err(),
+                "{b:#04x}: the same verdict with or without a non-ASCII character"
+            );
+        }
+    }
 
     #[test]
     fn valid_keys_are_kept_verbatim() {

@@ -185,16 +185,30 @@ impl Db {
         }
     }
 
-    /// Writes events in one transaction: on SQLite one prepared statement per event, on the
-    /// blocking pool; on PostgreSQL [`ROWS_PER_INSERT`] per statement.
+    /// Writes events in one transaction, [`ROWS_PER_INSERT`] per statement: on SQLite two
+    /// prepared statements (that many rows, and one row for the rest), on the blocking pool.
     pub async fn insert_audit(&self, rows: Arc<Vec<AuditRow>>) -> DbResult<()> {
+        static FULL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let full = || FULL.get_or_init(|| insert_sql(ROWS_PER_INSERT)).as_str();
         let index = !self.postgres && self.audit_index_due();
         if let Some(fast) = self.fast.clone() {
             return tokio::task::spawn_blocking(move || {
                 fast.write(|tx| {
-                    let mut insert = tx.prepare_cached(&insert_sql(1))?;
-                    for row in rows.iter() {
-                        insert.execute(rusqlite::params_from_iter(args(row)))?;
+                    // A statement's cursors are opened and closed once for all its rows.
+                    let chunks = rows.chunks_exact(ROWS_PER_INSERT);
+                    let rest = chunks.remainder();
+                    if chunks.len() > 0 {
+                        let mut insert = tx.prepare_cached(full())?;
+                        for chunk in chunks {
+                            insert.execute(rusqlite::params_from_iter(chunk.iter().flat_map(args)))?;
+                        }
+                    }
+                    if !rest.is_empty() {
+                        static ONE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+                        let mut insert = tx.prepare_cached(ONE.get_or_init(|| insert_sql(1)))?;
+                        for row in rest {
+                            insert.execute(rusqlite::params_from_iter(args(row)))?;
+                        }
                     }
                     if index {
                         tx.execute(INDEX_BY_FILE, [])?;
@@ -209,11 +223,8 @@ impl Db {
         let mut tx = self.pool.begin().await?;
         for chunk in rows.chunks(ROWS_PER_INSERT) {
             let args: Vec<Arg<'_>> = chunk.iter().flat_map(args).collect();
-            static FULL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
             let sql = match chunk.len() {
-                ROWS_PER_INSERT => {
-                    std::borrow::Cow::Borrowed(FULL.get_or_init(|| insert_sql(ROWS_PER_INSERT)).as_str())
-                }
+                ROWS_PER_INSERT => std::borrow::Cow::Borrowed(full()),
                 n => std::borrow::Cow::Owned(insert_sql(n)),
             };
             super::bind(&sql, &args).execute(&mut *tx).await?;
