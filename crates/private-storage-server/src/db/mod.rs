@@ -522,6 +522,48 @@ mod tests {
         assert!(matches!(slow.ping().await, Err(DbError::Unavailable(_))));
     }
 
+    /// A batch of events is written whole and as given, whatever its size: in statements of
+    /// several rows and one at a time for the rest (SQLite), or 64 per statement (sqlx).
+    #[tokio::test]
+    async fn every_event_of_a_batch_is_written_as_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let db = Db::open(&url).await.unwrap();
+        let event = |n: usize| AuditRow {
+            id: format!("{n:014x}00000000"),
+            at: n as i64,
+            kind: "download".into(),
+            actor: format!("user:u{n}"),
+            user_id: Some(format!("u{n}")),
+            owner_id: Some(format!("o{n}")),
+            link_id: (n % 3 == 0).then(|| format!("l{n}")),
+            route: Some(format!("GET /files/f{n}/download")),
+            delivery: Some("stream".into()),
+            status: Some(200 + n as i64),
+            byte_range: (n % 2 == 0).then(|| format!("bytes={n}-")),
+            bytes: Some(n as i64 * 10),
+            client: Some("192.0.2.1".into()),
+            user_agent: Some(format!("agent {n}")),
+            request_id: Some(format!("r{n}")),
+            detail: None,
+            ..AuditRow::default()
+        };
+        for d in [db.clone(), db.without_fast_reads()] {
+            let first = if d.fast.is_some() { 0 } else { 1000 };
+            let rows: Vec<AuditRow> = (first..first + 2 * audit::SQLITE_ROWS_PER_INSERT + 3).map(event).collect();
+            d.insert_audit(Arc::new(rows.clone())).await.unwrap();
+            let filter = AuditFilter {
+                since: Some(first as i64),
+                until: Some(first as i64 + 100),
+                limit: 100,
+                ..AuditFilter::default()
+            };
+            let mut written = d.audit_events(&filter).await.unwrap();
+            written.reverse(); // newest first
+            assert_eq!(written, rows);
+        }
+    }
+
     /// The audit writer takes a download's owner from the record held in memory, and the
     /// insert looks up the others: the trail names the owner either way, and a file given to
     /// another user is written with its new owner (the transfer clears the held records).
