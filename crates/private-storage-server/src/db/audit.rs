@@ -107,7 +107,8 @@ const ROWS_PER_INSERT: usize = 64;
 /// once for all its rows; its bound texts' buffers are reused from one execution to the next
 /// within a transaction, and freed when it goes back to rusqlite's cache: small enough to be
 /// executed many times per batch (`bench/instructions.sh`, instructions per download: 1 row
-/// 100.3k, 64 rows 98.0k, 16 rows 94.4k, 8 rows 93.0k).
+/// 101.9k, 64 rows 100.3k; then, with other changes, 64 rows 98.0k, 16 rows 94.4k, 8 rows
+/// 93.0k).
 pub(super) const SQLITE_ROWS_PER_INSERT: usize = 8;
 
 /// The statement inserting `rows` events. The file of an event known by key is looked up as
@@ -181,8 +182,8 @@ pub struct AuditFilter {
 
 impl Db {
     /// Gives the events that name their file by id the file's owner, where its record is held
-    /// in memory: the insert then need not look it up (one index search and two cursors per
-    /// download, a sixth of the row's cost). The others are looked up as they are written.
+    /// in memory: the insert then need not look it up (an index search and two cursors per
+    /// download). The others are looked up as they are written.
     pub(crate) fn known_owners(&self, rows: &mut [AuditRow]) {
         for row in rows.iter_mut().filter(|row| row.owner_id.is_none()) {
             if let Some(file) = row.file_id.as_deref().and_then(|id| self.caches.held_file(id)) {

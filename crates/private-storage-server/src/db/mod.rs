@@ -536,11 +536,11 @@ mod tests {
             actor: format!("user:u{n}"),
             user_id: Some(format!("u{n}")),
             owner_id: Some(format!("o{n}")),
-            link_id: (n % 3 == 0).then(|| format!("l{n}")),
+            link_id: n.is_multiple_of(3).then(|| format!("l{n}")),
             route: Some(format!("GET /files/f{n}/download")),
             delivery: Some("stream".into()),
             status: Some(200 + n as i64),
-            byte_range: (n % 2 == 0).then(|| format!("bytes={n}-")),
+            byte_range: n.is_multiple_of(2).then(|| format!("bytes={n}-")),
             bytes: Some(n as i64 * 10),
             client: Some("192.0.2.1".into()),
             user_agent: Some(format!("agent {n}")),
@@ -559,7 +559,7 @@ mod tests {
                 ..AuditFilter::default()
             };
             let mut written = d.audit_events(&filter).await.unwrap();
-            written.reverse(); // newest first
+            written.reverse(); // they come newest first
             assert_eq!(written, rows);
         }
     }
