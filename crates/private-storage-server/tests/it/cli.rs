@@ -188,15 +188,17 @@ struct Served {
 
 impl Served {
     fn start(data: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_private-storage"))
-            .arg("--data-dir")
-            .arg(data)
-            .args(["serve", "--bind", "127.0.0.1:0"])
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        Self::start_logging(data, None, Stdio::null())
+    }
+
+    /// With `RUST_LOG` set to `level` (unset: the default), its log to `log`.
+    fn start_logging(data: &Path, level: Option<&str>, log: Stdio) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_private-storage"));
+        command.arg("--data-dir").arg(data).args(["serve", "--bind", "127.0.0.1:0"]).env_remove("RUST_LOG");
+        if let Some(level) = level {
+            command.env("RUST_LOG", level);
+        }
+        let mut child = command.stdout(Stdio::piped()).stderr(log).spawn().unwrap();
         let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
         // The server prints its URL once it listens.
         let url = lines
@@ -219,6 +221,35 @@ impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The access log: at the default level one line per request, with its request id (the
+/// server mounts its layer only when the log shows it); with `RUST_LOG=warn` none — and the
+/// request id is echoed either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_shows_each_request_unless_its_level_is_off() {
+    private_storage::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    for (level, shown) in [(None, true), (Some("warn"), false)] {
+        let log = dir.path().join(format!("log-{shown}"));
+        let served = Served::start_logging(
+            &dir.path().join(format!("data-{shown}")),
+            level,
+            std::fs::File::create(&log).unwrap().into(),
+        );
+        let response = reqwest::Client::new()
+            .get(format!("{}healthz", served.url))
+            .header("x-request-id", "trace-me-42")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-request-id"], "trace-me-42", "echoed at every log level");
+        served.stop();
+        let log = std::fs::read_to_string(&log).unwrap();
+        let line = log.lines().any(|l| l.contains("finished processing request") && l.contains("trace-me-42"));
+        assert_eq!(line, shown, "RUST_LOG={level:?}: {log}");
     }
 }
 
