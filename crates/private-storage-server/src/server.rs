@@ -37,7 +37,9 @@ pub async fn serve(state: AppState, listener: TcpListener, shutdown: impl Future
     // without a timer, so a connection that sent nothing was kept forever. Here the
     // header-read timeout runs from the moment the connection is accepted.
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
+    // Vectored writes: hyper queues body frames as they are, which zero-copy responses need
+    // (see `private_storage::SendfileStream`).
+    builder.timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true).writev(true);
     let connections = Arc::new(tokio::sync::Semaphore::new(state.config.max_connections));
     let graceful = GracefulShutdown::new();
     let upkeep = tokio::spawn(upkeep(state.clone()));
@@ -64,8 +66,11 @@ pub async fn serve(state: AppState, listener: TcpListener, shutdown: impl Future
             tokio::spawn(turn_away(stream));
             continue;
         };
+        // Local files larger than a single read go out by `sendfile`, from the page cache.
+        let (stream, sendfile) = private_storage::SendfileStream::new(stream);
         let service = router.clone().map_request(move |mut request: axum::extract::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+            request.extensions_mut().insert(sendfile.clone());
             request.map(axum::body::Body::new)
         });
         let connection =

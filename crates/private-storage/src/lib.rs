@@ -232,8 +232,8 @@ pub use access::{
 pub use error::{BoxError, Error, Result};
 pub use http::{
     ContentDisposition, DeliverFile, Delivery, FileHold, Held, OnDenied, Prepared, RecordSource, ResponseBody,
-    ServePrivate, ServeRecords, ServeShared, ServedLink, X_ACCEL_REDIRECT, X_SENDFILE, nginx_internal_location,
-    nginx_s3_location,
+    Sendfile, SendfileStream, ServePrivate, ServeRecords, ServeShared, ServedLink, X_ACCEL_REDIRECT, X_SENDFILE,
+    nginx_internal_location, nginx_s3_location,
 };
 pub use key::{KeyError, MAX_KEY_LEN, MAX_SEGMENT_LEN, ObjectKey};
 pub use share::{
@@ -241,7 +241,7 @@ pub use share::{
     ShareTarget, TracingAudit,
 };
 pub use storage::{
-    ByteStream, CachedStorage, DEFAULT_BASE_URL, Fault, GetOptions, GetResult, LocalStorage, MemoryStorage,
+    ByteStream, CachedStorage, DEFAULT_BASE_URL, Fault, FileRegion, GetOptions, GetResult, LocalStorage, MemoryStorage,
     MigrationProgress, MigrationReport, ObjectMeta, Payload, PresignedGet, PutMode, PutOptions, PutStream, Storage,
     StorageExt, migrate,
 };

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use futures_core::Stream;
 use http_body::{Frame, SizeHint};
 
+use super::sendfile::SendfileBody;
 use crate::error::BoxError;
 use crate::storage::ByteStream;
 
@@ -23,6 +24,7 @@ pub struct ResponseBody {
 enum Kind {
     Full(Option<Bytes>),
     Stream { stream: ByteStream, remaining: Option<u64> },
+    Sendfile(SendfileBody),
 }
 
 impl ResponseBody {
@@ -41,6 +43,11 @@ impl ResponseBody {
     pub fn stream(stream: ByteStream, len: Option<u64>) -> Self {
         Self { kind: Kind::Stream { stream, remaining: len } }
     }
+
+    /// A local file's range sent by the kernel through the connection's `sendfile`.
+    pub(crate) fn sendfile(body: SendfileBody) -> Self {
+        Self { kind: Kind::Sendfile(body) }
+    }
 }
 
 impl fmt::Debug for ResponseBody {
@@ -48,6 +55,7 @@ impl fmt::Debug for ResponseBody {
         match &self.kind {
             Kind::Full(b) => f.debug_tuple("Full").field(&b.as_ref().map_or(0, Bytes::len)).finish(),
             Kind::Stream { remaining, .. } => f.debug_struct("Stream").field("remaining", remaining).finish(),
+            Kind::Sendfile(body) => f.debug_struct("Sendfile").field("remaining", &body.remaining()).finish(),
         }
     }
 }
@@ -94,6 +102,7 @@ impl http_body::Body for ResponseBody {
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
+            Kind::Sendfile(body) => body.poll_next(cx).map(|next| next.map(|r| r.map(Frame::data).map_err(Into::into))),
         }
     }
 
@@ -101,6 +110,7 @@ impl http_body::Body for ResponseBody {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Stream { .. } => false,
+            Kind::Sendfile(body) => body.remaining() == 0,
         }
     }
 
@@ -109,6 +119,7 @@ impl http_body::Body for ResponseBody {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Stream { remaining: Some(n), .. } => SizeHint::with_exact(*n),
             Kind::Stream { remaining: None, .. } => SizeHint::default(),
+            Kind::Sendfile(body) => SizeHint::with_exact(body.remaining()),
         }
     }
 }

@@ -13,6 +13,7 @@ use http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_R
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
 use super::body::ResponseBody;
+use super::sendfile::{Sendfile, SendfileBody};
 use crate::storage::{GetOptions, Payload, PresignedGet};
 use crate::{Error, ObjectMeta, PrivateFile, Result};
 
@@ -338,6 +339,10 @@ async fn read(file: &PrivateFile, meta: &ObjectMeta, range: Option<Range<u64>>) 
     Ok(match got.payload {
         Payload::Bytes(bytes) => ResponseBody::full(bytes),
         Payload::Stream(s) => ResponseBody::stream(logged(s, file), Some(len)),
+        Payload::File(region) => match SendfileBody::new(region, file.request().extensions.get::<Sendfile>()) {
+            Ok(body) => ResponseBody::sendfile(body),
+            Err(region) => ResponseBody::stream(logged(region.into_stream(), file), Some(len)),
+        },
     })
 }
 

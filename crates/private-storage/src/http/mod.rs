@@ -13,6 +13,7 @@ mod headers;
 mod hold;
 mod range;
 mod records;
+mod sendfile;
 mod shared;
 
 use std::convert::Infallible;
@@ -33,6 +34,7 @@ pub use delivery::{
 pub use disposition::ContentDisposition;
 pub use hold::{FileHold, Held};
 pub use records::{RecordSource, ServeRecords};
+pub use sendfile::{Sendfile, SendfileStream};
 pub use shared::{ServeShared, ServedLink};
 
 use crate::access::{AccessRule, AllowSuperuser};

@@ -28,7 +28,7 @@ const TEMP_PREFIX: &str = ".ps-tmp-";
 /// Objects up to this size are read in one go; larger ones stream.
 const SMALL_READ: u64 = 64 * 1024;
 /// The chunk size of streamed reads.
-const CHUNK: u64 = 128 * 1024;
+pub(crate) const CHUNK: u64 = 128 * 1024;
 /// Each read stream cuts its chunks from an arena of this size, reused once the chunks sent
 /// earlier are written and dropped: fresh chunk allocations (at glibc's mmap threshold) cost a
 /// page fault per page, which profiling showed at ~15% of the CPU of a large download.
@@ -263,7 +263,7 @@ impl Storage for LocalStorage {
             .await?;
         let payload = match small {
             Some(bytes) => Payload::Bytes(bytes),
-            None => Payload::Stream(read_stream(Arc::new(file), meta.key.clone(), range.clone())),
+            None => Payload::File(FileRegion { file: Arc::new(file), key: meta.key.clone(), range: range.clone() }),
         };
         Ok(GetResult::new(meta, range, payload))
     }
@@ -628,6 +628,45 @@ fn read_exact_at(file: &std::fs::File, range: Range<u64>) -> io::Result<Bytes> {
     Ok(buf.freeze())
 }
 
+/// A byte range of an open file: a [`LocalStorage::get`] larger than a single read.
+///
+/// The file was opened before the first byte goes out, so a concurrent atomic replace of the
+/// object never mixes two versions in one response.
+pub struct FileRegion {
+    file: Arc<std::fs::File>,
+    key: ObjectKey,
+    range: Range<u64>,
+}
+
+impl FileRegion {
+    /// The object's key.
+    pub fn key(&self) -> &ObjectKey {
+        &self.key
+    }
+
+    /// Which bytes of the file the region covers.
+    pub fn range(&self) -> Range<u64> {
+        self.range.clone()
+    }
+
+    /// The open file.
+    pub(crate) fn file(&self) -> &Arc<std::fs::File> {
+        &self.file
+    }
+
+    /// The bytes, read in chunks of up to 128 KiB: from the page cache on the async worker,
+    /// from the disk on the blocking pool.
+    pub fn into_stream(self) -> ByteStream {
+        read_stream(self.file, self.key, self.range)
+    }
+}
+
+impl fmt::Debug for FileRegion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileRegion").field("key", &self.key).field("range", &self.range).finish_non_exhaustive()
+    }
+}
+
 /// Streams `range` of an open file in chunks of up to [`CHUNK`] bytes. Each chunk is read on
 /// the async worker when it is in the page cache (`RWF_NOWAIT`, a short read is a short
 /// chunk) and on the blocking pool otherwise. The file was opened before the first byte went
@@ -685,8 +724,24 @@ fn read_nowait(file: &std::fs::File, pos: u64, len: u64, arena: &mut BytesMut) -
     result
 }
 
+/// Whether the first and the last byte of `len` bytes at `pos` are in the page cache: one-byte
+/// `preadv2(RWF_NOWAIT)` reads, which never wait for the disk.
+pub(crate) fn is_cached(file: &std::fs::File, pos: u64, len: usize) -> bool {
+    let mut byte = [0u8; 1];
+    let last = pos + len.max(1) as u64 - 1;
+    [pos, last].into_iter().all(|at| {
+        let read = rustix::io::preadv2(
+            file,
+            &mut [std::io::IoSliceMut::new(&mut byte)],
+            at,
+            rustix::io::ReadWriteFlags::NOWAIT,
+        );
+        matches!(read, Ok(1))
+    })
+}
+
 /// Exactly `len` bytes at `pos`, read (blocking) into fresh memory without zeroing it first.
-fn read_uninit(file: &std::fs::File, pos: u64, len: u64) -> io::Result<Bytes> {
+pub(crate) fn read_uninit(file: &std::fs::File, pos: u64, len: u64) -> io::Result<Bytes> {
     let mut buf = Vec::with_capacity(len as usize);
     while (buf.len() as u64) < len {
         let at = pos + buf.len() as u64;
@@ -704,7 +759,7 @@ fn is_missing(e: rustix::io::Errno) -> bool {
     matches!(e, Errno::NOENT | Errno::NOTDIR | Errno::LOOP | Errno::XDEV | Errno::ISDIR | Errno::NAMETOOLONG)
 }
 
-fn io_error(key: &ObjectKey, e: io::Error) -> Error {
+pub(crate) fn io_error(key: &ObjectKey, e: io::Error) -> Error {
     match e.raw_os_error().map(rustix::io::Errno::from_raw_os_error) {
         Some(errno) if is_missing(errno) => not_found(key),
         Some(rustix::io::Errno::NOSPC | rustix::io::Errno::DQUOT) => {
@@ -764,7 +819,7 @@ mod tests {
                 rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
             }
             let got = storage.get(&key, GetOptions::default().with_range(1..2_999_999)).await.unwrap();
-            assert!(matches!(got.payload, Payload::Stream(_)));
+            assert!(matches!(&got.payload, Payload::File(region) if region.range() == (1..2_999_999)));
             assert!(got.bytes().await.unwrap()[..] == data[1..2_999_999], "cold: {cold}");
         }
     }

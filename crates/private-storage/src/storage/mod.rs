@@ -9,7 +9,7 @@
 mod cached;
 #[cfg(feature = "encryption")]
 mod encrypted;
-mod local;
+pub(crate) mod local;
 mod memory;
 mod migrate;
 #[cfg(feature = "s3")]
@@ -31,7 +31,7 @@ pub use cached::CachedStorage;
 pub(crate) use encrypted::PartialCipher;
 #[cfg(feature = "encryption")]
 pub use encrypted::{EncryptedStorage, Keyring, Rewrap};
-pub use local::LocalStorage;
+pub use local::{FileRegion, LocalStorage};
 pub use memory::{Fault, MemoryStorage};
 pub use migrate::{MigrationProgress, MigrationReport, migrate};
 #[cfg(all(feature = "s3", feature = "tus"))]
@@ -173,6 +173,11 @@ pub enum Payload {
     Bytes(Bytes),
     /// The bytes as they are read, in bounded chunks.
     Stream(ByteStream),
+    /// A byte range of a file on the local filesystem, opened before the result was returned
+    /// ([`LocalStorage`]'s larger reads). [`FileRegion::into_stream`] reads it in chunks; the
+    /// file service can instead hand it to the kernel (`sendfile`) on a connection that
+    /// supports it (see [`SendfileStream`](crate::SendfileStream)).
+    File(FileRegion),
 }
 
 impl Debug for Payload {
@@ -180,6 +185,7 @@ impl Debug for Payload {
         match self {
             Payload::Bytes(b) => f.debug_tuple("Bytes").field(&b.len()).finish(),
             Payload::Stream(_) => f.write_str("Stream(..)"),
+            Payload::File(region) => f.debug_tuple("File").field(region).finish(),
         }
     }
 }
@@ -207,6 +213,7 @@ impl GetResult {
         match self.payload {
             Payload::Bytes(b) => stream::once(async move { Ok(b) }).boxed(),
             Payload::Stream(s) => s,
+            Payload::File(region) => region.into_stream(),
         }
     }
 
@@ -218,6 +225,7 @@ impl GetResult {
         match self.payload {
             Payload::Bytes(b) => Ok(b),
             Payload::Stream(s) => collect(s).await,
+            Payload::File(region) => collect(region.into_stream()).await,
         }
     }
 }

@@ -1,0 +1,371 @@
+//! Zero-copy downloads: a local file's bytes handed from the page cache to the socket by the
+//! kernel (`sendfile(2)`), as nginx serves static files, instead of being copied into the
+//! process and out again.
+//!
+//! HTTP/1 framing stays with hyper. The response body yields *placeholder* frames: byte
+//! slices of a zeroed region that is never read, each standing for a range of the open file.
+//! hyper queues body frames without copying them and hands them to the connection's
+//! `poll_write_vectored` as they are ([`hyper`'s `writev(true)`][writev], which the server
+//! sets); [`SendfileStream`], the connection, recognises a placeholder by its address and
+//! sends the file range it stands for with `sendfile` instead. Everything else (the head,
+//! frames of real bytes) is written as usual.
+//!
+//! What keeps the wrong bytes from ever being sent:
+//! - At most one placeholder is outstanding per connection: the body yields the next one only
+//!   once the connection has sent all of the last one's bytes, and consecutive placeholders
+//!   point into different halves of the region. A placeholder the connection does not expect
+//!   (wrong address or length, or none outstanding) fails the write, so hyper aborts the
+//!   connection — a broken transfer, never zeros or another file's bytes.
+//! - A body dropped before its last placeholder was written leaves that job in place: the
+//!   frame still in hyper's buffer is the dropped body's, and is sent as such; the next
+//!   response on the connection waits for it.
+//! - A file that shrinks under the transfer ends it with an error (`sendfile` returns 0).
+//! - Only the local backend's plain reads ([`Payload::File`](crate::Payload::File)) take this
+//!   path: encrypted, cached and remote payloads are bytes in memory and are written as such.
+//!
+//! The disk is never read on the async workers: a range is sent by `sendfile` only when its
+//! first and last pages are in the page cache (`preadv2(RWF_NOWAIT)` of one byte each); a cold
+//! range is read on the blocking pool in chunks, as [`FileRegion::into_stream`] does, and sent
+//! as bytes (which also brings the file into the cache). Pages evicted between the check and
+//! the send are read by `sendfile` itself.
+//!
+//! [writev]: https://docs.rs/hyper/1/hyper/server/conn/http1/struct.Builder.html#method.writev
+
+use std::fs::File;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll, Waker, ready};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::storage::FileRegion;
+use crate::{Error, ObjectKey};
+
+/// The most one placeholder stands for, and so the most one `sendfile` call sends.
+const FRAME: usize = 2 << 20;
+
+/// Set once `sendfile` is refused for a file (a filesystem without it): later responses are
+/// streamed.
+static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
+/// The zeroed region placeholders point into: two halves of [`FRAME`] bytes. It is allocated
+/// zeroed (fresh pages from the kernel, never touched: no memory in use) and never read.
+fn region() -> &'static [u8] {
+    static REGION: OnceLock<&'static [u8]> = OnceLock::new();
+    REGION.get_or_init(|| Box::leak(vec![0u8; 2 * FRAME].into_boxed_slice()))
+}
+
+/// Where `buf` starts in the placeholder region, if it lies in it.
+fn placeholder_offset(buf: &[u8]) -> Option<usize> {
+    let base = region().as_ptr() as usize;
+    let at = (buf.as_ptr() as usize).checked_sub(base)?;
+    (!buf.is_empty() && at + buf.len() <= 2 * FRAME).then_some(at)
+}
+
+/// A file range a placeholder stands for.
+struct Job {
+    file: Arc<File>,
+    /// Where the range starts in the file.
+    offset: u64,
+    len: usize,
+    /// How much of it the connection has sent.
+    sent: usize,
+    /// Which half of the region the placeholder points into.
+    half: usize,
+    /// Whether it is the end of the response's file range.
+    last: bool,
+}
+
+#[derive(Default)]
+struct State {
+    /// The outstanding placeholder, if any.
+    job: Option<Job>,
+    /// A body waiting for the outstanding placeholder to be sent.
+    waiting: Option<Waker>,
+    next_half: usize,
+}
+
+#[derive(Default)]
+struct Shared(Mutex<State>);
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing in the critical sections panics; a poisoned lock's state is still whole.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A connection's side of zero-copy responses: put it into the extensions of every request
+/// read from a [`SendfileStream`], and the file service sends local files through it.
+///
+/// A handle belongs to the one connection it came from; requests from anywhere else must not
+/// carry it.
+#[derive(Clone)]
+pub struct Sendfile(Arc<Shared>);
+
+impl std::fmt::Debug for Sendfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sendfile(..)")
+    }
+}
+
+/// A TCP connection that sends the file ranges behind placeholder frames with `sendfile(2)`
+/// (see the [module docs](self)); otherwise a [`TcpStream`].
+///
+/// Serve it with hyper's HTTP/1 server with `writev(true)`, and put the [`Sendfile`] handle
+/// into each request's extensions:
+///
+/// ```no_run
+/// # async fn run(listener: tokio::net::TcpListener) -> std::io::Result<()> {
+/// let (stream, _peer) = listener.accept().await?;
+/// let (stream, sendfile) = private_storage::SendfileStream::new(stream);
+/// // builder.writev(true).serve_connection(TokioIo::new(stream), service), where the
+/// // service inserts `sendfile.clone()` into every request's extensions.
+/// # drop((stream, sendfile)); Ok(()) }
+/// ```
+pub struct SendfileStream {
+    stream: TcpStream,
+    shared: Arc<Shared>,
+    /// Whether `TCP_CORK` is on: from a file's first placeholder to its last, so the kernel
+    /// sends full segments (nginx's `tcp_nopush`); anything else is written uncorked.
+    corked: bool,
+}
+
+impl std::fmt::Debug for SendfileStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendfileStream").field("stream", &self.stream).finish_non_exhaustive()
+    }
+}
+
+impl SendfileStream {
+    /// Wraps an accepted connection; the handle goes into its requests' extensions.
+    pub fn new(stream: TcpStream) -> (Self, Sendfile) {
+        let shared = Arc::new(Shared::default());
+        (Self { stream, shared: Arc::clone(&shared), corked: false }, Sendfile(shared))
+    }
+
+    /// The connection.
+    pub fn get_ref(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Sends (part of) the outstanding job for the placeholder `len` bytes at `at`.
+    fn poll_send(&mut self, cx: &mut Context<'_>, at: usize, len: usize) -> Poll<io::Result<usize>> {
+        let mut state = self.shared.lock();
+        let Some(job) = state.job.as_mut() else {
+            return Poll::Ready(Err(io::Error::other("a zero-copy frame without its file: aborting the response")));
+        };
+        if at != job.half * FRAME + job.sent || len != job.len - job.sent {
+            return Poll::Ready(Err(io::Error::other("a zero-copy frame out of order: aborting the response")));
+        }
+        if !self.corked {
+            self.corked = rustix::net::sockopt::set_tcp_cork(&self.stream, true).is_ok();
+        }
+        loop {
+            ready!(self.stream.poll_write_ready(cx))?;
+            let mut offset = job.offset + job.sent as u64;
+            let sent = self.stream.try_io(Interest::WRITABLE, || {
+                rustix::fs::sendfile(&self.stream, &*job.file, Some(&mut offset), len).map_err(io::Error::from)
+            });
+            match sent {
+                Ok(0) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file shrank while it was being sent",
+                    )));
+                }
+                Ok(n) => {
+                    job.sent += n;
+                    if job.sent == job.len {
+                        if job.last {
+                            uncork(&self.stream, &mut self.corked);
+                        }
+                        state.job = None;
+                        if let Some(waker) = state.waiting.take() {
+                            waker.wake();
+                        }
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    if matches!(
+                        rustix::io::Errno::from_io_error(&e),
+                        Some(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS)
+                    ) && !UNSUPPORTED.swap(true, Ordering::Relaxed)
+                    {
+                        tracing::warn!(error = %e, "sendfile is not supported here: streaming files instead");
+                    }
+                    return Poll::Ready(Err(e));
+                }
+            }
+        }
+    }
+
+    /// Sends what the cork held back, before anything but a file's range is written.
+    fn uncork(&mut self) {
+        uncork(&self.stream, &mut self.corked);
+    }
+}
+
+fn uncork(stream: &TcpStream, corked: &mut bool) {
+    if *corked {
+        let _ = rustix::net::sockopt::set_tcp_cork(stream, false);
+        *corked = false;
+    }
+}
+
+impl AsyncRead for SendfileStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SendfileStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match placeholder_offset(buf) {
+            Some(at) => self.poll_send(cx, at, buf.len()),
+            None => {
+                self.uncork();
+                Pin::new(&mut self.stream).poll_write(cx, buf)
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        // Everything before the first placeholder goes out as usual; the placeholder on its own.
+        match bufs.iter().position(|buf| placeholder_offset(buf).is_some()) {
+            Some(0) => {
+                let at = placeholder_offset(&bufs[0]).unwrap_or_default();
+                self.poll_send(cx, at, bufs[0].len())
+            }
+            Some(first) => {
+                self.uncork();
+                Pin::new(&mut self.stream).poll_write_vectored(cx, &bufs[..first])
+            }
+            None => {
+                self.uncork();
+                Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// The body of a local file's range sent through a connection's [`Sendfile`].
+pub(crate) struct SendfileBody {
+    shared: Arc<Shared>,
+    file: Arc<File>,
+    key: ObjectKey,
+    pos: u64,
+    end: u64,
+    /// A cold chunk being read on the blocking pool.
+    cold: Option<tokio::task::JoinHandle<io::Result<Bytes>>>,
+}
+
+impl SendfileBody {
+    /// The body of `region` through the connection's `sendfile`; the region back when the
+    /// request came from elsewhere or `sendfile` is known not to work here.
+    pub(crate) fn new(region: FileRegion, sendfile: Option<&Sendfile>) -> Result<Self, FileRegion> {
+        let Some(sendfile) = sendfile.filter(|_| !UNSUPPORTED.load(Ordering::Relaxed)) else {
+            return Err(region);
+        };
+        let range = region.range();
+        Ok(Self {
+            shared: Arc::clone(&sendfile.0),
+            file: Arc::clone(region.file()),
+            key: region.key().clone(),
+            pos: range.start,
+            end: range.end,
+            cold: None,
+        })
+    }
+
+    /// Bytes not yet yielded.
+    pub(crate) fn remaining(&self) -> u64 {
+        self.end - self.pos
+    }
+
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<crate::Result<Bytes>>> {
+        loop {
+            if let Some(cold) = &mut self.cold {
+                let read = ready!(Pin::new(cold).poll(cx));
+                self.cold = None;
+                let bytes = match read {
+                    Ok(Ok(bytes)) => bytes,
+                    Ok(Err(e)) => {
+                        return Poll::Ready(Some(Err(self.failed(crate::storage::local::io_error(&self.key, e)))));
+                    }
+                    Err(e) => return Poll::Ready(Some(Err(self.failed(Error::storage("local", e))))),
+                };
+                self.pos += bytes.len() as u64;
+                return Poll::Ready(Some(Ok(bytes)));
+            }
+            if self.pos >= self.end {
+                return Poll::Ready(None);
+            }
+            let mut state = self.shared.lock();
+            if state.job.is_some() {
+                state.waiting = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            let len = (self.end - self.pos).min(FRAME as u64) as usize;
+            if !crate::storage::local::is_cached(&self.file, self.pos, len) {
+                drop(state);
+                let (file, pos) = (Arc::clone(&self.file), self.pos);
+                let want = crate::storage::local::CHUNK.min(len as u64);
+                self.cold =
+                    Some(tokio::task::spawn_blocking(move || crate::storage::local::read_uninit(&file, pos, want)));
+                continue;
+            }
+            let half = state.next_half;
+            state.next_half ^= 1;
+            let last = self.pos + len as u64 == self.end;
+            state.job = Some(Job { file: Arc::clone(&self.file), offset: self.pos, len, sent: 0, half, last });
+            self.pos += len as u64;
+            let start = half * FRAME;
+            return Poll::Ready(Some(Ok(Bytes::from_static(&region()[start..start + len]))));
+        }
+    }
+
+    fn failed(&self, error: Error) -> Error {
+        tracing::error!(key = %self.key, error = %error, "storage failed mid-transfer; aborting the response");
+        error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_slices_of_the_region_are_placeholders() {
+        let region = region();
+        assert_eq!(placeholder_offset(&region[..10]), Some(0));
+        assert_eq!(placeholder_offset(&region[FRAME..FRAME + 1]), Some(FRAME));
+        assert_eq!(placeholder_offset(&region[2 * FRAME - 1..]), Some(2 * FRAME - 1));
+        assert_eq!(placeholder_offset(&region[5..5]), None, "an empty slice is nothing to send");
+        let zeros = vec![0u8; 16];
+        assert_eq!(placeholder_offset(&zeros), None, "zeros elsewhere are bytes");
+        assert_eq!(placeholder_offset(b"hello"), None);
+    }
+}
