@@ -107,6 +107,46 @@ async fn two_hundred_concurrent_downloads_arrive_intact() {
     }
 }
 
+/// Files larger than a single read go out by `sendfile`: whole, in ranges, and one response
+/// after another on one kept-alive connection, with small answers between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_sent_by_the_kernel_arrive_whole_in_ranges_and_one_after_another() {
+    let s = server(&[]).await;
+    let ada = s.user("ada", false, false).await;
+    let running = run(&s).await;
+    let (big, medium, small) = (pdf(5 * 1024 * 1024 + 3), pdf(100 * 1024), pdf(1024));
+    let mut ids = Vec::new();
+    for (name, bytes) in [("big.pdf", &big), ("medium.pdf", &medium), ("small.pdf", &small)] {
+        ids.push(upload(&client(), running.addr, &ada, name, bytes.clone()).await["id"].as_str().unwrap().to_owned());
+    }
+    // One connection for everything.
+    let http = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+    let url = |i: usize| format!("http://{}/files/{}/download", running.addr, ids[i]);
+    let get = |i: usize, range: Option<&'static str>| {
+        let mut request = http.get(url(i)).bearer_auth(&ada);
+        if let Some(range) = range {
+            request = request.header("range", range);
+        }
+        async move {
+            let reply = request.send().await.unwrap();
+            (reply.status().as_u16(), reply.bytes().await.unwrap())
+        }
+    };
+    for _ in 0..2 {
+        assert_eq!(get(0, None).await, (200, big.clone().into()));
+        assert_eq!(get(1, None).await, (200, medium.clone().into()));
+        assert_eq!(get(2, None).await, (200, small.clone().into()));
+        assert_eq!(get(0, Some("bytes=1000-3000000")).await, (206, big[1000..3_000_001].to_vec().into()));
+        assert_eq!(get(0, Some("bytes=-5")).await, (206, big[big.len() - 5..].to_vec().into()));
+        let (status, parts) = get(0, Some("bytes=0-9,4000000-4199999")).await;
+        assert_eq!(status, 206);
+        let find = |needle: &[u8]| parts.windows(needle.len()).any(|w| w == needle);
+        assert!(find(&big[..10]) && find(&big[4_000_000..4_200_000]), "both parts in the multipart answer");
+        let head = http.head(url(0)).bearer_auth(&ada).send().await.unwrap();
+        assert_eq!(head.headers()["content-length"], big.len().to_string().as_str());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut_off_and_do_not_hold_up_others() {
     let s = server(&[("header_read_timeout", "1s")]).await;

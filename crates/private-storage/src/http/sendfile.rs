@@ -356,10 +356,50 @@ impl SendfileBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{GetOptions, LocalStorage, ObjectKey, Payload, Storage, StorageExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A connected pair: our end wrapped, the peer's plain.
+    async fn pair() -> (SendfileStream, Sendfile, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (ours, _) = listener.accept().await.unwrap();
+        let (ours, handle) = SendfileStream::new(ours);
+        (ours, handle, peer)
+    }
+
+    async fn region(storage: &LocalStorage, key: &ObjectKey, range: std::ops::Range<u64>) -> FileRegion {
+        match storage.get(key, GetOptions::default().with_range(range)).await.unwrap().payload {
+            Payload::File(region) => region,
+            other => panic!("a local read larger than one read is a file region: {other:?}"),
+        }
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect()
+    }
+
+    /// What the body yields, written to the connection as hyper would, read by the peer.
+    async fn send(body: &mut SendfileBody, mut ours: SendfileStream, mut peer: TcpStream) -> (Vec<u8>, usize) {
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            peer.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let mut placeholders = 0;
+        while let Some(frame) = std::future::poll_fn(|cx| body.poll_next(cx)).await {
+            let frame = frame.unwrap();
+            placeholders += usize::from(placeholder_offset(&frame).is_some());
+            ours.write_all(&frame).await.unwrap();
+        }
+        ours.shutdown().await.unwrap();
+        drop(ours);
+        (reader.await.unwrap(), placeholders)
+    }
 
     #[test]
     fn only_slices_of_the_region_are_placeholders() {
-        let region = region();
+        let region = super::region();
         assert_eq!(placeholder_offset(&region[..10]), Some(0));
         assert_eq!(placeholder_offset(&region[FRAME..FRAME + 1]), Some(FRAME));
         assert_eq!(placeholder_offset(&region[2 * FRAME - 1..]), Some(2 * FRAME - 1));
@@ -367,5 +407,73 @@ mod tests {
         let zeros = vec![0u8; 16];
         assert_eq!(placeholder_offset(&zeros), None, "zeros elsewhere are bytes");
         assert_eq!(placeholder_offset(b"hello"), None);
+    }
+
+    #[tokio::test]
+    async fn a_cached_file_goes_out_by_placeholders_and_arrives_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path()).unwrap();
+        let key = ObjectKey::new("big.bin").unwrap();
+        let data = pattern(2 * FRAME + 12_345);
+        storage.put_bytes(&key, data.clone()).await.unwrap();
+        let _ = storage.get(&key, GetOptions::default()).await.unwrap().bytes().await.unwrap(); // cached
+        for range in [0..data.len() as u64, 7..FRAME as u64 + 9, 100_000..data.len() as u64 - 1] {
+            let (ours, handle, peer) = pair().await;
+            let mut body = SendfileBody::new(region(&storage, &key, range.clone()).await, Some(&handle)).unwrap();
+            let (got, placeholders) = send(&mut body, ours, peer).await;
+            assert!(got == data[range.start as usize..range.end as usize], "{range:?}");
+            let frames = (range.end - range.start).div_ceil(FRAME as u64) as usize;
+            assert_eq!(placeholders, frames, "every frame of a cached file is a placeholder: {range:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cold_file_is_read_on_the_blocking_pool_and_still_arrives_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path()).unwrap();
+        let key = ObjectKey::new("cold.bin").unwrap();
+        let data = pattern(FRAME + 77);
+        storage.put_bytes(&key, data.clone()).await.unwrap();
+        let file = std::fs::File::open(dir.path().join("cold.bin")).unwrap();
+        rustix::fs::fsync(&file).unwrap();
+        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        let (ours, handle, peer) = pair().await;
+        let mut body = SendfileBody::new(region(&storage, &key, 0..data.len() as u64).await, Some(&handle)).unwrap();
+        let first = std::future::poll_fn(|cx| body.poll_next(cx)).await.unwrap().unwrap();
+        assert_eq!(placeholder_offset(&first), None, "the first chunk of a cold file is read, not sent by the kernel");
+        assert!(first[..] == data[..first.len()]);
+        let (rest, _) = send(&mut body, ours, peer).await;
+        assert!([&first[..], &rest[..]].concat() == data);
+    }
+
+    #[tokio::test]
+    async fn a_placeholder_the_connection_does_not_expect_fails_the_write() {
+        let (mut ours, handle, _peer) = pair().await;
+        let err = ours.write(&super::region()[..10]).await.unwrap_err();
+        assert!(err.to_string().contains("without its file"), "{err}");
+        // One outstanding, for the first half: a slice of the other half, or of the wrong
+        // length, is not it.
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path()).unwrap();
+        let key = ObjectKey::new("f.bin").unwrap();
+        storage.put_bytes(&key, pattern(200_000)).await.unwrap();
+        let _ = storage.get(&key, GetOptions::default()).await.unwrap().bytes().await.unwrap();
+        let mut body = SendfileBody::new(region(&storage, &key, 0..200_000).await, Some(&handle)).unwrap();
+        let frame = std::future::poll_fn(|cx| body.poll_next(cx)).await.unwrap().unwrap();
+        assert_eq!(placeholder_offset(&frame), Some(0));
+        for wrong in [&super::region()[FRAME..FRAME + 200_000], &super::region()[..199_999]] {
+            let err = ours.write(wrong).await.unwrap_err();
+            assert!(err.to_string().contains("out of order"), "{err}");
+        }
+        assert!(ours.write(&frame).await.unwrap() > 0, "the expected placeholder is sent");
+    }
+
+    #[tokio::test]
+    async fn without_the_connection_handle_a_region_is_streamed() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path()).unwrap();
+        let key = ObjectKey::new("f.bin").unwrap();
+        storage.put_bytes(&key, pattern(200_000)).await.unwrap();
+        assert!(SendfileBody::new(region(&storage, &key, 0..200_000).await, None).is_err());
     }
 }
