@@ -392,6 +392,8 @@ mod tests {
             placeholders += usize::from(placeholder_offset(&frame).is_some());
             ours.write_all(&frame).await.unwrap();
         }
+        let corked = rustix::net::sockopt::tcp_cork(ours.get_ref()).unwrap();
+        assert!(!corked, "uncorked once the file is out: nothing of it held back");
         ours.shutdown().await.unwrap();
         drop(ours);
         (reader.await.unwrap(), placeholders)
