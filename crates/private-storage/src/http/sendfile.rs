@@ -42,8 +42,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::storage::FileRegion;
-use crate::{Error, ObjectKey};
+use crate::storage::{FileRegion, local};
 
 /// The most one placeholder stands for, and so the most one `sendfile` call sends.
 const FRAME: usize = 2 << 20;
@@ -274,12 +273,11 @@ impl AsyncWrite for SendfileStream {
 /// The body of a local file's range sent through a connection's [`Sendfile`].
 pub(crate) struct SendfileBody {
     shared: Arc<Shared>,
-    file: Arc<File>,
-    key: ObjectKey,
+    region: FileRegion,
+    /// Where the next frame starts.
     pos: u64,
-    end: u64,
     /// A cold chunk being read on the blocking pool.
-    cold: Option<tokio::task::JoinHandle<io::Result<Bytes>>>,
+    cold: Option<futures_core::future::BoxFuture<'static, crate::Result<Bytes>>>,
 }
 
 impl SendfileBody {
@@ -289,38 +287,33 @@ impl SendfileBody {
         let Some(sendfile) = sendfile.filter(|_| !UNSUPPORTED.load(Ordering::Relaxed)) else {
             return Err(region);
         };
-        let range = region.range();
-        Ok(Self {
-            shared: Arc::clone(&sendfile.0),
-            file: Arc::clone(region.file()),
-            key: region.key().clone(),
-            pos: range.start,
-            end: range.end,
-            cold: None,
-        })
+        Ok(Self { shared: Arc::clone(&sendfile.0), pos: region.range.start, region, cold: None })
     }
 
     /// Bytes not yet yielded.
     pub(crate) fn remaining(&self) -> u64 {
-        self.end - self.pos
+        self.region.range.end - self.pos
     }
 
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<crate::Result<Bytes>>> {
         loop {
             if let Some(cold) = &mut self.cold {
-                let read = ready!(Pin::new(cold).poll(cx));
+                let read = ready!(cold.as_mut().poll(cx));
                 self.cold = None;
-                let bytes = match read {
-                    Ok(Ok(bytes)) => bytes,
-                    Ok(Err(e)) => {
-                        return Poll::Ready(Some(Err(self.failed(crate::storage::local::io_error(&self.key, e)))));
+                return Poll::Ready(Some(match read {
+                    Ok(bytes) => {
+                        self.pos += bytes.len() as u64;
+                        Ok(bytes)
                     }
-                    Err(e) => return Poll::Ready(Some(Err(self.failed(Error::storage("local", e))))),
-                };
-                self.pos += bytes.len() as u64;
-                return Poll::Ready(Some(Ok(bytes)));
+                    Err(e) => {
+                        let key = &self.region.key;
+                        tracing::error!(%key, error = %e, "storage failed mid-transfer; aborting the response");
+                        Err(e)
+                    }
+                }));
             }
-            if self.pos >= self.end {
+            let end = self.region.range.end;
+            if self.pos >= end {
                 return Poll::Ready(None);
             }
             let mut state = self.shared.lock();
@@ -328,28 +321,22 @@ impl SendfileBody {
                 state.waiting = Some(cx.waker().clone());
                 return Poll::Pending;
             }
-            let len = (self.end - self.pos).min(FRAME as u64) as usize;
-            if !crate::storage::local::is_cached(&self.file, self.pos, len) {
+            let len = (end - self.pos).min(FRAME as u64) as usize;
+            if !local::is_cached(&self.region.file, self.pos, len) {
                 drop(state);
-                let (file, pos) = (Arc::clone(&self.file), self.pos);
-                let want = crate::storage::local::CHUNK.min(len as u64);
-                self.cold =
-                    Some(tokio::task::spawn_blocking(move || crate::storage::local::read_uninit(&file, pos, want)));
+                let (file, key, pos) = (Arc::clone(&self.region.file), self.region.key.clone(), self.pos);
+                let want = local::CHUNK.min(len as u64);
+                self.cold = Some(Box::pin(async move { local::read_blocking(file, &key, pos, want).await }));
                 continue;
             }
             let half = state.next_half;
             state.next_half ^= 1;
-            let last = self.pos + len as u64 == self.end;
-            state.job = Some(Job { file: Arc::clone(&self.file), offset: self.pos, len, sent: 0, half, last });
+            let last = self.pos + len as u64 == end;
+            state.job = Some(Job { file: Arc::clone(&self.region.file), offset: self.pos, len, sent: 0, half, last });
             self.pos += len as u64;
             let start = half * FRAME;
             return Poll::Ready(Some(Ok(Bytes::from_static(&region()[start..start + len]))));
         }
-    }
-
-    fn failed(&self, error: Error) -> Error {
-        tracing::error!(key = %self.key, error = %error, "storage failed mid-transfer; aborting the response");
-        error
     }
 }
 

@@ -633,9 +633,9 @@ fn read_exact_at(file: &std::fs::File, range: Range<u64>) -> io::Result<Bytes> {
 /// The file was opened before the first byte goes out, so a concurrent atomic replace of the
 /// object never mixes two versions in one response.
 pub struct FileRegion {
-    file: Arc<std::fs::File>,
-    key: ObjectKey,
-    range: Range<u64>,
+    pub(crate) file: Arc<std::fs::File>,
+    pub(crate) key: ObjectKey,
+    pub(crate) range: Range<u64>,
 }
 
 impl FileRegion {
@@ -647,11 +647,6 @@ impl FileRegion {
     /// Which bytes of the file the region covers.
     pub fn range(&self) -> Range<u64> {
         self.range.clone()
-    }
-
-    /// The open file.
-    pub(crate) fn file(&self) -> &Arc<std::fs::File> {
-        &self.file
     }
 
     /// The bytes, read in chunks of up to 128 KiB: from the page cache on the async worker,
@@ -683,13 +678,7 @@ fn read_stream(file: Arc<std::fs::File>, key: ObjectKey, range: Range<u64>) -> B
             let want = (end - pos).min(CHUNK);
             let bytes = match read_nowait(&file, pos, want, &mut arena) {
                 Some(read) => read.map_err(|e| io_error(&key, e.into()))?,
-                None => {
-                    let reader = Arc::clone(&file);
-                    tokio::task::spawn_blocking(move || read_uninit(&reader, pos, want))
-                        .await
-                        .map_err(|e| Error::storage(BACKEND, e))?
-                        .map_err(|e| io_error(&key, e))?
-                }
+                None => read_blocking(Arc::clone(&file), &key, pos, want).await?,
             };
             let next = pos + bytes.len() as u64;
             Ok(Some((bytes, (file, key, next, arena))))
@@ -740,8 +729,17 @@ pub(crate) fn is_cached(file: &std::fs::File, pos: u64, len: usize) -> bool {
     })
 }
 
+/// Exactly `len` bytes at `pos` of `key`'s open file, read on the blocking pool: the disk may
+/// be slow, and an async worker never waits for it.
+pub(crate) async fn read_blocking(file: Arc<std::fs::File>, key: &ObjectKey, pos: u64, len: u64) -> Result<Bytes> {
+    tokio::task::spawn_blocking(move || read_uninit(&file, pos, len))
+        .await
+        .map_err(|e| Error::storage(BACKEND, e))?
+        .map_err(|e| io_error(key, e))
+}
+
 /// Exactly `len` bytes at `pos`, read (blocking) into fresh memory without zeroing it first.
-pub(crate) fn read_uninit(file: &std::fs::File, pos: u64, len: u64) -> io::Result<Bytes> {
+fn read_uninit(file: &std::fs::File, pos: u64, len: u64) -> io::Result<Bytes> {
     let mut buf = Vec::with_capacity(len as usize);
     while (buf.len() as u64) < len {
         let at = pos + buf.len() as u64;
@@ -759,7 +757,7 @@ fn is_missing(e: rustix::io::Errno) -> bool {
     matches!(e, Errno::NOENT | Errno::NOTDIR | Errno::LOOP | Errno::XDEV | Errno::ISDIR | Errno::NAMETOOLONG)
 }
 
-pub(crate) fn io_error(key: &ObjectKey, e: io::Error) -> Error {
+fn io_error(key: &ObjectKey, e: io::Error) -> Error {
     match e.raw_os_error().map(rustix::io::Errno::from_raw_os_error) {
         Some(errno) if is_missing(errno) => not_found(key),
         Some(rustix::io::Errno::NOSPC | rustix::io::Errno::DQUOT) => {
